@@ -1,0 +1,1 @@
+"""neurode.plugins.loaders."""
