@@ -49,6 +49,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "neurode.plugins.adjoints.direct",
     "neurode.plugins.adjoints.backsolve",
     "neurode.plugins.adjoints.checkpoint",
+    "neurode.plugins.loaders.zarr_store",
+    "neurode.plugins.loaders.netcdf",
+    "neurode.plugins.loaders.ragged",
+    "neurode.plugins.loaders.gridded",
 )
 
 #: Component kind -> the hook that registers it.
