@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import threading
 import traceback
 import warnings
@@ -140,9 +141,14 @@ def _first_doc_line(obj: Any) -> str:
     return ""
 
 
+def _normalized(name: str) -> str:
+    """A distribution name as pip compares it (PEP 503): ``Foo_Bar``, ``foo-bar`` and ``foo.bar`` are one."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 def _disabled_from_env() -> frozenset[str]:
     raw = os.environ.get(DISABLE_ENV, "")
-    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    return frozenset(_normalized(part) for part in raw.split(",") if part.strip())
 
 
 def _neurode_version() -> str:
@@ -187,13 +193,13 @@ class Registry:
 
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        disabled_names = _disabled_from_env() if disabled is None else frozenset(d.lower() for d in disabled)
+        disabled_names = _disabled_from_env() if disabled is None else frozenset(_normalized(d) for d in disabled)
         for ep in entry_points:
             dist = getattr(ep, "dist", None)
             dist_name = dist.name if dist is not None else "<unknown distribution>"
             dist_version = dist.version if dist is not None else "?"
             source = Source(dist_name, dist_version, ep.name)
-            if "all" in disabled_names or dist_name.lower() in disabled_names or ep.name.lower() in disabled_names:
+            if "all" in disabled_names or {_normalized(dist_name), _normalized(ep.name)} & disabled_names:
                 self.disabled.append(source)
                 continue
             try:
