@@ -1,0 +1,99 @@
+"""The gradient-method contract ("adjoint"): how gradients flow through a solve.
+
+A gradient method receives a fully normalised :class:`Problem` — flat state,
+chosen solver, loop configuration — and returns the states at the output
+times as a tensor that autograd can differentiate. It decides what is kept
+for the backward pass: everything (``direct``), the step states
+(``checkpoint``) or only the outputs (``backsolve``). It never changes how
+the forward solution is computed, so every method returns the same forward
+values.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from neurode.framework.loop import LoopConfig, LoopResult, integrate
+from neurode.framework.solution import SolveStats
+from neurode.framework.solver import AbstractSolver
+from neurode.framework.vector_field import VectorField
+
+
+@dataclass
+class Problem:
+    """One solve, normalised: what a gradient method works on.
+
+    Attributes:
+        func: the user's vector field ``f(t, y)`` (an ``nn.Module`` or callable).
+        y0: the initial state as one tensor (a tuple state is flattened).
+        t: 1-D tensor of output times, strictly monotone.
+        solver: the solver instance.
+        config: the loop configuration (tolerances, controller, limits).
+        shapes: shapes of a tuple state, or ``None``.
+        event_fn: terminal event function ``g(t, y)``, or ``None``.
+        params: tensors to differentiate with respect to that are not inputs
+            (``adjoint_params``; by default the parameters of ``func``).
+        stats: filled in by the forward and backward passes.
+    """
+
+    func: Callable
+    y0: torch.Tensor
+    t: torch.Tensor
+    solver: AbstractSolver
+    config: LoopConfig
+    shapes: Sequence[torch.Size] | None = None
+    event_fn: Callable | None = None
+    params: tuple[torch.Tensor, ...] = ()
+    stats: SolveStats = field(default_factory=SolveStats)
+    dense: bool = False
+
+    def vector_field(self) -> VectorField:
+        return VectorField(self.func, self.y0, self.shapes)
+
+    def run_loop(self, func: VectorField | None = None, *, record: str | None = None, t_requires_grad=False) -> LoopResult:
+        return integrate(
+            self.solver,
+            func if func is not None else self.vector_field(),
+            self.y0,
+            self.t,
+            self.config,
+            event_fn=self.event_fn,
+            record=record,
+            stats=self.stats,
+            t_requires_grad=t_requires_grad,
+        )
+
+
+@dataclass
+class AdjointResult:
+    """States at the output times (``(len(t), *y0.shape)``), and the event time if any."""
+
+    ys: torch.Tensor
+    event_t: torch.Tensor | None = None
+    dense: Any = None
+
+
+class AbstractAdjoint(abc.ABC):
+    """A gradient method. Subclasses implement :meth:`solve`."""
+
+    #: whether the method can differentiate through an event time
+    supports_events: bool = True
+
+    @abc.abstractmethod
+    def solve(self, problem: Problem) -> AdjointResult:
+        """Solve ``problem`` forward; make the result differentiable as this method does."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def default_params(func: Callable) -> tuple[torch.Tensor, ...]:
+    """The tensors to differentiate: the parameters of ``func`` that require grad."""
+    if isinstance(func, torch.nn.Module):
+        return tuple(p for p in func.parameters() if p.requires_grad)
+    return ()

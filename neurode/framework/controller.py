@@ -1,0 +1,132 @@
+"""Step-size controllers: how big the next step is, and whether this one is kept.
+
+A controller sees only numbers — the step just tried and its scaled error
+ratio (the norm of ``error / (atol + rtol * max(|y0|, |y1|))``) — so it serves
+every adaptive method. Two are provided:
+
+* :class:`IController`, the classical integral controller, exactly as
+  torchdiffeq implements it (so that step sequences match):
+  ``h_new = h * clip(safety * r^(-1/q), dfactor, ifactor)``, where the lower
+  bound is 1 when the step is accepted (Hairer, Nørsett & Wanner I, §II.4,
+  eq. 4.13).
+* :class:`PIDController`, the PID controller of Söderlind (2003, "Digital
+  filters in adaptive time-stepping", ACM TOMS 29) in the form diffrax uses:
+  ``h_new = h * safety * r_n^(-β1/q) * r_{n-1}^(-β2/q) * r_{n-2}^(-β3/q)`` with
+  ``β1 = p + i + d``, ``β2 = -(p + 2d)``, ``β3 = d``.
+
+:func:`initial_step` is Hairer's starting-step heuristic (ibid., §II.4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class IController:
+    """Integral controller (torchdiffeq's defaults)."""
+
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_factors(self.safety, self.ifactor, self.dfactor)
+
+    def start(self) -> "IController":
+        return self  # stateless
+
+    def adapt(self, h: float, ratio: float, error_order: int) -> tuple[bool, float]:
+        """``(accept, next step size)`` for a step of size ``h > 0`` with error ratio ``ratio``."""
+        accept = ratio <= 1.0
+        if ratio == 0.0:
+            return accept, h * self.ifactor
+        if not math.isfinite(ratio):
+            return False, h * self.dfactor
+        dfactor = 1.0 if ratio < 1.0 else self.dfactor
+        factor = min(self.ifactor, max(self.safety / ratio ** (1.0 / error_order), dfactor))
+        return accept, h * factor
+
+
+@dataclass
+class PIDController:
+    """PID controller (Söderlind 2003). ``pcoeff=icoeff=0, dcoeff=0`` reduces to I control with ``icoeff=1``.
+
+    Good choices (diffrax documentation): ``(pcoeff, icoeff) = (0.4, 0.3)`` for
+    non-stiff problems with high-order methods, ``(0.3, 0.3)`` for mildly stiff.
+    """
+
+    pcoeff: float = 0.4
+    icoeff: float = 0.3
+    dcoeff: float = 0.0
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    _history: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_factors(self.safety, self.ifactor, self.dfactor)
+        for name in ("pcoeff", "icoeff", "dcoeff"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if self.icoeff == 0 and self.pcoeff == 0 and self.dcoeff == 0:
+            raise ValueError("PIDController needs a non-zero coefficient; got pcoeff=icoeff=dcoeff=0")
+
+    def start(self) -> "PIDController":
+        return PIDController(self.pcoeff, self.icoeff, self.dcoeff, self.safety, self.ifactor, self.dfactor)
+
+    def adapt(self, h: float, ratio: float, error_order: int) -> tuple[bool, float]:
+        accept = ratio <= 1.0
+        if not math.isfinite(ratio):
+            return False, h * self.dfactor
+        if ratio == 0.0:
+            return accept, h * self.ifactor
+        r = max(ratio, 1e-10)
+        prev1 = self._history[-1] if len(self._history) >= 1 else r
+        prev2 = self._history[-2] if len(self._history) >= 2 else prev1
+        beta1 = (self.pcoeff + self.icoeff + self.dcoeff) / error_order
+        beta2 = -(self.pcoeff + 2 * self.dcoeff) / error_order
+        beta3 = self.dcoeff / error_order
+        factor = self.safety * r ** (-beta1) * prev1 ** (-beta2) * prev2 ** (-beta3)
+        lower = 1.0 if accept else self.dfactor
+        factor = min(self.ifactor, max(factor, lower))
+        if accept:
+            self._history.append(r)
+            del self._history[:-2]
+        return accept, h * factor
+
+
+def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:
+    if not 0 < safety <= 1:
+        raise ValueError(f"safety must be in (0, 1], got {safety!r}")
+    if not ifactor >= 1:
+        raise ValueError(f"ifactor must be >= 1, got {ifactor!r}")
+    if not 0 < dfactor <= 1:
+        raise ValueError(f"dfactor must be in (0, 1], got {dfactor!r}")
+
+
+def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int, rtol, atol, norm, direction: float):
+    """Hairer's starting step (Hairer, Nørsett & Wanner I, §II.4, p. 169).
+
+    Costs one evaluation of ``func``. Mirrors torchdiffeq's
+    ``_select_initial_step`` so that both libraries start from the same step.
+    Returns a positive float.
+    """
+    scale = atol + torch.abs(y0) * rtol
+    d0 = float(norm(y0 / scale))
+    d1 = float(norm(f0 / scale))
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    y1 = y0 + (direction * h0) * f0
+    f1 = func(t0 + direction * h0, y1)
+    d2 = abs(float(norm((f1 - f0) / scale)) / h0)
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / float(order))
+    return min(100 * h0, h1)

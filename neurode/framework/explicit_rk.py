@@ -1,0 +1,150 @@
+"""The generic explicit Runge–Kutta solver: any :class:`ButcherTableau`, one class.
+
+Stage combinations are chains of ``torch.add(..., alpha=h*a_ij)`` over the
+non-zero coefficients only, with the step size folded into the scalar: on
+small states every tensor operation costs microseconds of dispatch, and this
+is the cheapest form that autograd can still differentiate (in-place adds on a
+fresh accumulator need no saved tensors).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
+from neurode.framework.tableau import ButcherTableau
+
+_INTERPS = ("linear", "cubic")
+
+
+def _combine(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: float) -> torch.Tensor:
+    """``base + h Σ coef_j k_j`` over ``terms = ((j, coef_j), ...)``."""
+    acc = None
+    for j, coef in terms:
+        if acc is None:
+            acc = torch.mul(k[j], coef * h) if base is None else torch.add(base, k[j], alpha=coef * h)
+        else:
+            acc.add_(k[j], alpha=coef * h)
+    if acc is None:
+        return torch.zeros_like(k[0]) if base is None else base.clone()
+    return acc
+
+
+def prev_time(t: float, dtype: torch.dtype) -> float:
+    """The largest time below ``t`` representable in ``dtype`` (torchdiffeq's ``Perturb.PREV``)."""
+    if dtype == torch.float64:
+        return math.nextafter(t, -math.inf)
+    return float(np.nextafter(np.float32(t), np.float32(-np.inf)))
+
+
+class ExplicitRungeKutta(AbstractSolver):
+    """An explicit Runge–Kutta method given by its Butcher tableau.
+
+    Options (torchdiffeq's, for methods without a dense interpolant):
+        interp: ``"linear"`` (default) or ``"cubic"`` (Hermite, one extra
+            evaluation of ``f`` per step that produces an output) between steps.
+        perturb: evaluate ``f`` just after ``t0`` and just before ``t1`` so that
+            discontinuities on the grid are seen from the right side.
+    """
+
+    def __init__(self, tableau: ButcherTableau, *, interp: str = "linear", perturb: bool = False) -> None:
+        if not isinstance(tableau, ButcherTableau):
+            raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
+        if interp not in _INTERPS:
+            raise ValueError(f"interp must be one of {_INTERPS}, got {interp!r}")
+        self.tableau = tableau
+        self.order = tableau.order
+        self.adaptive = tableau.adaptive
+        self.error_order = tableau.error_order
+        self.interp = interp
+        self.perturb = bool(perturb)
+        # torchdiffeq evaluates stages with c == 1 just before t1 (for jump_t).
+        self._prev_stages = frozenset(i for i, c in enumerate(tableau.c) if c == 1.0)
+
+    @property
+    def name(self) -> str:
+        return self.tableau.name
+
+    def __repr__(self) -> str:
+        return f"ExplicitRungeKutta({self.tableau.name!r})"
+
+    @property
+    def initial_step_order(self) -> int:
+        return self.tableau.error_order
+
+    # ------------------------------------------------------------------ stepping
+
+    def init(self, func, t0, y0):
+        if self.tableau.fsal:
+            return (func(t0, y0),)
+        return ()
+
+    def step(self, func, t0, h, y0, state):
+        tab = self.tableau
+        if tab.fsal:
+            k = [state[0]]
+        else:
+            k = [func(t0, y0, PERTURB_NEXT if self.perturb else PERTURB_NONE)]
+        t1 = t0 + h
+        c = tab.c
+        y_stage = y0
+        for i in range(1, tab.stages):
+            y_stage = _combine(y0, tab.stage_terms[i], k, h)
+            if i in self._prev_stages and (tab.adaptive or self.perturb):
+                ti, perturb = t1, PERTURB_PREV
+            else:
+                ti, perturb = t0 + c[i] * h, PERTURB_NONE
+            k.append(func(ti, y_stage, perturb))
+        if tab.solution_is_last_stage:
+            y1 = y_stage
+        else:
+            y1 = _combine(y0, tab.solution_terms, k, h)
+        error = _combine(None, tab.error_terms, k, h) if tab.error_terms is not None else None
+        state1 = (k[-1],) if tab.fsal else ()
+        return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
+
+    # ------------------------------------------------------------------ dense output
+
+    def interpolate(self, step: Step, theta):
+        tab = self.tableau
+        if isinstance(theta, float):
+            if theta == 0.0:
+                return step.y0
+            if theta == 1.0:
+                return step.y1
+        if tab.interpolant is not None:
+            k = step.dense
+            if isinstance(theta, torch.Tensor):
+                # differentiable in the output time: polynomial weights as tensors
+                theta = theta.to(step.y0.dtype)
+                out = step.y0
+                for i, row in enumerate(tab.interpolant):
+                    w = sum(coef * theta ** (p + 1) for p, coef in enumerate(row))
+                    out = out + (w * step.h) * k[i]
+                return out
+            weights = tab.interpolation_weights(theta)
+            return _combine(step.y0, tuple((i, w) for i, w in enumerate(weights) if w != 0.0), k, step.h)
+        if self.interp == "linear":
+            if isinstance(theta, torch.Tensor):
+                theta = theta.to(step.y0.dtype)
+                return step.y0 + theta * (step.y1 - step.y0)
+            return torch.lerp(step.y0, step.y1, theta)
+        return self._cubic_hermite(step, theta)
+
+    def _cubic_hermite(self, step: Step, theta):
+        # Hermite basis on [t0, t1] (torchdiffeq FixedGridODESolver._cubic_hermite_interp).
+        f0 = step.dense[0]
+        f1 = step.cache.get("f1")
+        if f1 is None:
+            # one extra evaluation per step that produces outputs (torchdiffeq: one per output)
+            f1 = step.cache["f1"] = step.func(step.t0 + step.h, step.y1)
+        if isinstance(theta, torch.Tensor):
+            theta = theta.to(step.y0.dtype)
+        h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
+        h10 = theta * (1 - theta) * (1 - theta)
+        h01 = theta * theta * (3 - 2 * theta)
+        h11 = theta * theta * (theta - 1)
+        return h00 * step.y0 + h10 * step.h * f0 + h01 * step.y1 + h11 * step.h * f1

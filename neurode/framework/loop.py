@@ -1,0 +1,415 @@
+"""The integration loop: the one place that advances a solve through time.
+
+It owns what every method shares — choosing the next step (from the
+controller, a fixed grid, ``step_t``/``jump_t`` and ``min_step``/``max_step``),
+accepting or rejecting it, producing outputs at the requested times with the
+method's dense interpolant (never by stepping onto every output time),
+events, the step limit, non-finite detection and statistics — and nothing a
+particular method knows (see ``solver.py``).
+
+Time is kept as Python floats: float64 whatever the state's dtype, and no
+device synchronisation beyond the one accept/reject decision per step. The
+loop works on ``tau = direction * t`` so that decreasing ``t`` is an ordinary
+forward solve with negative steps ``h = direction * dtau``.
+
+Records: ``record="steps"`` keeps each accepted step's start state (for the
+checkpointed adjoint: memory bounded by the stored step states, not the
+activations), ``record="dense"`` keeps the whole steps (for dense output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from neurode.framework.controller import IController, PIDController, initial_step
+from neurode.framework.errors import (
+    EventNotFoundError,
+    InvalidInputError,
+    MaxStepsError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
+from neurode.framework.solution import SolveStats
+from neurode.framework.solver import PERTURB_NEXT, AbstractSolver, Step
+from neurode.framework.vector_field import VectorField, unflatten_state
+
+#: Default step limit of a solve. Finite on purpose (diffrax's lesson): an
+#: endless solve is a bug report; raise it with ``max_num_steps``.
+DEFAULT_MAX_NUM_STEPS = 100_000
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square norm, the default error norm (Hairer et al. I, eq. 4.11)."""
+    return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+
+
+@dataclass
+class LoopConfig:
+    """Everything about *how* to integrate that is not the method itself."""
+
+    rtol: float | torch.Tensor = 1e-7
+    atol: float | torch.Tensor = 1e-9
+    norm: Callable[[torch.Tensor], Any] | None = None
+    controller: IController | PIDController = field(default_factory=IController)
+    first_step: float | None = None
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_num_steps: int = DEFAULT_MAX_NUM_STEPS
+    step_t: Sequence[float] | None = None
+    jump_t: Sequence[float] | None = None
+    step_size: float | None = None
+    grid_constructor: Callable | None = None
+
+    def validate(self) -> None:
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                if value.requires_grad:
+                    raise InvalidInputError(f"{name} cannot require gradient")
+                if (value < 0).any():
+                    raise InvalidInputError(f"{name} must be >= 0, got {value}")
+            elif not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (self.min_step >= 0):
+            raise InvalidInputError(f"min_step must be >= 0, got {self.min_step!r}")
+        if not (self.max_step > 0):
+            raise InvalidInputError(f"max_step must be > 0, got {self.max_step!r}")
+        if self.min_step > self.max_step:
+            raise InvalidInputError(f"min_step ({self.min_step}) must not exceed max_step ({self.max_step})")
+        if not (isinstance(self.max_num_steps, int) and self.max_num_steps > 0):
+            raise InvalidInputError(f"max_num_steps must be a positive integer, got {self.max_num_steps!r}")
+        if self.first_step is not None and not (self.first_step > 0 and math.isfinite(self.first_step)):
+            raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step!r}")
+        if self.step_size is not None:
+            if self.grid_constructor is not None:
+                raise InvalidInputError("step_size and grid_constructor are mutually exclusive")
+            if not (self.step_size > 0 and math.isfinite(self.step_size)):
+                raise InvalidInputError(f"step_size must be a positive finite number, got {self.step_size!r}")
+
+
+@dataclass
+class StepRecord:
+    """An accepted step as the checkpointed adjoint needs it."""
+
+    t0: float
+    h: float
+    y0: torch.Tensor
+    state0: tuple[torch.Tensor, ...]
+    outputs: list[tuple[int, float]]  # (output index, theta) produced inside this step
+    jump: bool = False  # the solver state was re-initialised at the end (jump_t)
+
+
+@dataclass
+class LoopResult:
+    ys: list[torch.Tensor]
+    stats: SolveStats
+    event_t: float | None = None
+    event_theta: float | None = None
+    records: list[Any] = field(default_factory=list)
+    y_final: torch.Tensor | None = None
+    state_final: tuple[torch.Tensor, ...] = ()
+
+
+@torch.no_grad()
+def _error_ratio(step: Step, rtol, atol, norm) -> float:
+    # Hairer et al. I, eq. 4.10-4.11: err_i / (atol + rtol * max(|y0_i|, |y1_i|)).
+    err = step.error
+    scale = torch.maximum(step.y0.abs(), step.y1.abs())
+    if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
+        scale = atol + rtol * scale
+    else:
+        scale.mul_(rtol).add_(atol)
+    scaled = err / scale
+    if norm is None:
+        return float(rms_norm(scaled))
+    return float(norm(scaled))
+
+
+def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[float], direction: float) -> list[float]:
+    if config.step_size is not None:
+        # torchdiffeq's grid: ceil((t1 - t0) / dt + 1) points from t0, the last moved onto t1.
+        start, end = tau_out[0], tau_out[-1]
+        n = int(math.ceil((end - start) / config.step_size + 1))
+        grid = [start + k * config.step_size for k in range(n)]
+        grid[-1] = end
+        if len(grid) >= 2 and grid[-1] <= grid[-2]:  # floating round-off made a zero-length last step
+            grid.pop(-2)
+        return grid
+    if config.grid_constructor is not None:
+        grid_t = config.grid_constructor(func, y0, t)
+        if not isinstance(grid_t, torch.Tensor) or grid_t.ndim != 1:
+            raise InvalidInputError("grid_constructor must return a 1-D tensor of times")
+        grid = [direction * float(g) for g in grid_t.detach().cpu().tolist()]
+        if grid[0] != tau_out[0] or grid[-1] != tau_out[-1]:
+            raise InvalidInputError(
+                f"grid_constructor must return a grid from t[0] to t[-1]; got {grid_t[0].item()} .. "
+                f"{grid_t[-1].item()} for t[0]={t[0].item()}, t[-1]={t[-1].item()}"
+            )
+        if any(b <= a for a, b in zip(grid, grid[1:])):
+            raise InvalidInputError("grid_constructor must return a strictly monotone grid in the direction of t")
+        return grid
+    return list(tau_out)
+
+
+def _sorted_after(values: Sequence[float] | None, tau0: float, direction: float) -> list[float]:
+    if values is None:
+        return []
+    taus = sorted(direction * float(v) for v in values)
+    return [v for v in taus if v > tau0]
+
+
+def integrate(
+    solver: AbstractSolver,
+    func: VectorField,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    config: LoopConfig,
+    *,
+    event_fn: Callable | None = None,
+    record: str | None = None,
+    stats: SolveStats | None = None,
+    t_requires_grad: bool = False,
+) -> LoopResult:
+    """Integrate ``func`` from ``t[0]`` through every time in ``t``.
+
+    ``t`` is a 1-D tensor, strictly monotone. With ``event_fn`` only ``t[0]``
+    is used and the solve runs until ``event_fn(t, y)`` changes sign.
+    Returns the states at the times of ``t`` as a list (``ys[0] is y0``).
+    """
+    stats = SolveStats() if stats is None else stats
+    nfe_start = func.nfe
+    t_list = [float(v) for v in t.detach().to(dtype=torch.float64, device="cpu").tolist()]
+    n_out = len(t_list)
+    direction = 1.0
+    if n_out >= 2 and t_list[1] < t_list[0]:
+        direction = -1.0
+    tau_out = [direction * v for v in t_list]
+    fixed = config.step_size is not None or config.grid_constructor is not None or not solver.adaptive
+    if event_fn is not None and fixed and config.step_size is None and not solver.adaptive:
+        raise InvalidInputError(
+            f"event handling with the fixed-step solver {solver!r} needs options={{'step_size': ...}}"
+        )
+
+    controller = config.controller.start()
+    rtol, atol, norm = config.rtol, config.atol, config.norm
+    order = solver.error_order
+
+    tau = tau_out[0]
+    y = y0
+    state = solver.init(func, direction * tau, y0)
+    ys: list[torch.Tensor] = [y0]
+    records: list[Any] = []
+    out_index = 1
+
+    # ---- step-size set-up
+    grid: list[float] = []
+    grid_index = 1
+    h = 0.0
+    if fixed:
+        if event_fn is not None:
+            grid = []
+        else:
+            grid = _fixed_grid(config, func.func, y0, t, tau_out, direction)
+    else:
+        if config.first_step is not None:
+            h = float(config.first_step)
+        else:
+            f0 = state[0] if state else func(direction * tau, y0)
+            h = initial_step(func, direction * tau, y0, f0, solver.initial_step_order, rtol, atol,
+                             norm if norm is not None else rms_norm, direction)
+    step_t = _sorted_after(config.step_t, tau, direction)
+    jump_t = _sorted_after(config.jump_t, tau, direction)
+    if set(step_t) & set(jump_t):
+        raise InvalidInputError("step_t and jump_t must not share any time")
+    min_step, max_step = float(config.min_step), float(config.max_step)
+
+    # ---- event set-up
+    sign0 = None
+    event_fn_combined = None
+    if event_fn is not None:
+        event_fn_combined, sign0 = _combine_event_functions(event_fn, direction * tau, y0)
+        if sign0 == 0:  # already on the event
+            stats.nfe += func.nfe - nfe_start
+            return LoopResult([y0, y0], stats, event_t=direction * tau, y_final=y0, state_final=state)
+
+    # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
+    # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision.
+    user = func.func
+    cb_step = getattr(user, "callback_step", None)
+    cb_accept = getattr(user, "callback_accept_step", None)
+    cb_reject = getattr(user, "callback_reject_step", None)
+
+    last: Step | None = None
+    tau_prev = tau
+    n_steps = 0
+    event_tau = None
+    while True:
+        # ---- outputs inside the last accepted step (tau_prev, tau]
+        if last is not None and event_fn is None:
+            emitted = []
+            while out_index < n_out and tau_out[out_index] <= tau:
+                target = tau_out[out_index]
+                dtau = tau - tau_prev
+                if t_requires_grad:
+                    theta = (direction * t[out_index] - tau_prev) / dtau
+                elif target == tau:
+                    theta = 1.0
+                else:
+                    theta = (target - tau_prev) / dtau
+                ys.append(solver.interpolate(last, theta))
+                emitted.append((out_index, float(theta)))
+                out_index += 1
+            if record == "steps" and emitted:
+                records[-1].outputs.extend(emitted)
+        if event_fn is None and out_index >= n_out:
+            break
+
+        if n_steps >= config.max_num_steps:
+            stats.nfe += func.nfe - nfe_start
+            raise MaxStepsError(
+                f"max_num_steps={config.max_num_steps} reached at t={direction * tau:.9g} with step size "
+                f"{h:.3g} before reaching t={t_list[-1]:.9g}; the problem may be stiff (try an implicit solver) or "
+                f"the tolerances too tight; raise the limit with max_num_steps=...",
+                t=direction * tau, dt=direction * h, stats=stats,
+            )
+
+        # ---- propose the step [tau, tau1]
+        on_jump = False
+        if fixed:
+            if event_fn is not None:
+                tau1 = tau + float(config.step_size)
+            else:
+                tau1 = grid[grid_index]
+            h = tau1 - tau
+        else:
+            if not math.isfinite(h):
+                h = min_step
+            h = min(max(h, min_step), max_step)
+            tau1 = tau + h
+            if step_t and tau < step_t[0] < tau1:
+                tau1 = step_t[0]
+            if jump_t and tau < jump_t[0] < tau1:
+                tau1 = jump_t[0]
+                on_jump = True
+            h = tau1 - tau
+        if not tau1 > tau:
+            stats.nfe += func.nfe - nfe_start
+            raise StepSizeUnderflowError(
+                f"step size underflow at t={direction * tau:.17g}: a step of {h:.3g} does not change t in "
+                f"float64; the solution may be blowing up or the problem is stiff",
+                t=direction * tau, dt=direction * h, stats=stats,
+            )
+
+        if cb_step is not None:
+            cb_step(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+        step = solver.step(func, direction * tau, direction * h, y, state)
+        n_steps += 1
+
+        # ---- accept or reject
+        if fixed:
+            accept, h_next = True, h
+        else:
+            ratio = _error_ratio(step, rtol, atol, norm)
+            accept, h_next = controller.adapt(h, ratio, order)
+            if not math.isfinite(ratio):
+                accept = False
+                if h <= min_step or not (tau + h_next > tau):
+                    stats.nfe += func.nfe - nfe_start
+                    raise NonFiniteStateError(
+                        f"the state became non-finite (NaN or inf) in a step from t={direction * tau:.9g} "
+                        f"with step size {direction * h:.3g}, and shrinking the step did not help",
+                        t=direction * tau, dt=direction * h, stats=stats,
+                    )
+            elif h <= min_step:
+                accept = True  # torchdiffeq: steps at min_step are always taken
+
+        if accept:
+            if cb_accept is not None:
+                cb_accept(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+            stats.n_accepted += 1
+            if record == "steps":
+                records.append(StepRecord(direction * tau, direction * h, y, state, []))
+            elif record == "dense":
+                records.append(step)
+            tau_prev, tau = tau, tau1
+            y, state = step.y1, step.state1
+            last = step
+            stats.h_last = direction * h
+            if fixed and event_fn is None:
+                grid_index += 1
+            if step_t and tau == step_t[0]:
+                step_t.pop(0)
+            if on_jump:
+                jump_t.pop(0)
+                state = solver.after_jump(func, direction * tau, y, state)
+                if record == "steps":
+                    records[-1].jump = True
+            # ---- events: a sign change of event_fn inside the step
+            if event_fn is not None:
+                sign1 = torch.sign(event_fn_combined(func.time(direction * tau), y))
+                if bool(sign1 != sign0):
+                    event_tau, theta = _find_event(solver, last, event_fn_combined, func, sign0, tau_prev, tau,
+                                                   direction, atol)
+                    y_event = solver.interpolate(last, theta)
+                    stats.nfe += func.nfe - nfe_start
+                    stats.n_steps += n_steps
+                    stats.h_next = direction * h_next
+                    return LoopResult([y0, y_event], stats, event_t=direction * event_tau, event_theta=theta,
+                                      records=records, y_final=y, state_final=state)
+        else:
+            if cb_reject is not None:
+                cb_reject(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+            stats.n_rejected += 1
+        h = h_next
+
+    stats.nfe += func.nfe - nfe_start
+    stats.n_steps += n_steps
+    stats.h_next = direction * h
+    return LoopResult(ys, stats, records=records, y_final=y, state_final=state)
+
+
+def _user_state(y: torch.Tensor, func: VectorField):
+    if func.shapes is None:
+        return y
+    return unflatten_state(y, func.shapes)
+
+
+def _combine_event_functions(event_fn: Callable, t0: float, y0: torch.Tensor):
+    """Make every event function start positive and take the minimum (torchdiffeq ``combine_event_functions``)."""
+    t0_tensor = torch.scalar_tensor(t0, dtype=y0.real.dtype if y0.is_complex() else y0.dtype, device=y0.device)
+    with torch.no_grad():
+        initial_signs = torch.sign(event_fn(t0_tensor, y0))
+
+    def combined(t, y):
+        return torch.min(event_fn(t, y) * initial_signs)
+
+    with torch.no_grad():
+        sign0 = torch.sign(combined(t0_tensor, y0))
+    return combined, sign0
+
+
+def _find_event(solver, step, event_fn, func, sign0, tau0, tau1, direction, tol):
+    """Bisection on the dense interpolant down to ``atol`` (torchdiffeq ``find_event``)."""
+    tol_value = float(tol.max()) if isinstance(tol, torch.Tensor) else float(tol)
+    tol_value = max(tol_value, 1e-15 * max(1.0, abs(tau1)))
+    n_iter = max(0, int(math.ceil(math.log((tau1 - tau0) / tol_value) / math.log(2.0))))
+    lo, hi = tau0, tau1
+    with torch.no_grad():
+        for _ in range(n_iter):
+            mid = 0.5 * (lo + hi)
+            theta = (mid - tau0) / (tau1 - tau0)
+            y_mid = solver.interpolate(step, theta)
+            sign_mid = torch.sign(event_fn(func.time(direction * mid), y_mid))
+            if bool(sign_mid == sign0):
+                lo = mid
+            else:
+                hi = mid
+    event_tau = 0.5 * (lo + hi)
+    if not tau0 <= event_tau <= tau1:  # pragma: no cover - bisection stays inside
+        raise EventNotFoundError(f"event root finding left the step [{tau0}, {tau1}]")
+    return event_tau, (event_tau - tau0) / (tau1 - tau0)

@@ -1,0 +1,72 @@
+"""What a solve returns: values at the requested times, statistics, dense output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class SolveStats:
+    """Counters of one solve. The backward fields fill in when gradients are computed.
+
+    Attributes:
+        nfe: evaluations of ``f`` in the forward solve (including the initial
+            step heuristic and event root finding).
+        n_steps: attempted steps; ``n_accepted + n_rejected``.
+        n_accepted, n_rejected: accepted and rejected steps.
+        h_last: size of the last accepted step (signed, in the direction of ``t``).
+        h_next: the step size the controller proposed next (where a solve
+            would continue).
+        nfe_backward: evaluations in the backward pass (vector-Jacobian
+            products count as one each), ``0`` until ``backward()`` runs.
+        n_steps_backward: steps taken by a backward solve (backsolve) or
+            recomputed (checkpoint).
+    """
+
+    nfe: int = 0
+    n_steps: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
+    h_last: float = float("nan")
+    h_next: float = float("nan")
+    nfe_backward: int = 0
+    n_steps_backward: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Solution:
+    """The result of :func:`neurode.solve`.
+
+    Attributes:
+        ts: the requested output times (the input ``t``).
+        ys: the state at each time, shape ``(len(ts), *y0.shape)``; a tuple of
+            such tensors for a tuple state.
+        stats: :class:`SolveStats`.
+        solver, adjoint: the names used.
+        event_t: the event time when solving with ``event_fn``, else ``None``.
+        dense: a callable ``dense(t) -> y`` when ``dense=True`` was asked for.
+    """
+
+    ts: torch.Tensor
+    ys: torch.Tensor | tuple[torch.Tensor, ...]
+    stats: SolveStats = field(default_factory=SolveStats)
+    solver: str = ""
+    adjoint: str = ""
+    event_t: torch.Tensor | None = None
+    dense: Any = None
+
+    def __iter__(self):  # allows ``ts, ys = solution``
+        return iter((self.ts, self.ys))
+
+    def __repr__(self) -> str:
+        shape = tuple(self.ys.shape) if isinstance(self.ys, torch.Tensor) else [tuple(y.shape) for y in self.ys]
+        return (
+            f"Solution(solver={self.solver!r}, adjoint={self.adjoint!r}, ys={shape}, "
+            f"nfe={self.stats.nfe}, accepted={self.stats.n_accepted}, rejected={self.stats.n_rejected})"
+        )

@@ -1,0 +1,326 @@
+"""``neurode.solve``: any registered solver and gradient method, one call.
+
+Separate objects, as diffrax separates them: the *solver* (a registered name
+or an :class:`AbstractSolver`), the *step-size controller* (``"i"``,
+``"pid"`` or an instance), the *gradient method* (a registered name or an
+:class:`AbstractAdjoint`) and the output times ``t``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from neurode.framework.adjoint import AbstractAdjoint, Problem, default_params
+from neurode.framework.controller import IController, PIDController
+from neurode.framework.errors import InvalidInputError
+from neurode.framework.loop import DEFAULT_MAX_NUM_STEPS, LoopConfig, rms_norm
+from neurode.framework.registry import get_registry
+from neurode.framework.solution import Solution, SolveStats
+from neurode.framework.solver import AbstractSolver, ExternalSolver
+from neurode.framework.vector_field import flatten_state, unflatten_state
+
+DEFAULT_SOLVER = "dopri5"
+DEFAULT_ADJOINT = "direct"
+
+#: options consumed by the loop and the controller; the rest go to the solver
+LOOP_OPTIONS = frozenset(
+    {"first_step", "min_step", "max_step", "max_num_steps", "step_t", "jump_t", "step_size",
+     "grid_constructor", "norm", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "dtype"}
+)
+
+
+def mixed_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor | float:
+    """Max over the RMS norms of the parts of a tuple state (torchdiffeq's ``_mixed_norm``)."""
+    if len(tensors) == 0:
+        return 0.0
+    return max(rms_norm(x) for x in tensors)
+
+
+def check_times(t: Any, name: str = "t", *, min_len: int = 1) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise InvalidInputError(f"{name} must be a torch.Tensor of times, got {type(t).__name__}")
+    if not torch.is_floating_point(t):
+        raise InvalidInputError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.ndim != 1:
+        raise InvalidInputError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+    if len(t) < min_len:
+        raise InvalidInputError(f"{name} must hold at least {min_len} time(s), got {len(t)}")
+    if len(t) >= 2:
+        with torch.no_grad():
+            diff = t[1:] - t[:-1]
+            if not ((diff > 0).all() or (diff < 0).all()):
+                raise InvalidInputError(
+                    f"{name} must be strictly increasing or strictly decreasing, got {t.detach().cpu().tolist()[:8]}"
+                    + (" ..." if len(t) > 8 else "")
+                )
+    if not torch.isfinite(t.detach()).all():
+        raise InvalidInputError(f"{name} must be finite, got {t.detach().cpu().tolist()[:8]}")
+    return t
+
+
+def _tuple_tol(name: str, tol, shapes):
+    # torchdiffeq: a tolerance per tuple element, expanded over that element.
+    if isinstance(tol, (tuple, list)):
+        if len(tol) != len(shapes):
+            raise InvalidInputError(f"{name} has {len(tol)} entries for a tuple state of {len(shapes)} tensors")
+        return torch.cat([torch.as_tensor(x, dtype=torch.float64).expand(s.numel()) for x, s in zip(tol, shapes)])
+    return tol
+
+
+def _as_tolerance(name: str, value, y0: torch.Tensor):
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise InvalidInputError(f"{name} cannot require gradient")
+        if value.numel() == 1:
+            return float(value)
+        return value.to(device=y0.device, dtype=y0.real.dtype if y0.is_complex() else y0.dtype)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number or a tensor, got {value!r}") from None
+    return value
+
+
+def _make_controller(controller, options: dict) -> IController | PIDController:
+    factors = {k: float(options.pop(k)) for k in ("safety", "ifactor", "dfactor") if k in options}
+    pid = {k: float(options.pop(k)) for k in ("pcoeff", "icoeff", "dcoeff") if k in options}
+    try:
+        if controller is None:
+            controller = "pid" if pid else "i"
+        if isinstance(controller, str):
+            if controller == "i":
+                if pid:
+                    raise InvalidInputError(f"options {sorted(pid)} need controller='pid'")
+                return IController(**factors)
+            if controller == "pid":
+                return PIDController(**pid, **factors)
+            raise InvalidInputError(f"controller must be 'i', 'pid' or a controller instance, got {controller!r}")
+    except ValueError as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(str(exc)) from None
+    if factors or pid:
+        raise InvalidInputError(f"options {sorted({**factors, **pid})} conflict with an explicit controller instance")
+    if not hasattr(controller, "adapt") or not hasattr(controller, "start"):
+        raise InvalidInputError(f"controller must provide start() and adapt(); got {controller!r}")
+    return controller
+
+
+def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSolver, str]:
+    if isinstance(solver, AbstractSolver):
+        if options:
+            raise InvalidInputError(f"solver options {sorted(options)} given with a solver instance; configure the instance")
+        return solver, getattr(solver, "name", type(solver).__name__)
+    if not isinstance(solver, str):
+        raise InvalidInputError(f"solver must be a registered name or an AbstractSolver, got {solver!r}")
+    factory = get_registry().get("solver", solver).obj
+    try:
+        instance = factory(**options)
+    except TypeError as exc:
+        accepted = _accepted_keywords(factory)
+        raise InvalidInputError(
+            f"solver {solver!r} does not accept options {sorted(options)} ({exc}); "
+            f"its options are: {', '.join(accepted) or '(none)'}"
+            f"; loop options are: {', '.join(sorted(LOOP_OPTIONS - {'dtype'}))}"
+        ) from None
+    except ValueError as exc:
+        raise InvalidInputError(f"solver {solver!r}: {exc}") from None
+    if not isinstance(instance, AbstractSolver):
+        raise InvalidInputError(f"solver {solver!r} factory returned {type(instance).__name__}, not an AbstractSolver")
+    return instance, solver
+
+
+def make_adjoint(adjoint: str | AbstractAdjoint, options: dict | None) -> tuple[AbstractAdjoint, str]:
+    options = dict(options or {})
+    if isinstance(adjoint, AbstractAdjoint):
+        if options:
+            raise InvalidInputError("adjoint options given with an adjoint instance; configure the instance")
+        return adjoint, type(adjoint).__name__
+    if not isinstance(adjoint, str):
+        raise InvalidInputError(f"adjoint must be a registered name or an AbstractAdjoint, got {adjoint!r}")
+    factory = get_registry().get("adjoint", adjoint).obj
+    try:
+        return factory(**options), adjoint
+    except TypeError as exc:
+        accepted = _accepted_keywords(factory)
+        raise InvalidInputError(
+            f"gradient method {adjoint!r} does not accept options {sorted(options)} ({exc}); "
+            f"its options are: {', '.join(accepted) or '(none)'}"
+        ) from None
+
+
+def _accepted_keywords(factory) -> list[str]:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY or (
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+
+
+def run_external(problem: Problem, adjoint, adjoint_options: dict | None):
+    """Hand a whole solve to an :class:`ExternalSolver` (the loop and adjoint plugins are bypassed)."""
+    solver = problem.solver
+    if not isinstance(adjoint, str):
+        raise InvalidInputError(f"solver {solver!r} runs whole solves and takes the gradient method by name")
+    if adjoint not in solver.supported_adjoints:
+        raise InvalidInputError(
+            f"solver {solver!r} supports the gradient methods {list(solver.supported_adjoints)}, not {adjoint!r}"
+        )
+    if problem.dense:
+        raise InvalidInputError(f"solver {solver!r} has no dense output")
+    return solver.solve_external(problem, adjoint, dict(adjoint_options or {})), adjoint
+
+
+def build_problem(
+    func: Callable,
+    y0,
+    t: torch.Tensor,
+    *,
+    solver: str | AbstractSolver = DEFAULT_SOLVER,
+    rtol=1e-7,
+    atol=1e-9,
+    controller=None,
+    event_fn: Callable | None = None,
+    params: Sequence[torch.Tensor] | None = None,
+    options: dict | None = None,
+    dense: bool = False,
+) -> tuple[Problem, str]:
+    """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``)."""
+    if not callable(func):
+        raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    y0_flat, shapes = flatten_state(y0)
+    if not (torch.is_floating_point(y0_flat) or y0_flat.is_complex()):
+        raise InvalidInputError(f"y0 must be a floating-point (or complex) tensor, got dtype {y0_flat.dtype}")
+    check_times(t, min_len=1 if event_fn is not None else 1)
+    if t.device != y0_flat.device:
+        t = t.to(y0_flat.device)
+    options = dict(options or {})
+    options.pop("dtype", None)  # torchdiffeq's time dtype: neurode always keeps time in float64
+
+    if shapes is not None:
+        rtol = _tuple_tol("rtol", rtol, shapes)
+        atol = _tuple_tol("atol", atol, shapes)
+    rtol = _as_tolerance("rtol", rtol, y0_flat)
+    atol = _as_tolerance("atol", atol, y0_flat)
+
+    norm = options.pop("norm", None)
+    if shapes is not None:
+        user_norm = norm if norm is not None else mixed_norm
+
+        def norm(x, _shapes=shapes, _user=user_norm):
+            return _user(unflatten_state(x, _shapes))
+
+    loop_kwargs = {k: options.pop(k) for k in list(options) if k in LOOP_OPTIONS}
+    controller = _make_controller(controller, loop_kwargs)
+    for key in ("step_t", "jump_t"):
+        if loop_kwargs.get(key) is not None:
+            value = loop_kwargs[key]
+            loop_kwargs[key] = [float(v) for v in (value.detach().cpu().reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)]
+    for key in ("first_step", "min_step", "max_step", "step_size"):
+        if loop_kwargs.get(key) is not None:
+            loop_kwargs[key] = float(loop_kwargs[key])
+    config = LoopConfig(
+        rtol=rtol,
+        atol=atol,
+        norm=norm,
+        controller=controller,
+        max_num_steps=int(loop_kwargs.pop("max_num_steps", DEFAULT_MAX_NUM_STEPS)),
+        **{k: v for k, v in loop_kwargs.items() if v is not None or k in ("step_size", "grid_constructor")},
+    )
+    if config.max_num_steps >= 2**31 - 1:
+        config.max_num_steps = 2**31 - 1
+    config.validate()
+    if not math.isinf(config.max_step) and config.first_step is not None and config.first_step > config.max_step:
+        config.first_step = config.max_step
+
+    solver_obj, solver_name = make_solver(solver, options)
+    if params is None:
+        params = default_params(func)
+    params = tuple(p for p in params if isinstance(p, torch.Tensor) and p.requires_grad)
+    problem = Problem(
+        func=func, y0=y0_flat, t=t, solver=solver_obj, config=config, shapes=shapes, event_fn=event_fn,
+        params=params, stats=SolveStats(), dense=dense,
+    )
+    return problem, solver_name
+
+
+def solve(
+    func: Callable,
+    y0,
+    t: torch.Tensor,
+    *,
+    solver: str | AbstractSolver = DEFAULT_SOLVER,
+    adjoint: str | AbstractAdjoint = DEFAULT_ADJOINT,
+    rtol=1e-7,
+    atol=1e-9,
+    controller=None,
+    event_fn: Callable | None = None,
+    adjoint_options: dict | None = None,
+    adjoint_params: Sequence[torch.Tensor] | None = None,
+    dense: bool = False,
+    **options,
+) -> Solution:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it took.
+
+    Args:
+        func: ``func(t, y) -> dy/dt``; ``t`` arrives as a 0-d tensor of
+            ``y``'s dtype. ``y`` is a tensor or a tuple of tensors.
+        y0: initial state, any shape (a batch is just leading dimensions).
+        t: 1-D tensor of output times, increasing or decreasing.
+        solver: a registered solver name (``neurode plugins --kind solver``)
+            or an :class:`AbstractSolver` instance.
+        adjoint: the gradient method: ``"direct"``, ``"backsolve"``,
+            ``"checkpoint"`` or any registered one, or an instance.
+        rtol, atol: relative and absolute tolerances (floats, or tensors per
+            element; tuples per part of a tuple state).
+        controller: ``"i"`` (default), ``"pid"`` or a controller instance.
+        event_fn: stop at the first sign change of ``event_fn(t, y)``; only
+            ``t[0]`` is used then, and ``Solution.event_t`` holds the time.
+        adjoint_options: options of the gradient method (e.g. for
+            ``backsolve``: ``rtol``, ``atol``, ``solver``, ``options``,
+            ``norm="seminorm"``).
+        adjoint_params: tensors to differentiate besides ``y0`` (default: the
+            parameters of ``func`` if it is an ``nn.Module``).
+        dense: also return a dense-output callable ``Solution.dense(t)``
+            (``direct`` gradient method only).
+        **options: solver and loop options, with torchdiffeq's names:
+            ``first_step``, ``min_step``, ``max_step``, ``max_num_steps``
+            (default 100000), ``step_t``, ``jump_t``, ``norm``, ``safety``,
+            ``ifactor``, ``dfactor``, ``pcoeff``/``icoeff``/``dcoeff`` (PID),
+            and for fixed-step methods ``step_size``, ``grid_constructor``,
+            ``interp`` (``"linear"``/``"cubic"``), ``perturb``.
+
+    Returns:
+        :class:`Solution` with ``ys`` of shape ``(len(t), *y0.shape)`` and
+        ``stats`` (nfe forward and backward, accepted and rejected steps,
+        last step size).
+    """
+    problem, solver_name = build_problem(
+        func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
+        params=adjoint_params, options=options, dense=dense,
+    )
+    if isinstance(problem.solver, ExternalSolver):
+        result, adjoint_name = run_external(problem, adjoint, adjoint_options)
+    else:
+        adjoint_obj, adjoint_name = make_adjoint(adjoint, adjoint_options)
+        if dense and adjoint_name != "direct":
+            raise InvalidInputError(f"dense=True needs adjoint='direct', got {adjoint_name!r}")
+        result = adjoint_obj.solve(problem)
+    ys = result.ys
+    if problem.shapes is not None:
+        ys = unflatten_state(ys, problem.shapes, lead=(ys.shape[0],))
+    dense_fn = None
+    if dense:
+        from neurode.framework.dense import DenseOutput
+
+        dense_fn = DenseOutput(problem.solver, result.dense, problem.t, problem.shapes)
+    return Solution(
+        ts=t, ys=ys, stats=problem.stats, solver=solver_name, adjoint=adjoint_name,
+        event_t=result.event_t, dense=dense_fn,
+    )

@@ -1,0 +1,128 @@
+"""The solver contract: one step of a method, its error estimate, its dense output.
+
+A solver knows how to advance ``y`` from ``t0`` by a signed step ``h`` and how
+to interpolate inside the step it took. It does not choose step sizes (that is
+the controller, ``controller.py``), does not decide acceptance, produce
+outputs, detect events or count steps (that is the loop, ``loop.py``), and
+does not know how gradients flow (that is the adjoint, ``adjoint.py``). This is
+diffrax's separation, and why one loop serves Runge–Kutta, multistep and
+(later) implicit methods alike.
+
+The carried state is explicit: ``init`` returns a tuple of tensors (the FSAL
+derivative of an RK pair, the derivative history of a multistep method) and
+``step`` returns the next one. The checkpointed adjoint relies on this: a step
+is a pure function ``(y0, state0) -> (y1, state1)`` of tensors, so it can be
+recomputed and differentiated on its own.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: Time perturbation flags for the vector field: evaluate just after / before t.
+PERTURB_NONE, PERTURB_NEXT, PERTURB_PREV = 0, 1, 2
+
+#: ``f(t, y, perturb=PERTURB_NONE) -> dy/dt`` as solvers call it. ``t`` is a float
+#: (the loop keeps time in float64); the loop's wrapper makes it a tensor.
+VectorFieldFn = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Step:
+    """What one attempted step produced.
+
+    Attributes:
+        t0, h: start and signed size of the step (floats).
+        y0, y1: state at the start and the end.
+        state0, state1: the solver's carried tensors before and after.
+        error: the local error estimate (same shape as ``y``), or ``None``
+            for methods without one.
+        dense: whatever the solver's ``interpolate`` needs (e.g. RK stages).
+    """
+
+    t0: float
+    h: float
+    y0: torch.Tensor
+    y1: torch.Tensor
+    state0: tuple[torch.Tensor, ...]
+    state1: tuple[torch.Tensor, ...]
+    error: torch.Tensor | None
+    dense: Any = None
+    func: Any = None  # the vector field, for interpolants that evaluate f (cubic Hermite)
+    cache: dict = field(default_factory=dict)
+
+
+class AbstractSolver(abc.ABC):
+    """A method for ``dy/dt = f(t, y)``; see the module docstring.
+
+    Class attributes a solver declares:
+        order: order of convergence (checked by ``neurode.testing``).
+        adaptive: whether ``step`` returns an error estimate, so that an
+            adaptive step-size controller can be used.
+        error_order: exponent for the step-size controller
+            (``dt * ratio^(-1/error_order)``).
+    """
+
+    order: int = 1
+    adaptive: bool = False
+    error_order: int = 1
+
+    @abc.abstractmethod
+    def init(self, func: VectorFieldFn, t0: float, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The carried state at the start of the solve (may evaluate ``func``)."""
+
+    @abc.abstractmethod
+    def step(
+        self, func: VectorFieldFn, t0: float, h: float, y0: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> Step:
+        """Attempt one step from ``t0`` to ``t0 + h``. Must not mutate ``y0`` or ``state``."""
+
+    @abc.abstractmethod
+    def interpolate(self, step: Step, theta: float | torch.Tensor) -> torch.Tensor:
+        """The state at ``t0 + theta * h`` for ``0 <= theta <= 1`` inside an accepted step."""
+
+    def after_jump(self, func: VectorFieldFn, t: float, y: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """The carried state after crossing a discontinuity of ``f`` at ``t`` (``jump_t``).
+
+        The default re-initialises, evaluating ``f`` just after ``t``.
+        """
+        return self.init(func, t, y)
+
+    @property
+    def initial_step_order(self) -> int:
+        """Order used by the initial step-size heuristic (Hairer et al. I, §II.4)."""
+        return self.order
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ExternalSolver(AbstractSolver):
+    """A solver that runs a whole solve itself (e.g. another library's ``odeint``).
+
+    The loop, controller and gradient-method plugins are bypassed: the solver
+    receives the normalised problem and the name of the requested gradient
+    method and must honour it or raise. Used by the torchdiffeq wrapper so that
+    users can compare with, or fall back to, another implementation.
+    """
+
+    #: gradient-method names this solver can honour
+    supported_adjoints: tuple[str, ...] = ("direct",)
+
+    @abc.abstractmethod
+    def solve_external(self, problem, adjoint: str, adjoint_options: dict):
+        """Return an :class:`neurode.framework.adjoint.AdjointResult` for ``problem``."""
+
+    def init(self, func, t0, y0):  # pragma: no cover - never stepped by the loop
+        raise NotImplementedError(f"{type(self).__name__} runs whole solves; it has no step")
+
+    def step(self, func, t0, h, y0, state):  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} runs whole solves; it has no step")
+
+    def interpolate(self, step, theta):  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} runs whole solves; it has no dense output")

@@ -1,0 +1,81 @@
+"""The user's ``f(t, y)`` as the integration loop calls it.
+
+The loop keeps time as Python floats (float64, and free of device syncs);
+the user's function receives ``t`` as a 0-d tensor of the state's dtype on
+the state's device, as with torchdiffeq. Tuple states are flattened into one
+vector here and nowhere else, and every evaluation is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from neurode.framework.explicit_rk import prev_time
+from neurode.framework.solver import PERTURB_NEXT, PERTURB_PREV
+
+
+def flatten_state(y: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Size] | None]:
+    """One tensor from a tensor or a tuple of tensors (concatenated, flattened)."""
+    if isinstance(y, torch.Tensor):
+        return y, None
+    if not isinstance(y, tuple) or not y or not all(isinstance(v, torch.Tensor) for v in y):
+        raise TypeError(f"y0 must be a Tensor or a non-empty tuple of Tensors, got {type(y).__name__}")
+    shapes = [v.shape for v in y]
+    return torch.cat([v.reshape(-1) for v in y]), shapes
+
+
+def unflatten_state(y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+    """The tuple back from :func:`flatten_state`; ``lead`` are leading dims (e.g. time)."""
+    out, offset = [], 0
+    for shape in shapes:
+        n = shape.numel()
+        out.append(y[..., offset : offset + n].view((*lead, *shape)))
+        offset += n
+    return tuple(out)
+
+
+class VectorField:
+    """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
+
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "_t_dtype")
+
+    def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None) -> None:
+        self.func = func
+        self.shapes = shapes
+        self.dtype = y0.dtype
+        self.device = y0.device
+        self._t_dtype = y0.real.dtype if y0.is_complex() else y0.dtype
+        self.nfe = 0
+
+    def time(self, t: float) -> torch.Tensor:
+        return torch.scalar_tensor(t, dtype=self._t_dtype, device=self.device)
+
+    def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        self.nfe += 1
+        if isinstance(t, torch.Tensor):
+            tt = t.to(self._t_dtype)
+        else:
+            if perturb == PERTURB_PREV:
+                t = prev_time(t, self._t_dtype)
+            elif perturb == PERTURB_NEXT:
+                t = -prev_time(-t, self._t_dtype)
+            tt = torch.scalar_tensor(t, dtype=self._t_dtype, device=self.device)
+        if self.shapes is None:
+            out = self.func(tt, y)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
+            if out.shape != y.shape:
+                raise ValueError(
+                    f"the vector field returned shape {tuple(out.shape)} for a state of shape {tuple(y.shape)}; "
+                    "dy/dt must have the state's shape"
+                )
+            return out
+        out = self.func(tt, unflatten_state(y, self.shapes))
+        if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
+            raise TypeError(
+                f"for a tuple state of {len(self.shapes)} tensors the vector field must return a tuple of "
+                f"{len(self.shapes)} tensors, got {type(out).__name__}"
+            )
+        return torch.cat([o.reshape(-1) for o in out])
