@@ -1,0 +1,136 @@
+"""``neurode plugins``: every registered component and where it came from.
+
+Lists kind, name, source distribution, version and description of every
+component, then what did not make it: plugins that failed to load (with the
+error), plugins switched off by ``NEURODE_DISABLE_PLUGINS``, and names
+registered twice. ``--json`` prints the same report as one JSON object:
+
+.. code-block:: json
+
+    {"neurode_version": "0.1.0", "kind": null,
+     "components": [{"kind", "name", "distribution", "version", "plugin", "description"}],
+     "failures": [{"distribution", "version", "plugin", "error"}],
+     "disabled": [{"distribution", "version", "plugin"}],
+     "conflicts": [{"kind", "name", "sources": [{"distribution", "version", "plugin"}]}]}
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+
+from neurode.cli.console import plugin_warnings_on_stderr
+from neurode.framework.registry import DISABLE_ENV, KINDS, Source
+
+#: The component kinds, as a str Enum so typer shows and checks the choices.
+Kind = enum.Enum("Kind", {kind: kind for kind in KINDS}, type=str)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plugins")(plugins)
+
+
+def plugins(
+    kind: Annotated[
+        Kind | None,
+        typer.Option("--kind", "-k", case_sensitive=False, help="Only list components of this kind."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """List every registered component: kind, name, source distribution and version.
+
+    Also lists plugins that failed to load (with the error), plugins disabled
+    by NEURODE_DISABLE_PLUGINS, and component names registered by two plugins.
+    """
+    from neurode import __version__
+    from neurode.framework.registry import get_registry
+
+    with plugin_warnings_on_stderr():
+        registry = get_registry()
+    kind_name = kind.value if kind is not None else None
+    report = {
+        "neurode_version": __version__,
+        "kind": kind_name,
+        "components": [c.as_dict() for c in registry.components(kind_name)],
+        "failures": [f.as_dict() for f in registry.failures],
+        "disabled": [_source_dict(s) for s in registry.disabled],
+        "conflicts": [
+            {"kind": k, "name": n, "sources": [_source_dict(s) for s in sources]}
+            for k, n, sources in registry.conflicts()
+            if kind_name is None or k == kind_name
+        ],
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_tables(report)
+
+
+def _source_dict(source: Source) -> dict[str, str]:
+    return {"distribution": source.distribution, "version": source.version, "plugin": source.plugin}
+
+
+def _print_tables(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    components = report["components"]
+    what = f"{report['kind']} components" if report["kind"] else "components"
+    if components:
+        _print_table(
+            console,
+            f"neurode {report['neurode_version']}: registered {what}",
+            ("kind", "name", "distribution", "version", "description"),
+            [(c["kind"], c["name"], c["distribution"], c["version"], c["description"]) for c in components],
+        )
+    else:
+        console.print(f"No {what} registered.", markup=False)
+    distributions = {c["distribution"] for c in components}
+    console.print(f"{len(components)} {what} from {len(distributions)} distribution(s).", markup=False)
+
+    if report["failures"]:
+        _print_table(
+            console,
+            "Plugins that failed to load (their components are unavailable)",
+            ("distribution", "version", "plugin", "error"),
+            [(f["distribution"], f["version"], f["plugin"], f["error"]) for f in report["failures"]],
+        )
+    if report["disabled"]:
+        _print_table(
+            console,
+            f"Plugins disabled by {DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}",
+            ("distribution", "version", "plugin"),
+            [(d["distribution"], d["version"], d["plugin"]) for d in report["disabled"]],
+        )
+    if report["conflicts"]:
+        _print_table(
+            console,
+            "Names registered twice (unusable until one plugin is uninstalled or disabled)",
+            ("kind", "name", "sources"),
+            [(c["kind"], c["name"], "; ".join(map(_describe_source, c["sources"]))) for c in report["conflicts"]],
+        )
+
+
+def _describe_source(source: dict[str, str]) -> str:
+    return f"{source['distribution']} {source['version']} (plugin {source['plugin']})"
+
+
+def _print_table(console: Any, title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A title line, then a rich table of plain-text cells (no markup). On a narrow
+    terminal long names fold onto more lines instead of being cut, and the last
+    (free-text) column keeps a readable width."""
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(Text(title, style="bold"), soft_wrap=True)
+    table = Table()
+    for header in headers[:-1]:
+        table.add_column(header, overflow="fold")
+    table.add_column(headers[-1], overflow="fold", min_width=24)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
