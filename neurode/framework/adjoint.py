@@ -92,6 +92,24 @@ class AbstractAdjoint(abc.ABC):
         return f"{type(self).__name__}()"
 
 
+def start_time_coupled(problem: Problem) -> torch.Tensor:
+    """``y0`` carrying the sensitivity to the start time ``t[0]``.
+
+    Moving the start time with ``y0`` fixed moves every later state like
+    moving ``y0`` by ``-f(t0, y0) dt0``: ``∂y(t)/∂t0 = -Φ(t, t0) f(t0, y0)``
+    (Hairer, Nørsett & Wanner I, §I.14, Thm. 14.8). Returned value equals
+    ``y0``; its gradient w.r.t. ``t[0]`` is ``-f(t0, y0)``. Costs one
+    evaluation of ``f``, and only when ``t`` requires grad.
+    """
+    t = problem.t
+    if not (t.requires_grad and torch.is_grad_enabled()):
+        return problem.y0
+    with torch.no_grad():
+        f0 = problem.vector_field()(t[0].detach(), problem.y0)
+    shift = (t[0] - t[0].detach()).to(problem.y0.dtype)
+    return problem.y0 - f0 * shift
+
+
 def default_params(func: Callable) -> tuple[torch.Tensor, ...]:
     """The tensors to differentiate: the parameters of ``func`` that require grad."""
     if isinstance(func, torch.nn.Module):

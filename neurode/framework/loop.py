@@ -356,6 +356,8 @@ def integrate(
                     event_tau, theta = _find_event(solver, last, event_fn_combined, func, sign0, tau_prev, tau,
                                                    direction, atol)
                     y_event = solver.interpolate(last, theta)
+                    if record == "steps":
+                        records[-1].outputs.append((1, theta))
                     stats.nfe += func.nfe - nfe_start
                     stats.n_steps += n_steps
                     stats.h_next = direction * h_next
