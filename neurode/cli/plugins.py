@@ -130,7 +130,7 @@ def _print_table(console: Any, title: str, headers: tuple[str, ...], rows: list[
     table = Table()
     for header in headers[:-1]:
         table.add_column(header, overflow="fold")
-    table.add_column(headers[-1], overflow="fold", min_width=24)
+    table.add_column(headers[-1], overflow="fold", ratio=1)
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
