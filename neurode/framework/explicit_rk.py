@@ -91,13 +91,21 @@ class ExplicitRungeKutta(AbstractSolver):
         t1 = t0 + h
         c = tab.c
         y_stage = y0
+        t_before_end = None
         for i in range(1, tab.stages):
             y_stage = _combine(y0, tab.stage_terms[i], k, h)
             if i in self._prev_stages and (tab.adaptive or self.perturb):
-                ti, perturb = t1, PERTURB_PREV
+                # just before t1 (torchdiffeq's Perturb.PREV), computed once per step
+                if t_before_end is None:
+                    time = getattr(func, "time", None)
+                    if time is None:  # a plain f(t, y, perturb): let it perturb
+                        k.append(func(t1, y_stage, PERTURB_PREV))
+                        continue
+                    t_dtype = func.time_dtype
+                    t_before_end = time(prev_time(t1, t_dtype) if h > 0 else -prev_time(-t1, t_dtype))
+                k.append(func(t_before_end, y_stage))
             else:
-                ti, perturb = t0 + c[i] * h, PERTURB_NONE
-            k.append(func(ti, y_stage, perturb))
+                k.append(func(t0 + c[i] * h, y_stage))
         if tab.solution_is_last_stage:
             y1 = y_stage
         else:
@@ -137,6 +145,8 @@ class ExplicitRungeKutta(AbstractSolver):
     def _cubic_hermite(self, step: Step, theta):
         # Hermite basis on [t0, t1] (torchdiffeq FixedGridODESolver._cubic_hermite_interp).
         f0 = step.dense[0]
+        if step.cache is None:
+            step.cache = {}
         f1 = step.cache.get("f1")
         if f1 is None:
             # one extra evaluation per step that produces outputs (torchdiffeq: one per output)

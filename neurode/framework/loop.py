@@ -115,8 +115,11 @@ class LoopResult:
     state_final: tuple[torch.Tensor, ...] = ()
 
 
-@torch.no_grad()
 def _error_ratio(step: Step, rtol, atol, norm) -> float:
+    """The scaled error norm; no graph is built (step sizes carry no gradient)."""
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return _error_ratio(step, rtol, atol, norm)
     # Hairer et al. I, eq. 4.10-4.11: err_i / (atol + rtol * max(|y0_i|, |y1_i|)).
     err = step.error
     scale = torch.maximum(step.y0.abs(), step.y1.abs())
@@ -124,7 +127,7 @@ def _error_ratio(step: Step, rtol, atol, norm) -> float:
         scale = atol + rtol * scale
     else:
         scale.mul_(rtol).add_(atol)
-    scaled = err / scale
+    scaled = scale.reciprocal_().mul_(err)
     if norm is None:
         return float(rms_norm(scaled))
     return float(norm(scaled))

@@ -54,7 +54,7 @@ class Step:
     error: torch.Tensor | None
     dense: Any = None
     func: Any = None  # the vector field, for interpolants that evaluate f (cubic Hermite)
-    cache: dict = field(default_factory=dict)
+    cache: dict | None = None
 
 
 class AbstractSolver(abc.ABC):

@@ -39,29 +39,29 @@ def unflatten_state(y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[i
 class VectorField:
     """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
 
-    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "_t_dtype")
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype")
 
     def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None) -> None:
         self.func = func
         self.shapes = shapes
         self.dtype = y0.dtype
         self.device = y0.device
-        self._t_dtype = y0.real.dtype if y0.is_complex() else y0.dtype
+        self.time_dtype = y0.real.dtype if y0.is_complex() else y0.dtype
         self.nfe = 0
 
     def time(self, t: float) -> torch.Tensor:
-        return torch.scalar_tensor(t, dtype=self._t_dtype, device=self.device)
+        return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
 
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         self.nfe += 1
         if isinstance(t, torch.Tensor):
-            tt = t.to(self._t_dtype)
+            tt = t.to(self.time_dtype)
         else:
             if perturb == PERTURB_PREV:
-                t = prev_time(t, self._t_dtype)
+                t = prev_time(t, self.time_dtype)
             elif perturb == PERTURB_NEXT:
-                t = -prev_time(-t, self._t_dtype)
-            tt = torch.scalar_tensor(t, dtype=self._t_dtype, device=self.device)
+                t = -prev_time(-t, self.time_dtype)
+            tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
         if self.shapes is None:
             out = self.func(tt, y)
             if not isinstance(out, torch.Tensor):

@@ -1,0 +1,135 @@
+"""Solver overhead: solve time against (function evaluations × one evaluation's time).
+
+Small neural dynamics — an MLP of width 64 on a 2-d state (2 -> 64 -> 64 -> 2,
+tanh) — where a solver's own per-step work is most visible. For each library
+(neurode, torchdiffeq, torchode when installed) the same dopri5 solve is timed,
+and its overhead ratio is reported:
+
+    ratio = median solve time / (nfe × median time of one evaluation of f)
+
+A ratio of 1 means the solver adds nothing to the cost of evaluating f.
+All libraries are measured in the same run, on one thread, CPU.
+
+    python benchmarks/bench_overhead.py [--batch 1 64 1024] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+warnings.simplefilter("ignore")
+
+
+class MLPDynamics(torch.nn.Module):
+    def __init__(self, dim: int = 2, width: int = 64) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim, width), torch.nn.Tanh(),
+            torch.nn.Linear(width, width), torch.nn.Tanh(),
+            torch.nn.Linear(width, dim),
+        )
+
+    def forward(self, t, y):
+        return self.net(y)
+
+
+class Counted(torch.nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+        self.nfe = 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        return self.f(t, y)
+
+
+def median_time(fn, repeats: int, inner: int = 1) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - start) / inner)
+    return statistics.median(times)
+
+
+def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float) -> list[dict]:
+    import neurode
+    import torchdiffeq
+
+    torch.manual_seed(0)
+    f = MLPDynamics()
+    # a non-trivial flow: scale the last layer so the dynamics are O(1)
+    with torch.no_grad():
+        f.net[-1].weight.mul_(3.0)
+    y0 = torch.randn(batch, 2)
+    t = torch.tensor([0.0, t_end])
+    rows = []
+
+    with torch.no_grad():
+        eval_time = median_time(lambda: f(t[0], y0), repeats, inner=200)
+
+        def neurode_solve():
+            return neurode.odeint(counted, y0, t, rtol=rtol, atol=atol, method="dopri5")
+
+        def torchdiffeq_solve():
+            return torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method="dopri5")
+
+        libs = [("neurode", neurode_solve), ("torchdiffeq", torchdiffeq_solve)]
+        try:
+            import torchode
+
+            term = torchode.ODETerm(lambda t_, y_: counted(t_, y_))  # late-bound: counted or bare
+            step = torchode.Dopri5(term=term)
+            ctrl = torchode.IntegralController(atol=atol, rtol=rtol, term=term)
+            adjoint = torchode.AutoDiffAdjoint(step, ctrl)
+            problem = torchode.InitialValueProblem(y0=y0, t_start=torch.full((batch,), 0.0),
+                                                   t_end=torch.full((batch,), t_end))
+
+            def torchode_solve():
+                return adjoint.solve(problem)
+
+            libs.append(("torchode", torchode_solve))
+        except ImportError:
+            pass
+
+        for name, fn in libs:
+            counted = Counted(f)  # count once, then time with the bare dynamics
+            fn()
+            nfe = counted.nfe
+            counted = f
+            solve_time = median_time(fn, repeats)
+            rows.append({
+                "library": name, "batch": batch, "nfe": nfe, "solve_ms": solve_time * 1e3,
+                "eval_us": eval_time * 1e6, "ratio": solve_time / (nfe * eval_time),
+            })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--atol", type=float, default=1e-8)
+    parser.add_argument("--t-end", type=float, default=5.0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol} atol={args.atol}")
+    print(f"{'library':<12} {'batch':>6} {'nfe':>6} {'solve ms':>10} {'eval us':>9} {'overhead':>9} {'vs neurode':>11}")
+    for batch in args.batch:
+        rows = run(batch, args.repeats, args.rtol, args.atol, args.t_end)
+        base = rows[0]["solve_ms"]
+        for r in rows:
+            print(f"{r['library']:<12} {r['batch']:>6} {r['nfe']:>6} {r['solve_ms']:>10.3f} {r['eval_us']:>9.1f} "
+                  f"{r['ratio']:>9.2f} {r['solve_ms'] / base:>10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
