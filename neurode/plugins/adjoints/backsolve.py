@@ -156,6 +156,11 @@ class _BacksolveFunction(torch.autograd.Function):
                                    stats=backward_problem.stats)
                 n_steps += backward_problem.stats.n_accepted + backward_problem.stats.n_rejected
                 backward_problem.stats.n_accepted = backward_problem.stats.n_rejected = 0
+                # carry the step size into the next interval instead of re-running the starting-step
+                # heuristic (2 evaluations) at every output time, as torchdiffeq does
+                h_next = abs(backward_problem.stats.h_next)
+                if method.options.get("first_step") is None and h_next > 0 and h_next == h_next:
+                    backward_problem.config.first_step = h_next
                 aug = list(unflatten_state(result.ys[-1], shapes))
                 aug[1] = ys[i - 1]  # the forward solution is the better estimate of y
                 aug[2] = aug[2] + grad_ys[i - 1]
