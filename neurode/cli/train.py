@@ -63,6 +63,6 @@ def train(
     dataset; today it only reports that training is not implemented.
     """
     raise NeurodeError(
-        "`neurode train` is not yet implemented: neurode has no trainer yet, so nothing was trained "
+        "'neurode train' is not yet implemented: neurode has no trainer yet, so nothing was trained "
         "and nothing was written. `neurode plugins` lists the installed components."
     )

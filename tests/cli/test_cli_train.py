@@ -11,7 +11,7 @@ def test_train_says_not_yet_implemented_on_stderr_without_traceback(runner, tmp_
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--out", str(out)])
     assert result.exit_code == 1
-    assert "error: `neurode train` is not yet implemented" in result.stderr
+    assert "error: 'neurode train' is not yet implemented" in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
     assert not out.exists(), "a command that did nothing must write nothing"
