@@ -113,7 +113,7 @@ def select_variables(
     wanted = [str(v) for v in variables]
     unknown = [v for v in wanted if v not in ds.data_vars]
     if unknown:
-        available = ", ".join(str(v) for v in ds.data_vars if v != TIME) or "(none)"
+        available = ", ".join(sorted(str(v) for v in ds.data_vars if v != TIME)) or "(none)"
         where = f"{source}: " if source else ""
         raise UnknownVariableError(
             f"{where}no variable{'s' * (len(unknown) > 1)} {', '.join(repr(v) for v in unknown)} to select; "

@@ -140,7 +140,7 @@ def test_value_checks_run_on_dask_arrays(example):
 
 def test_select_variables_keeps_time_and_names_unknown_ones(example):
     assert list(select_variables(example, ["v"]).data_vars) == ["time", "v"]
-    with pytest.raises(UnknownVariableError, match=r"no variables 'y', 'z' to select; available: x, v, damping"):
+    with pytest.raises(UnknownVariableError, match=r"no variables 'y', 'z' to select; available: damping, v, x"):
         select_variables(example, ["y", "x", "z"])
 
 

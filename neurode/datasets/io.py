@@ -1,0 +1,182 @@
+"""Reading any store through the registered loaders, and writing zarr safely.
+
+:func:`load` is ``neurode.load``. It finds a loader through the registry only
+(by name, or by asking each registered loader whether it can open the path),
+exactly as it would find a third-party one; the built-in loaders are plugins
+like any other.
+
+:func:`write_zarr` writes a canonical dataset to a zarr store atomically: into
+a hidden sibling directory first, renamed into place only when complete, so a
+crash, a full disk or Ctrl-C leaves no half-written store under the requested
+name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from neurode.datasets.errors import DataError, NoLoaderError, SchemaError, StoreExistsError, StoreNotFoundError, UnreadableStoreError
+from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, validate
+from neurode.framework.errors import NeurodeError
+from neurode.framework.loader import AbstractLoader
+
+#: Target size of one stored chunk (all of a block of trajectories). A few MB
+#: keeps per-chunk overhead small while a batch of trajectories reads little extra.
+CHUNK_BYTES = 4 << 20
+
+
+def _instantiate(name: str, factory: Any) -> AbstractLoader:
+    loader = factory()
+    if not callable(getattr(loader, "open", None)) or not callable(getattr(loader, "can_open", None)):
+        raise DataError(f"loader {name!r} ({factory!r}) does not provide can_open() and open() as AbstractLoader does")
+    return loader
+
+
+def find_loader(path: str | os.PathLike, *, loader: str | None = None) -> AbstractLoader:
+    """The loader that opens ``path``: the one named ``loader``, else the first that can.
+
+    Loaders are asked in registry order by name, third-party plugins before
+    built-ins, so an installed plugin can claim a suffix a built-in also knows.
+    """
+    from neurode.framework.registry import get_registry
+
+    registry = get_registry()
+    if loader is not None:
+        return _instantiate(loader, registry.get("loader", loader).obj)
+    components = sorted(registry.components("loader"), key=lambda c: (c.source.builtin, c.name))
+    for component in components:
+        candidate = _instantiate(component.name, component.obj)
+        if candidate.can_open(path):
+            return candidate
+    known = ", ".join(
+        f"{c.name} ({', '.join(getattr(c.obj, 'suffixes', ()) or ()) or 'by name only'})" for c in components
+    )
+    raise NoLoaderError(f"{os.fspath(path)}: no loader recognises this path; pass loader=<name>. Loaders: {known}")
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    loader: str | None = None,
+    variables: list[str] | None = None,
+    check_values: bool = False,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Open a stored trajectory dataset lazily in the canonical schema.
+
+    Args:
+        path: a zarr store, a netCDF file, or whatever a registered loader opens.
+        loader: a loader name (``zarr``, ``netcdf``, ``ragged``, ``gridded`` or a
+            plugin's); by default the first loader that recognises the path.
+        variables: data variables to keep; ``time`` and coordinates always stay.
+        check_values: also validate the data (one streaming read of every
+            array). The structure is always checked, which reads nothing.
+        **kwargs: options for the loader (e.g. ``chunks``, ``layout``,
+            ``engine``, ``time_dim``).
+
+    Returns:
+        A dask-backed :class:`xarray.Dataset` in the schema of
+        ``neurode.datasets.schema``, variables in
+        :func:`~neurode.datasets.schema.canonical_order`; nothing is read until
+        values are needed.
+
+    Raises:
+        StoreNotFoundError: ``path`` does not exist.
+        NoLoaderError: no loader recognises ``path``.
+        UnreadableStoreError: the loader failed to read it.
+        SchemaError: what was read does not match the schema (every problem listed).
+    """
+    source = os.fspath(path)
+    if not Path(source).exists():
+        raise StoreNotFoundError(f"{source}: no such file or directory")
+    chosen = find_loader(path, loader=loader)
+    try:
+        ds = chosen.open(path, variables=variables, **kwargs)
+    except NeurodeError:
+        raise
+    except TypeError as exc:
+        if not kwargs:
+            raise UnreadableStoreError(f"{source}: loader {chosen.name!r} failed: TypeError: {exc}") from exc
+        raise DataError(f"{source}: loader {chosen.name!r} rejected the options {sorted(kwargs)}: {exc}") from exc
+    except Exception as exc:  # a third-party loader's own failure: still name the path
+        raise UnreadableStoreError(f"{source}: loader {chosen.name!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ds, xr.Dataset):
+        raise DataError(f"{source}: loader {chosen.name!r} returned {type(ds).__name__}, expected xarray.Dataset")
+    try:
+        validate(ds, check_values=check_values, source=source)
+    except SchemaError as exc:
+        raise SchemaError(exc.violations, source=source) from None
+    return canonical_order(ds)
+
+
+def default_chunk_trajectories(ds: xr.Dataset, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many trajectories make one chunk of about ``chunk_bytes`` for ``ds``."""
+    per_trajectory = 0
+    for var in ds.data_vars.values():
+        if TRAJECTORY in var.dims:
+            per_trajectory += var.dtype.itemsize * max(1, var.size // max(1, var.sizes[TRAJECTORY]))
+    return max(1, min(ds.sizes.get(TRAJECTORY, 1), chunk_bytes // max(1, per_trajectory)))
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    path: str | os.PathLike,
+    *,
+    zarr_format: int = 3,
+    overwrite: bool = False,
+    chunk_trajectories: int | None = None,
+) -> Path:
+    """Write ``ds`` to a zarr store at ``path``, atomically.
+
+    The store is chunked by blocks of whole trajectories (every observation
+    and component of a trajectory in one chunk), which is how batches read it.
+    Format 2 stores get consolidated metadata; format 3 has none in its
+    specification, so none is written.
+
+    Raises:
+        StoreExistsError: ``path`` exists and ``overwrite`` is false.
+        DataError: the format is not 2 or 3.
+    """
+    if zarr_format not in (2, 3):
+        raise DataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+    target = Path(os.fspath(path))
+    if target.exists() and not overwrite:
+        raise StoreExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    n = chunk_trajectories or default_chunk_trajectories(ds)
+    chunks = {dim: -1 for dim in (OBS, COMPONENT) if dim in ds.dims}
+    if TRAJECTORY in ds.dims:
+        chunks[TRAJECTORY] = n
+    ds = ds.chunk(chunks)
+    for var in ds.variables.values():
+        # Chunk encodings carried over from a store this was read from would
+        # contradict the new chunks; let the dask chunks decide.
+        for key in ("chunks", "preferred_chunks", "shards"):
+            var.encoding.pop(key, None)
+
+    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        ds.to_zarr(partial, mode="w-", zarr_format=zarr_format, consolidated=zarr_format == 2)
+        if target.exists():
+            # os.replace cannot put a directory over a non-empty one: move the
+            # old store aside first, then drop it once the new one is in place.
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+            os.replace(target, retired)
+            os.replace(partial, target)
+            if retired.is_dir():
+                shutil.rmtree(retired)
+            else:
+                retired.unlink()
+        else:
+            os.replace(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target

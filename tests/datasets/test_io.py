@@ -1,0 +1,144 @@
+"""neurode.load and write_zarr: loader choice, clear errors naming the path, atomic writes, lazy reads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import xarray as xr
+
+import neurode
+from neurode.datasets.errors import (
+    NoLoaderError,
+    SchemaError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnknownVariableError,
+    UnreadableStoreError,
+)
+from neurode.datasets.io import find_loader, write_zarr
+from neurode.datasets.schema import canonical_order
+from neurode.framework.errors import UnknownComponentError
+
+
+@pytest.fixture
+def store(example, tmp_path):
+    return write_zarr(example, tmp_path / "example.zarr", chunk_trajectories=3)
+
+
+def test_load_picks_the_loader_by_suffix_and_by_contents(store, tmp_path):
+    assert find_loader(store).name == "zarr"
+    renamed = tmp_path / "no_suffix"
+    os.rename(store, renamed)
+    assert find_loader(renamed).name == "zarr"  # a zarr directory is recognised by its metadata
+    assert find_loader(tmp_path / "data.nc").name == "netcdf"
+
+
+def test_load_by_name_and_with_a_variable_selection(store, example):
+    ds = neurode.load(store, loader="zarr", variables=["x", "damping"])
+    assert list(ds.data_vars) == ["time", "x", "damping"]
+    xr.testing.assert_identical(ds.x.compute(), example.x)
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(StoreNotFoundError, match=f"{tmp_path}/absent.zarr: no such file or directory"):
+        neurode.load(tmp_path / "absent.zarr")
+
+
+def test_unknown_loader_name_lists_the_known_ones(store):
+    with pytest.raises(UnknownComponentError, match="unknown loader 'zar'; did you mean 'zarr'?"):
+        neurode.load(store, loader="zar")
+
+
+def test_path_no_loader_recognises(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("t,x\n0,1\n")
+    with pytest.raises(NoLoaderError, match=r"data.csv: no loader recognises this path.*zarr \(.zarr\)"):
+        neurode.load(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "expected"),
+    [
+        ("empty.zarr", lambda p: p.mkdir(), "not a zarr store"),
+        ("corrupt.zarr", lambda p: (p.mkdir(), (p / "zarr.json").write_text("{not json")), "cannot read as a zarr format 3"),
+        ("junk.nc", lambda p: p.write_bytes(b"definitely not netCDF"), "cannot read as netCDF"),
+    ],
+)
+def test_unreadable_stores_name_the_path_and_the_problem(tmp_path, name, make, expected):
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(UnreadableStoreError) as info:
+        neurode.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert expected in str(info.value)
+
+
+def test_a_store_off_schema_names_the_path_and_every_problem(example, tmp_path):
+    broken = example.assign_attrs(featureType="point")
+    broken["x"].attrs = {}
+    path = write_zarr(broken, tmp_path / "broken.zarr")
+    with pytest.raises(SchemaError) as info:
+        neurode.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: dataset does not match the neurode trajectory schema (3 problems)")
+    assert "featureType is 'point'" in message and "'x' has no 'units'" in message
+
+
+def test_value_problems_are_found_on_request(example, tmp_path):
+    t = example.time.values.copy()
+    t[5, 1] = t[5, 0]
+    path = write_zarr(example.assign(time=(example.time.dims, t, example.time.attrs)), tmp_path / "repeat.zarr")
+    neurode.load(path)  # structure is fine
+    with pytest.raises(SchemaError, match="not strictly increasing within trajectories 5"):
+        neurode.load(path, check_values=True)
+
+
+def test_unknown_variables_are_named_with_the_available_ones(store):
+    with pytest.raises(UnknownVariableError, match=r"example.zarr: no variable 'speed' to select; available: damping, v, x"):
+        neurode.load(store, variables=["speed"])
+
+
+def test_write_refuses_to_overwrite_unless_asked(example, store):
+    before = sorted(p.name for p in store.rglob("*"))
+    with pytest.raises(StoreExistsError, match="already exists; pass overwrite=True"):
+        write_zarr(example.isel(trajectory=[0]), store)
+    assert sorted(p.name for p in store.rglob("*")) == before
+    write_zarr(example.isel(trajectory=[0, 1]), store, overwrite=True)
+    assert neurode.load(store).sizes["trajectory"] == 2
+    assert [p.name for p in store.parent.iterdir()] == [store.name], "no temporary directories left behind"
+
+
+def test_a_failed_write_leaves_nothing(example, tmp_path, monkeypatch):
+    original = xr.Dataset.to_zarr
+
+    def write_then_fail(self, store, **kwargs):
+        original(self, store, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_zarr(example, tmp_path / "out.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_zarr_chunks_by_whole_trajectories(example, store):
+    loaded = neurode.load(store)
+    assert loaded.v.chunks == ((3, 3, 3, 3), (example.sizes["obs"],), (2,))
+    assert loaded.damping.chunks == ((3, 3, 3, 3),)
+
+
+def test_loading_reads_no_data_and_a_batch_reads_only_its_chunks(store, example, zarr_reads):
+    ds = neurode.load(store)
+    assert zarr_reads.chunks("x") == [] and zarr_reads.chunks("v") == [], "opening read data chunks"
+    assert all(var.chunks is not None for var in ds.data_vars.values())
+
+    batch = ds.isel(trajectory=[4, 5]).compute()  # both in the second block of 3 trajectories
+    for name in ("time", "x", "v", "damping"):
+        chunk_keys = zarr_reads.chunks(name)
+        assert len(chunk_keys) == 1 and chunk_keys[0].split("/")[2] == "1", (name, chunk_keys)
+    xr.testing.assert_identical(batch.v, example.v.isel(trajectory=[4, 5]))
+
+
+def test_loaded_dataset_is_in_canonical_order(store, example):
+    assert list(neurode.load(store).data_vars) == list(canonical_order(example).data_vars)
