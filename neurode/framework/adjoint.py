@@ -39,6 +39,9 @@ class Problem:
         params: tensors to differentiate with respect to that are not inputs
             (``adjoint_params``; by default the parameters of ``func``).
         stats: filled in by the forward and backward passes.
+        dense: keep the accepted steps for dense output.
+        options: the solver and loop options as the user gave them (without
+            ``norm``), for gradient methods that solve again (backsolve).
     """
 
     func: Callable
@@ -51,6 +54,8 @@ class Problem:
     params: tuple[torch.Tensor, ...] = ()
     stats: SolveStats = field(default_factory=SolveStats)
     dense: bool = False
+    options: dict = field(default_factory=dict)  # the solver/loop options as given (without norm)
+    solver_name: str | None = None
 
     def vector_field(self) -> VectorField:
         return VectorField(self.func, self.y0, self.shapes)

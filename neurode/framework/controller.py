@@ -108,6 +108,7 @@ def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:
         raise ValueError(f"dfactor must be in (0, 1], got {dfactor!r}")
 
 
+@torch.no_grad()
 def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int, rtol, atol, norm, direction: float):
     """Hairer's starting step (Hairer, Nørsett & Wanner I, §II.4, p. 169).
 

@@ -30,10 +30,10 @@ class UnknownComponentError(RegistryError, KeyError):
         self.kind = kind
         self.name = name
         self.known = sorted(known)
-        close = difflib.get_close_matches(name, self.known, n=1)
+        close = difflib.get_close_matches(name, self.known, n=3)
         msg = f"unknown {kind} {name!r}"
         if close:
-            msg += f"; did you mean {close[0]!r}?"
+            msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
         msg += f" Known {kind} names: {', '.join(self.known) if self.known else '(none)'}."
         if note:
             msg += f" {note}"

@@ -82,6 +82,12 @@ class ExplicitRungeKutta(AbstractSolver):
             return (func(t0, y0),)
         return ()
 
+    def after_jump(self, func, t, y, state):
+        # f is discontinuous at t: re-evaluate on the far side (torchdiffeq's Perturb.NEXT after jump_t)
+        if self.tableau.fsal:
+            return (func(t, y, PERTURB_NEXT),)
+        return ()
+
     def step(self, func, t0, h, y0, state):
         tab = self.tableau
         if tab.fsal:

@@ -37,6 +37,8 @@ def _method_name(method: str | None) -> str:
 def _filter_options(method: str, options: dict | None) -> dict:
     """torchdiffeq warns about (and ignores) options a method does not take; so does neurode.odeint."""
     options = dict(options or {})
+    if not options:
+        return options
     factory = get_registry().get("solver", method).obj
     accepted = set(_accepted_keywords(factory)) | LOOP_OPTIONS
     if any(p.kind is p.VAR_KEYWORD for p in _signature_params(factory)):

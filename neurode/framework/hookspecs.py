@@ -116,9 +116,12 @@ def register_loaders(register):
 def register_commands(app):
     """Add commands to the ``neurode`` command line.
 
-    ``app`` is the root :class:`typer.Typer` application. Add a command with
+    ``app`` is a :class:`typer.Typer` whose commands and groups are merged
+    into the root ``neurode`` application. Add a command with
     ``app.command("name")(function)`` or a group with
     ``app.add_typer(sub_app, name="group")``. (Typer vendors Click, so a plugin
-    receives the typer app, never a Click group.) Called once when the CLI
-    starts; an exception here disables the plugin's commands with a warning.
+    receives a typer app, never a Click group.) ``app.callback()`` is ignored,
+    and a plugin cannot replace a built-in command. Called only when the CLI
+    needs plugin commands (an unknown command name, or ``neurode --help``); an
+    exception here disables the plugin's commands with a warning.
     """

@@ -192,6 +192,7 @@ def integrate(
     if n_out >= 2 and t_list[1] < t_list[0]:
         direction = -1.0
     tau_out = [direction * v for v in t_list]
+    func.direction = direction
     fixed = config.step_size is not None or config.grid_constructor is not None or not solver.adaptive
     if event_fn is not None and fixed and config.step_size is None and not solver.adaptive:
         raise InvalidInputError(
@@ -265,7 +266,7 @@ def integrate(
                 else:
                     theta = (target - tau_prev) / dtau
                 ys.append(solver.interpolate(last, theta))
-                emitted.append((out_index, float(theta)))
+                emitted.append((out_index, float(theta.detach()) if isinstance(theta, torch.Tensor) else theta))
                 out_index += 1
             if record == "steps" and emitted:
                 records[-1].outputs.extend(emitted)

@@ -234,6 +234,13 @@ class Registry:
         except Exception as exc:  # pluggy validates hookimpl signatures here
             self._fail(source, exc)
             return
+        try:
+            # a misspelled hook (``register_solver``) is an error, as pytest's check_pending
+            self.plugin_manager.check_pending()
+        except Exception as exc:
+            self.plugin_manager.unregister(plugin)
+            self._fail(source, exc)
+            return
         staged: list[Component] = []
         try:
             for kind, hook_name in KIND_HOOKS.items():

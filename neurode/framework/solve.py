@@ -200,6 +200,7 @@ def build_problem(
     check_times(t, min_len=1 if event_fn is not None else 1)
     if t.device != y0_flat.device:
         t = t.to(y0_flat.device)
+    original_options = dict(options or {})
     options = dict(options or {})
     options.pop("dtype", None)  # torchdiffeq's time dtype: neurode always keeps time in float64
 
@@ -239,13 +240,27 @@ def build_problem(
     if not math.isinf(config.max_step) and config.first_step is not None and config.first_step > config.max_step:
         config.first_step = config.max_step
 
+    raw_options = {k: v for k, v in (original_options or {}).items() if k != "norm"}
+    if isinstance(solver, str):
+        # solvers with their own tolerances (e.g. the Adams corrector) get the solve's, unless set explicitly
+        accepted = _accepted_keywords(get_registry().get("solver", solver).obj)
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if name in accepted and name not in options:
+                options[name] = value
     solver_obj, solver_name = make_solver(solver, options)
+    if event_fn is not None and shapes is not None:
+        user_event_fn = event_fn
+
+        def event_fn(t_, y_, _shapes=shapes, _user=user_event_fn):
+            return _user(t_, unflatten_state(y_, _shapes))
+
     if params is None:
         params = default_params(func)
     params = tuple(p for p in params if isinstance(p, torch.Tensor) and p.requires_grad)
     problem = Problem(
         func=func, y0=y0_flat, t=t, solver=solver_obj, config=config, shapes=shapes, event_fn=event_fn,
-        params=params, stats=SolveStats(), dense=dense,
+        params=params, stats=SolveStats(), dense=dense, options=raw_options,
+        solver_name=solver if isinstance(solver, str) else None,
     )
     return problem, solver_name
 

@@ -39,7 +39,7 @@ def unflatten_state(y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[i
 class VectorField:
     """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
 
-    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype")
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction")
 
     def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None) -> None:
         self.func = func
@@ -48,6 +48,9 @@ class VectorField:
         self.device = y0.device
         self.time_dtype = y0.real.dtype if y0.is_complex() else y0.dtype
         self.nfe = 0
+        # +1 or -1: the loop sets the direction of integration, so that "just after t" (PERTURB_NEXT)
+        # and "just before t" (PERTURB_PREV) follow the direction of time, as in torchdiffeq.
+        self.direction = 1.0
 
     def time(self, t: float) -> torch.Tensor:
         return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
@@ -57,10 +60,9 @@ class VectorField:
         if isinstance(t, torch.Tensor):
             tt = t.to(self.time_dtype)
         else:
-            if perturb == PERTURB_PREV:
-                t = prev_time(t, self.time_dtype)
-            elif perturb == PERTURB_NEXT:
-                t = -prev_time(-t, self.time_dtype)
+            if perturb:
+                toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
+                t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
             tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
         if self.shapes is None:
             out = self.func(tt, y)

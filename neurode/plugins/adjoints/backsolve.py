@@ -47,8 +47,9 @@ class Backsolve(AbstractAdjoint):
         self.rtol = rtol
         self.atol = atol
         self.solver = solver
-        self.options = dict(options or {})
-        norm = self.options.get("norm")
+        # None: inherit the forward options (e.g. step_size), as torchdiffeq's odeint_adjoint does
+        self.options = None if options is None else dict(options)
+        norm = (self.options or {}).get("norm")
         if norm is not None and norm != "seminorm" and not callable(norm):
             raise InvalidInputError(f"backsolve norm must be 'seminorm' or a callable, got {norm!r}")
 
@@ -125,12 +126,17 @@ class _BacksolveFunction(torch.autograd.Function):
         # the backward problem: same machinery, augmented state, reverse time
         aug0 = (torch.zeros((), dtype=ys.dtype, device=ys.device), ys[-1], grad_ys[-1],
                 *[torch.zeros_like(p, dtype=ys.dtype) for p in params])
-        options = dict(method.options)
+        if method.options is not None:
+            options = dict(method.options)
+        elif method.solver is None:
+            options = dict(problem.options)
+        else:
+            options = {}
         norm_choice = options.pop("norm", None)
         aug_norm = _augmented_norm(norm_choice, problem.config.norm, len(params), y_shape, [p.shape for p in params])
         backward_problem, _ = build_problem(
             augmented_dynamics, aug0, t[-2:].flip(0) if len(t) >= 2 else t,
-            solver=method.solver if method.solver is not None else problem.solver,
+            solver=method.solver if method.solver is not None else (problem.solver_name or problem.solver),
             rtol=method.rtol if method.rtol is not None else problem.config.rtol,
             atol=method.atol if method.atol is not None else problem.config.atol,
             params=(), options=options,
@@ -159,7 +165,7 @@ class _BacksolveFunction(torch.autograd.Function):
                 # carry the step size into the next interval instead of re-running the starting-step
                 # heuristic (2 evaluations) at every output time, as torchdiffeq does
                 h_next = abs(backward_problem.stats.h_next)
-                if method.options.get("first_step") is None and h_next > 0 and h_next == h_next:
+                if options.get("first_step") is None and h_next > 0 and h_next == h_next:
                     backward_problem.config.first_step = h_next
                 aug = list(unflatten_state(result.ys[-1], shapes))
                 aug[1] = ys[i - 1]  # the forward solution is the better estimate of y

@@ -102,8 +102,6 @@ def test_unconverged_corrector_warns_and_still_matches_torchdiffeq():
     torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.xfail(strict=True, reason="framework gap: the solve's rtol/atol do not reach a solver's factory, so the "
-                                       "corrector tests convergence against the default 1e-7/1e-9")
 def test_solve_tolerances_reach_the_corrector():
     y0, t = torch.tensor([1.0, 0.5], dtype=F64), torch.linspace(0, 2, 5, dtype=F64)
     kwargs = dict(rtol=1e-3, atol=1e-4, method="implicit_adams", options=dict(step_size=0.05))
