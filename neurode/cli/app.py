@@ -24,6 +24,8 @@ from neurode.cli.group import NeurodeGroup
 COMMAND_MODULES: tuple[str, ...] = (
     "neurode.cli.plugins",
     "neurode.cli.train",
+    "neurode.cli.simulate",
+    "neurode.cli.data",
 )
 
 app = typer.Typer(

@@ -1,0 +1,63 @@
+"""``neurode data info``: dims, variables with units, observation counts, time span, missing fraction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from neurode.cli.app import app
+from neurode.datasets.examples import irregular_example
+from neurode.datasets.info import summarize
+from neurode.datasets.io import write_zarr
+from neurode.datasets.layouts import to_ragged_contiguous
+from neurode.datasets.schema import canonical_order
+
+
+def test_info_prints_the_summary(runner, tmp_path):
+    ds = irregular_example()
+    path = write_zarr(ds, tmp_path / "e.zarr")
+    result = runner.invoke(app, ["data", "info", str(path)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    counts = np.isfinite(ds.time.values).sum(axis=1)
+    assert "dims: trajectory=12, obs=9, component=2" in out
+    assert "(loader zarr)" in out
+    for name, units in (("x", "m"), ("v", "m s-1"), ("damping", "s-1"), ("time", "s")):
+        assert any(line.split("│")[1].strip() == name and units in line for line in out.splitlines() if "│" in line)
+    assert f"observations per trajectory: min {counts.min()}, median {np.median(counts):g}" in out
+    assert f"max {counts.max()} ({counts.sum()} in all)" in out
+    assert f"time span: {np.nanmin(ds.time.values):g} to {np.nanmax(ds.time.values):g} (s)" in out
+    assert "missing fraction (state variables, at observation times):" in out
+
+
+def test_info_json_is_the_summary(runner, tmp_path):
+    ds = irregular_example()
+    path = write_zarr(ds, tmp_path / "e.zarr")
+    result = runner.invoke(app, ["data", "info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report == {"path": str(path), "loader": "zarr", **summarize(canonical_order(ds))}
+
+
+def test_info_reads_any_layout_a_loader_reads(runner, tmp_path):
+    path = tmp_path / "ragged.nc"
+    to_ragged_contiguous(irregular_example()).to_netcdf(path)
+    result = runner.invoke(app, ["data", "info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["loader"] == "netcdf" and report["dims"]["trajectory"] == 12
+
+
+def test_info_errors_name_the_path(runner, tmp_path):
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "absent.zarr")])
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'absent.zarr'}: no such file or directory" in result.stderr
+    assert "Traceback" not in result.output
+
+    broken = irregular_example().assign_attrs(featureType="point")
+    path = write_zarr(broken, tmp_path / "broken.zarr")
+    result = runner.invoke(app, ["data", "info", str(path)])
+    assert result.exit_code == 1
+    assert f"error: {path}: dataset does not match the neurode trajectory schema (1 problem)" in result.stderr
+    assert "featureType is 'point'" in result.stderr
