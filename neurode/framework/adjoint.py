@@ -56,9 +56,11 @@ class Problem:
     dense: bool = False
     options: dict = field(default_factory=dict)  # the solver/loop options as given (without norm)
     solver_name: str | None = None
+    per_sample: bool = False  # t is (batch, T): the batch-parallel loop, one problem per sample
+    args: Any = None  # extra argument of func(t, y, args), or None for func(t, y)
 
     def vector_field(self) -> VectorField:
-        return VectorField(self.func, self.y0, self.shapes)
+        return VectorField(self.func, self.y0, self.shapes, self.args)
 
     def run_loop(self, func: VectorField | None = None, *, record: str | None = None, t_requires_grad=False) -> LoopResult:
         return integrate(
@@ -81,6 +83,7 @@ class AdjointResult:
     ys: torch.Tensor
     event_t: torch.Tensor | None = None
     dense: Any = None
+    batch: Any = None  # the BatchResult of a batch-parallel solve
 
 
 class AbstractAdjoint(abc.ABC):

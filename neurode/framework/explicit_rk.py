@@ -33,6 +33,19 @@ def _combine(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: float) 
     return acc
 
 
+def _combine_per_sample(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """``base + h_b Σ coef_j k_j`` with a step size per sample (``h`` broadcastable to ``k``)."""
+    acc = None
+    for j, coef in terms:
+        if acc is None:
+            acc = torch.mul(k[j], h).mul_(coef) if base is None else torch.addcmul(base, k[j], h, value=coef)
+        else:
+            acc.addcmul_(k[j], h, value=coef)
+    if acc is None:
+        return torch.zeros_like(k[0]) if base is None else base.clone()
+    return acc
+
+
 def prev_time(t: float, dtype: torch.dtype) -> float:
     """The largest time below ``t`` representable in ``dtype`` (torchdiffeq's ``Perturb.PREV``)."""
     if dtype == torch.float64:
@@ -88,7 +101,11 @@ class ExplicitRungeKutta(AbstractSolver):
             return (func(t, y, PERTURB_NEXT),)
         return ()
 
+    supports_per_sample = True
+
     def step(self, func, t0, h, y0, state):
+        if isinstance(h, torch.Tensor):
+            return self._step_per_sample(func, t0, h, y0, state)
         tab = self.tableau
         if tab.fsal:
             k = [state[0]]
@@ -119,6 +136,45 @@ class ExplicitRungeKutta(AbstractSolver):
         error = _combine(None, tab.error_terms, k, h) if tab.error_terms is not None else None
         state1 = (k[-1],) if tab.fsal else ()
         return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
+
+    def _step_per_sample(self, func, t0: torch.Tensor, h: torch.Tensor, y0, state):
+        """One step for a batch whose samples have their own ``t0`` and ``h`` (float64 tensors ``[batch]``).
+
+        ``func`` receives the stage times as a ``[batch]`` tensor. Used by the
+        batch-parallel loop (``batch_loop.py``).
+        """
+        tab = self.tableau
+        h_col = h.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
+        k = [state[0]] if tab.fsal else [func(t0, y0)]
+        y_stage = y0
+        for i in range(1, tab.stages):
+            y_stage = _combine_per_sample(y0, tab.stage_terms[i], k, h_col)
+            k.append(func(torch.add(t0, h, alpha=tab.c[i]), y_stage))
+        y1 = y_stage if tab.solution_is_last_stage else _combine_per_sample(y0, tab.solution_terms, k, h_col)
+        error = _combine_per_sample(None, tab.error_terms, k, h_col) if tab.error_terms is not None else None
+        state1 = (k[-1],) if tab.fsal else ()
+        return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
+
+    def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step."""
+        tab = self.tableau
+        y0 = step.y0[rows]
+        shape = (-1, *([1] * (y0.ndim - 1)))
+        th = theta.to(y0.dtype)
+        if tab.interpolant is None:
+            # linear between the step's ends (fixed-step methods have no dense interpolant)
+            return torch.lerp(y0, step.y1[rows], th.view(shape))
+        if step.cache is None:
+            step.cache = {}
+        stacked = step.cache.get("stages")
+        if stacked is None:
+            # stages as (batch, s, features) and the interpolant as a (P, s) matrix, once per step
+            stacked = step.cache["stages"] = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=1)
+            step.cache["B"] = torch.tensor(tab.interpolant, dtype=y0.dtype, device=y0.device).T
+        powers = torch.stack([th ** (p + 1) for p in range(step.cache["B"].shape[0])], dim=1)  # (M, P)
+        weights = (powers @ step.cache["B"]) * step.h[rows].to(y0.dtype)[:, None]  # (M, s)
+        increment = torch.bmm(weights[:, None, :], stacked[rows]).squeeze(1)  # (M, features)
+        return y0 + increment.view_as(y0)
 
     # ------------------------------------------------------------------ dense output
 

@@ -64,11 +64,17 @@ def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_op
     problem, _ = build_problem(
         func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options
     )
+    if problem.per_sample and adjoint != "direct":
+        raise InvalidInputError(f"per-sample time grids (2-D t) support the direct gradient method only, not {adjoint!r}")
     if isinstance(problem.solver, ExternalSolver):
         result, _ = run_external(problem, adjoint, adjoint_options)
     else:
         adjoint_obj, _ = make_adjoint(adjoint, adjoint_options)
         result = adjoint_obj.solve(problem)
+    if result.batch is not None:
+        from neurode.framework.batch_loop import raise_for_status
+
+        raise_for_status(result.batch, problem.stats)
     ys = result.ys
     if problem.shapes is not None:
         ys = unflatten_state(ys, problem.shapes, lead=(ys.shape[0],))

@@ -24,6 +24,8 @@ class SolveStats:
             products count as one each), ``0`` until ``backward()`` runs.
         n_steps_backward: steps taken by a backward solve (backsolve) or
             recomputed (checkpoint).
+        nfe_rows: batch rows evaluated, summed over evaluations, in the
+            batch-parallel mode (finished samples cost none); 0 otherwise.
     """
 
     nfe: int = 0
@@ -34,6 +36,7 @@ class SolveStats:
     h_next: float = float("nan")
     nfe_backward: int = 0
     n_steps_backward: int = 0
+    nfe_rows: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +54,10 @@ class Solution:
         solver, adjoint: the names used.
         event_t: the event time when solving with ``event_fn``, else ``None``.
         dense: a callable ``dense(t) -> y`` when ``dense=True`` was asked for.
+        status: per-sample status codes of a batch-parallel solve (0 success,
+            1 step limit, 2 step-size underflow, 3 non-finite state), else ``None``.
+        sample_stats: per-sample ``n_accepted``, ``n_rejected``, ``h_last``
+            and ``fail_t`` of a batch-parallel solve, else ``None``.
     """
 
     ts: torch.Tensor
@@ -60,6 +67,8 @@ class Solution:
     adjoint: str = ""
     event_t: torch.Tensor | None = None
     dense: Any = None
+    status: torch.Tensor | None = None
+    sample_stats: dict[str, torch.Tensor] | None = None
 
     def __iter__(self):  # allows ``ts, ys = solution``
         return iter((self.ts, self.ys))

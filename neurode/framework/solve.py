@@ -174,6 +174,8 @@ def run_external(problem: Problem, adjoint, adjoint_options: dict | None):
         )
     if problem.dense:
         raise InvalidInputError(f"solver {solver!r} has no dense output")
+    if problem.args is not None or problem.per_sample:
+        raise InvalidInputError(f"solver {solver!r} supports neither args nor per-sample time grids")
     return solver.solve_external(problem, adjoint, dict(adjoint_options or {})), adjoint
 
 
@@ -190,6 +192,8 @@ def build_problem(
     params: Sequence[torch.Tensor] | None = None,
     options: dict | None = None,
     dense: bool = False,
+    per_sample: bool = False,
+    args=None,
 ) -> tuple[Problem, str]:
     """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``)."""
     if not callable(func):
@@ -197,7 +201,24 @@ def build_problem(
     y0_flat, shapes = flatten_state(y0)
     if not (torch.is_floating_point(y0_flat) or y0_flat.is_complex()):
         raise InvalidInputError(f"y0 must be a floating-point (or complex) tensor, got dtype {y0_flat.dtype}")
-    check_times(t, min_len=1 if event_fn is not None else 1)
+    if isinstance(t, torch.Tensor) and t.ndim == 2:
+        per_sample = True
+    if per_sample:
+        if shapes is not None:
+            raise InvalidInputError("per-sample time grids need a tensor state of shape (batch, ...), not a tuple")
+        if event_fn is not None:
+            raise InvalidInputError("event_fn is not supported with per-sample time grids")
+        if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t):
+            raise InvalidInputError(f"t must be a floating-point tensor, got {t!r}")
+        if y0_flat.ndim < 1:
+            raise InvalidInputError("per-sample solving needs y0 with a leading batch dimension")
+        if t.ndim == 1:
+            check_times(t)
+            t = t.expand(y0_flat.shape[0], -1)
+        if t.requires_grad:
+            raise InvalidInputError("gradients with respect to per-sample times are not supported")
+    else:
+        check_times(t, min_len=1)
     if t.device != y0_flat.device:
         t = t.to(y0_flat.device)
     original_options = dict(options or {})
@@ -260,7 +281,8 @@ def build_problem(
     problem = Problem(
         func=func, y0=y0_flat, t=t, solver=solver_obj, config=config, shapes=shapes, event_fn=event_fn,
         params=params, stats=SolveStats(), dense=dense, options=raw_options,
-        solver_name=solver if isinstance(solver, str) else None,
+        solver_name=solver if isinstance(solver, str) else None, per_sample=per_sample,
+        args=args,
     )
     return problem, solver_name
 
@@ -279,6 +301,9 @@ def solve(
     adjoint_options: dict | None = None,
     adjoint_params: Sequence[torch.Tensor] | None = None,
     dense: bool = False,
+    per_sample: bool = False,
+    on_failure: str = "raise",
+    args=None,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it took.
@@ -304,6 +329,20 @@ def solve(
             parameters of ``func`` if it is an ``nn.Module``).
         dense: also return a dense-output callable ``Solution.dense(t)``
             (``direct`` gradient method only).
+        per_sample: solve every sample of the batch (the leading dimension of
+            ``y0``) as its own problem, with its own step size and status
+            (implied when ``t`` has shape ``(batch, T)``: per-sample output
+            times, NaN-padded at the end for ragged grids). ``func`` then
+            receives ``t`` as a ``(active batch,)`` tensor and only the
+            samples still running. ``ys`` has shape ``(T, batch, ...)``.
+        args: if given, ``func`` is called as ``func(t, y, args)`` (as in
+            diffrax). In per-sample mode, tensors in ``args`` (alone, or in a
+            tuple/list/dict) are indexed along their first dimension to the
+            samples still running, so per-sample parameters stay aligned with
+            the state.
+        on_failure: in per-sample mode, ``"raise"`` (default) raises the
+            typed error of the first failed sample; ``"report"`` returns the
+            others' results with NaN after a failure and ``Solution.status``.
         **options: solver and loop options, with torchdiffeq's names:
             ``first_step``, ``min_step``, ``max_step``, ``max_num_steps``
             (default 100000), ``step_t``, ``jump_t``, ``norm``, ``safety``,
@@ -316,10 +355,17 @@ def solve(
         ``stats`` (nfe forward and backward, accepted and rejected steps,
         last step size).
     """
+    if on_failure not in ("raise", "report"):
+        raise InvalidInputError(f"on_failure must be 'raise' or 'report', got {on_failure!r}")
     problem, solver_name = build_problem(
         func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
-        params=adjoint_params, options=options, dense=dense,
+        params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args,
     )
+    if problem.per_sample and adjoint not in ("direct",) and not isinstance(adjoint, AbstractAdjoint):
+        raise InvalidInputError(
+            f"per-sample solving supports adjoint='direct' for now, got {adjoint!r} "
+            "(backsolve and checkpoint use the shared-step loop)"
+        )
     if isinstance(problem.solver, ExternalSolver):
         result, adjoint_name = run_external(problem, adjoint, adjoint_options)
     else:
@@ -330,6 +376,15 @@ def solve(
     ys = result.ys
     if problem.shapes is not None:
         ys = unflatten_state(ys, problem.shapes, lead=(ys.shape[0],))
+    status = sample_stats = None
+    if result.batch is not None:
+        from neurode.framework.batch_loop import raise_for_status
+
+        if on_failure == "raise":
+            raise_for_status(result.batch, problem.stats)
+        status = result.batch.status
+        sample_stats = {"n_accepted": result.batch.n_accepted, "n_rejected": result.batch.n_rejected,
+                        "h_last": result.batch.h_last, "fail_t": result.batch.fail_t}
     dense_fn = None
     if dense:
         from neurode.framework.dense import DenseOutput
@@ -337,5 +392,5 @@ def solve(
         dense_fn = DenseOutput(problem.solver, result.dense, problem.t, problem.shapes)
     return Solution(
         ts=t, ys=ys, stats=problem.stats, solver=solver_name, adjoint=adjoint_name,
-        event_t=result.event_t, dense=dense_fn,
+        event_t=result.event_t, dense=dense_fn, status=status, sample_stats=sample_stats,
     )

@@ -71,6 +71,9 @@ class AbstractSolver(abc.ABC):
     order: int = 1
     adaptive: bool = False
     error_order: int = 1
+    #: whether ``step`` accepts ``t0``/``h`` as per-sample float64 tensors and the
+    #: solver has ``interpolate_per_sample`` (the batch-parallel loop needs both)
+    supports_per_sample: bool = False
 
     @abc.abstractmethod
     def init(self, func: VectorFieldFn, t0: float, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -39,10 +39,14 @@ def unflatten_state(y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[i
 class VectorField:
     """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
 
-    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction")
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction", "args")
 
-    def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None) -> None:
+    def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None,
+                 args=None) -> None:
         self.func = func
+        # extra arguments, passed as func(t, y, args) when given (diffrax's ``args``); in the
+        # batch-parallel loop, tensors in args are sliced to the active samples with the state
+        self.args = args
         self.shapes = shapes
         self.dtype = y0.dtype
         self.device = y0.device
@@ -65,7 +69,7 @@ class VectorField:
                 t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
             tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
         if self.shapes is None:
-            out = self.func(tt, y)
+            out = self.func(tt, y) if self.args is None else self.func(tt, y, self.args)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
             if out.shape != y.shape:
@@ -74,10 +78,24 @@ class VectorField:
                     "dy/dt must have the state's shape"
                 )
             return out
-        out = self.func(tt, unflatten_state(y, self.shapes))
+        y_parts = unflatten_state(y, self.shapes)
+        out = self.func(tt, y_parts) if self.args is None else self.func(tt, y_parts, self.args)
         if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
             raise TypeError(
                 f"for a tuple state of {len(self.shapes)} tensors the vector field must return a tuple of "
                 f"{len(self.shapes)} tensors, got {type(out).__name__}"
             )
         return torch.cat([o.reshape(-1) for o in out])
+
+
+def slice_args(args, index: torch.Tensor):
+    """``args`` restricted to the samples ``index``: tensors are indexed along their first dimension."""
+    if args is None:
+        return None
+    if isinstance(args, torch.Tensor):
+        return args[index]
+    if isinstance(args, (tuple, list)):
+        return type(args)(slice_args(a, index) for a in args)
+    if isinstance(args, dict):
+        return {k: slice_args(v, index) for k, v in args.items()}
+    return args

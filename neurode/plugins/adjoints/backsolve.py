@@ -102,7 +102,7 @@ class _BacksolveFunction(torch.autograd.Function):
         params = tuple(params)
         t_requires_grad = ctx.t_requires_grad and not ctx.event
 
-        inner = VectorField(problem.func, problem.y0, problem.shapes)
+        inner = VectorField(problem.func, problem.y0, problem.shapes, problem.args)
         y_shape = ys.shape[1:]
 
         def augmented_dynamics(t_, aug):

@@ -11,6 +11,7 @@ times ``t[1:]`` flow through the dense interpolant, and to ``t[0]`` through
 import torch
 
 from neurode import hookimpl
+from neurode.framework.batch_loop import integrate_batch
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem, start_time_coupled
 
 
@@ -18,6 +19,10 @@ class Direct(AbstractAdjoint):
     """Backpropagate through every operation of the solve (exact discrete gradients)."""
 
     def solve(self, problem: Problem) -> AdjointResult:
+        if problem.per_sample:
+            batch = integrate_batch(problem.solver, problem.vector_field(), problem.y0, problem.t, problem.config,
+                                    stats=problem.stats)
+            return AdjointResult(batch.ys, batch=batch)
         t_requires_grad = problem.t.requires_grad and torch.is_grad_enabled()
         y0 = problem.y0
         if t_requires_grad:

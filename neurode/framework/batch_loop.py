@@ -1,0 +1,292 @@
+"""The batch-parallel integration loop: every sample of a batch is its own problem.
+
+torchdiffeq steps a whole batch with one step size chosen from one error norm
+over all samples, so the fastest sample sets the pace for all and the others
+may drift; irregular per-sample output times force a union grid. Here each
+sample has its own output times (a row of ``t``), its own step size, its own
+accept/reject decision, step count and status:
+
+* the error norm is taken per sample (RMS over that sample's components);
+* the step-size controller acts on a vector of step sizes;
+* a sample whose outputs are all produced leaves the *active set*: the state
+  is compacted (``index_select``), so finished samples cost no evaluations;
+* a sample that fails (step limit, step-size underflow, non-finite state) is
+  removed with its status recorded, while the others complete; the caller
+  chooses to raise or to report.
+
+One host synchronisation per step: a small vector of counters read to decide
+how many outputs to interpolate and whether to compact. Time is float64
+whatever the state dtype. The stepping, error estimate and dense output are
+the solver's (``ExplicitRungeKutta._step_per_sample`` /
+``interpolate_per_sample``), so every adaptive tableau works unchanged, and
+all operations are differentiable (``direct`` gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from neurode.framework.controller import IController, PIDController
+from neurode.framework.errors import (
+    InvalidInputError,
+    MaxStepsError,
+    NonFiniteStateError,
+    SolverError,
+    StepSizeUnderflowError,
+)
+from neurode.framework.loop import LoopConfig
+from neurode.framework.solution import SolveStats
+from neurode.framework.solver import AbstractSolver
+from neurode.framework.vector_field import VectorField, slice_args
+
+#: per-sample status codes of a batch-parallel solve
+RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE = -1, 0, 1, 2, 3
+STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps reached", UNDERFLOW: "step size underflow",
+                NON_FINITE: "non-finite state", RUNNING: "running"}
+_ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
+
+
+@dataclass
+class BatchResult:
+    ys: torch.Tensor  # (T, B, *state): output j of sample b at ys[j, b]; NaN where t[b, j] is padding or failed
+    status: torch.Tensor  # (B,) int64
+    n_accepted: torch.Tensor  # (B,)
+    n_rejected: torch.Tensor  # (B,)
+    h_last: torch.Tensor  # (B,) float64, signed
+    fail_t: torch.Tensor  # (B,) float64: where a failed sample stopped (NaN otherwise)
+
+
+def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Validate per-sample output times ``t`` of shape ``(batch, T)``.
+
+    Rows may end in NaN padding (ragged grids); the finite prefix of every row
+    must be strictly monotone, all rows in the same direction. Returns
+    ``(t as float64, number of outputs per row, direction)``.
+    """
+    if t.ndim != 2:
+        raise InvalidInputError(f"per-sample times must have shape (batch, times), got {tuple(t.shape)}")
+    if t.shape[0] != batch:
+        raise InvalidInputError(f"t has {t.shape[0]} rows but y0 has a batch of {batch}; they must match")
+    tt = t.detach().to(torch.float64)
+    finite = torch.isfinite(tt)
+    n_out = finite.sum(dim=1)
+    # padding only at the end: the finite entries form a prefix
+    prefix = torch.arange(tt.shape[1], device=tt.device)[None, :] < n_out[:, None]
+    if not bool((finite == prefix).all()):
+        raise InvalidInputError("per-sample times may only be padded with NaN at the end of a row")
+    if bool((n_out == 0).any()):
+        rows = torch.nonzero(n_out == 0).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {rows} of t have no finite time; every sample needs at least its start time")
+    diff = tt[:, 1:] - tt[:, :-1]
+    valid = prefix[:, 1:]
+    if bool((valid & (diff > 0)).any()) and bool((valid & (diff < 0)).any()):
+        raise InvalidInputError("all rows of t must run in the same direction (all increasing or all decreasing)")
+    direction = -1.0 if bool((valid & (diff < 0)).any()) else 1.0
+    if bool((valid & (direction * diff <= 0)).any()):
+        bad = torch.nonzero((valid & (direction * diff <= 0)).any(dim=1)).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {bad} of t are not strictly monotone")
+    return tt, n_out, direction
+
+
+def _adapt(controller, h, ratio, order):
+    """Vectorised I control (``controller.IController.adapt`` per sample): ``(accept, h_next)``."""
+    if not isinstance(controller, IController):
+        kind = "PID" if isinstance(controller, PIDController) else type(controller).__name__
+        raise InvalidInputError(f"the batch-parallel loop supports the I controller only (controller='i'), got {kind}")
+    accept = ratio <= 1.0  # NaN compares False: a non-finite error rejects
+    factor = controller.safety * ratio.clamp_min(1e-300).pow(-1.0 / order)
+    lower = torch.where(ratio < 1.0, 1.0, controller.dfactor)
+    factor = torch.maximum(factor, lower).clamp_max(controller.ifactor).nan_to_num(nan=controller.dfactor)
+    return accept, h * factor
+
+
+def _per_sample_rms(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    return torch.linalg.vector_norm(flat, dim=1) / math.sqrt(max(flat.shape[1], 1))
+
+
+def _initial_steps(func, solver, t0, y0, f0, rtol, atol, direction):
+    """Hairer's starting step per sample (Hairer, Nørsett & Wanner I, §II.4), vectorised."""
+    with torch.no_grad():
+        scale = atol + y0.abs() * rtol
+        d0 = _per_sample_rms(y0 / scale).double()
+        d1 = _per_sample_rms(f0 / scale).double()
+        small = (d0 < 1e-5) | (d1 < 1e-5)
+        h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / torch.where(small, torch.ones_like(d1), d1))
+        shape = (-1, *([1] * (y0.ndim - 1)))
+        y1 = y0 + (direction * h0).to(y0.dtype).view(shape) * f0
+        f1 = func(t0 + direction * h0, y1)
+        d2 = _per_sample_rms((f1 - f0) / scale).double() / h0
+        both_small = (d1 <= 1e-15) & (d2 <= 1e-15)
+        h1 = torch.where(
+            both_small,
+            torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+            (0.01 / torch.maximum(d1, d2).clamp_min(1e-300)) ** (1.0 / solver.initial_step_order),
+        )
+        return torch.minimum(100 * h0, h1)
+
+
+def integrate_batch(
+    solver: AbstractSolver,
+    func: VectorField,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    config: LoopConfig,
+    *,
+    stats: SolveStats | None = None,
+) -> BatchResult:
+    """Integrate each sample ``y0[b]`` through its own output times ``t[b]`` (see the module docstring)."""
+    stats = SolveStats() if stats is None else stats
+    if not (solver.adaptive and getattr(solver, "supports_per_sample", False)):
+        raise InvalidInputError(
+            f"per-sample time grids need an adaptive solver with per-sample steps (an explicit Runge-Kutta pair "
+            f"such as dopri5, tsit5, bosh3); got {solver!r}"
+        )
+    for name in ("step_t", "jump_t", "grid_constructor", "step_size"):
+        if getattr(config, name):
+            raise InvalidInputError(f"option {name!r} is not supported with per-sample time grids")
+    if config.norm is not None:
+        raise InvalidInputError("a custom norm is not supported with per-sample time grids (the norm is per sample)")
+    if not isinstance(config.controller, IController):
+        _adapt(config.controller, None, None, 1)  # raises the clear error
+    batch = y0.shape[0]
+    tt, n_out, direction = check_batch_times(t, batch)
+    device = y0.device
+    tt = tt.to(device)
+    n_out = n_out.to(device)
+    n_times = tt.shape[1]
+    tau_out = direction * tt  # increasing along each row
+    tau_out = torch.where(torch.isfinite(tau_out), tau_out, math.inf)  # padding sorts last
+    order = solver.error_order
+    rtol, atol = config.rtol, config.atol
+    controller = config.controller
+    min_step, max_step = float(config.min_step), float(config.max_step)
+    func.direction = direction
+    nfe_start = func.nfe
+    full_args = func.args
+    evals_per_step = solver.tableau.stages - (1 if solver.tableau.fsal else 0)
+    state_ndim = y0.ndim
+
+    # results over the whole batch, written when a sample leaves the active set
+    status = torch.full((batch,), RUNNING, dtype=torch.int64, device=device)
+    n_acc_all = torch.zeros(batch, dtype=torch.int64, device=device)
+    n_rej_all = torch.zeros(batch, dtype=torch.int64, device=device)
+    h_last_all = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    fail_t = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    out_index: list[torch.Tensor] = [torch.arange(batch, device=device) * n_times]  # flat index b * T + j
+    out_value: list[torch.Tensor] = [y0]
+
+    # the active set: every tensor below is aligned with ``act`` and compacted with it
+    act = torch.arange(batch, device=device)
+    tau = tau_out[:, 0].clone()
+    tau_end = tau_out.gather(1, (n_out - 1)[:, None]).squeeze(1)
+    row_tau_out, row_n_out = tau_out, n_out
+    ptr = torch.ones(batch, dtype=torch.int64, device=device)
+    n_acc = torch.zeros(batch, dtype=torch.int64, device=device)
+    n_rej = torch.zeros(batch, dtype=torch.int64, device=device)
+    h_last = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    y = y0
+    state = solver.init(func, direction * tau, y0)
+    rows = batch
+    if config.first_step is not None:
+        h = torch.full((batch,), float(config.first_step), dtype=torch.float64, device=device)
+    else:
+        f0 = state[0] if state else func(direction * tau, y0)
+        h = _initial_steps(func, solver, direction * tau, y0, f0, rtol, atol, direction)
+        rows += batch
+    code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
+    n_drop = int((code != RUNNING).sum())
+    h_sign = direction
+
+    while True:
+        # ---- samples that finished or failed leave the active set
+        if n_drop:
+            leaving = code != RUNNING
+            idx = act[leaving]
+            status[idx] = code[leaving]
+            fail_t[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * tau[leaving])
+            n_acc_all[idx], n_rej_all[idx], h_last_all[idx] = n_acc[leaving], n_rej[leaving], h_sign * h_last[leaving]
+            keep = ~leaving
+            act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out = (
+                x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out))
+            state = tuple(v[keep] for v in state)
+            func.args = slice_args(full_args, act)
+            if act.numel() == 0:
+                break
+
+        # ---- one step for every active sample, clipped to [min_step, max_step] and its last output
+        h = torch.minimum(h.clamp(min=min_step, max=max_step), tau_end - tau)
+        step = solver.step(func, direction * tau, direction * h, y, state)
+        rows += act.numel() * evals_per_step
+        with torch.no_grad():
+            scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol).add_(atol)
+            ratio = _per_sample_rms(step.error / scale).double()
+        accept, h_next = _adapt(controller, h, ratio, order)
+        if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
+            accept = accept | ((h <= min_step) & torch.isfinite(ratio))
+
+        acc_col = accept.view(-1, *([1] * (state_ndim - 1)))
+        tau_prev = tau
+        y = torch.where(acc_col, step.y1, y)
+        state = tuple(torch.where(acc_col, s1, s0) for s0, s1 in zip(state, step.state1))
+        tau = torch.where(accept, tau + h, tau)
+        n_acc += accept
+        n_rej += ~accept
+        h_last = torch.where(accept, h, h_last)
+
+        # ---- outputs passed by accepted samples, and who is done or failed
+        new_ptr = torch.searchsorted(row_tau_out, tau[:, None], right=True).squeeze(1)
+        new_ptr = torch.where(accept, torch.minimum(new_ptr, row_n_out), ptr)
+        count = new_ptr - ptr
+        finished = new_ptr >= row_n_out
+        stuck = (tau + h_next <= tau) | ((n_acc + n_rej) >= config.max_num_steps)
+        if min_step > 0:
+            stuck = stuck | ((h <= min_step) & ~torch.isfinite(ratio))
+        n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
+        if n_drop:
+            # classify only when someone leaves (rare): success, or why it failed
+            code = torch.where(stuck, UNDERFLOW, RUNNING)
+            code = torch.where(stuck & ((n_acc + n_rej) >= config.max_num_steps), MAX_STEPS, code)
+            code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
+            code = torch.where(finished, SUCCESS, code)
+
+        for j in range(n_emit):
+            sel = torch.nonzero(count > j).flatten()
+            at = ptr[sel] + j
+            target = row_tau_out[sel, at]
+            theta = ((target - tau_prev[sel]) / (tau[sel] - tau_prev[sel])).clamp(0.0, 1.0)
+            out_value.append(solver.interpolate_per_sample(step, sel, theta))
+            out_index.append(act[sel] * n_times + at)
+        ptr = new_ptr
+        h = h_next
+
+    feature_shape = y0.shape[1:]
+    flat = torch.full((batch * n_times, *feature_shape), math.nan, dtype=y0.dtype, device=device)
+    ys = flat.index_put((torch.cat(out_index),), torch.cat(out_value)).view(batch, n_times, *feature_shape)
+    func.args = full_args
+    stats.nfe += func.nfe - nfe_start
+    stats.nfe_rows += rows
+    total_acc, total_rej = int(n_acc_all.sum()), int(n_rej_all.sum())
+    stats.n_accepted += total_acc
+    stats.n_rejected += total_rej
+    stats.n_steps += total_acc + total_rej
+    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t)
+
+
+def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
+    """Raise the typed error of the first failed sample, naming how many failed."""
+    failed = torch.nonzero(result.status != SUCCESS).flatten()
+    if failed.numel() == 0:
+        return
+    first = int(failed[0])
+    code = int(result.status[first])
+    cls = _ERRORS.get(code, SolverError)
+    where = float(result.fail_t[first])
+    raise cls(
+        f"{failed.numel()} of {result.status.numel()} samples failed; sample {first}: {STATUS_NAMES[code]} at "
+        f"t={where:.9g}. Pass on_failure='report' to get the others' results and per-sample status instead.",
+        t=where, dt=float(result.h_last[first]), stats=stats,
+    )

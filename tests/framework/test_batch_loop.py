@@ -1,0 +1,150 @@
+"""The batch-parallel loop: per-sample time grids, step sizes, compaction and status."""
+
+import math
+
+import pytest
+import torch
+
+import neurode
+from neurode.framework.batch_loop import MAX_STEPS, NON_FINITE, SUCCESS, UNDERFLOW
+
+F64 = torch.float64
+
+
+def oscillators(n, low=0.1, high=100.0, zeta=0.05):
+    w = torch.logspace(math.log10(low), math.log10(high), n, dtype=F64)
+
+    def f(t, y, args):
+        (ww,) = args
+        return torch.stack([y[:, 1], -2 * zeta * ww * y[:, 1] - ww**2 * y[:, 0]], dim=1)
+
+    def exact(t):
+        wd = w * math.sqrt(1 - zeta**2)
+        return torch.exp(-zeta * w * t) * (torch.cos(wd * t) + zeta * w / wd * torch.sin(wd * t))
+
+    y0 = torch.stack([torch.ones(n, dtype=F64), torch.zeros(n, dtype=F64)], dim=1)
+    return f, w, exact, y0
+
+
+def test_every_sample_meets_its_tolerance_on_a_heterogeneous_batch():
+    f, w, exact, y0 = oscillators(64)
+    t = torch.linspace(0, 5, 6, dtype=F64)
+    sol = neurode.solve(f, y0, t, per_sample=True, args=(w,), rtol=1e-7, atol=1e-9)
+    truth = torch.stack([exact(float(tt)) for tt in t])
+    assert sol.ys.shape == (6, 64, 2)
+    assert (sol.ys[..., 0] - truth).abs().max() < 1e-5
+    assert (sol.status == SUCCESS).all()
+    # slow samples take far fewer steps than fast ones: each has its own step size
+    acc = sol.sample_stats["n_accepted"]
+    assert acc[0] * 10 < acc[-1]
+
+
+def test_finished_samples_stop_costing_evaluations():
+    f, w, exact, y0 = oscillators(32)
+    t = torch.linspace(0, 5, 3, dtype=F64)
+    sol = neurode.solve(f, y0, t, per_sample=True, args=(w,), rtol=1e-6, atol=1e-8)
+    rows_if_all_stayed = sol.stats.nfe * 32
+    assert sol.stats.nfe_rows < 0.6 * rows_if_all_stayed
+    # and each row is accounted for: the total is the per-sample steps times the stages evaluated
+    per_step = 6  # dopri5 with FSAL
+    expected = int((sol.sample_stats["n_accepted"] + sol.sample_stats["n_rejected"]).sum()) * per_step + 2 * 32
+    assert sol.stats.nfe_rows == expected
+
+
+def test_ragged_per_sample_grids_match_separate_solves():
+    t = torch.full((3, 4), math.nan, dtype=F64)
+    t[0, :3] = torch.tensor([0.0, 0.7, 2.0])
+    t[1, :4] = torch.tensor([0.5, 1.0, 1.5, 3.0])
+    t[2, :1] = 1.0
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [2.0, -1.0]], dtype=F64)
+    A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=F64)
+    sol = neurode.solve(lambda t_, y: y @ A.T, y0, t, rtol=1e-10, atol=1e-12)
+    assert torch.equal(torch.isnan(sol.ys[..., 0]), torch.isnan(t.T))
+    for b in range(3):
+        n = int(torch.isfinite(t[b]).sum())
+        own = neurode.odeint(lambda t_, y: y @ A.T, y0[b], t[b, :n], rtol=1e-10, atol=1e-12)
+        assert torch.allclose(sol.ys[:n, b], own, rtol=1e-7, atol=1e-9)
+
+
+def test_decreasing_per_sample_times():
+    y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    t = torch.tensor([[1.0, 0.0], [2.0, 1.5]], dtype=F64)
+    sol = neurode.solve(lambda t_, y: -y, y0, t, rtol=1e-10, atol=1e-12)
+    expected = y0[:, 0] * torch.exp(torch.tensor([1.0, 0.5], dtype=F64))
+    assert torch.allclose(sol.ys[1, :, 0], expected, rtol=1e-8)
+
+
+def test_a_failing_sample_is_reported_while_the_others_complete():
+    y0 = torch.tensor([[0.5], [2.0], [0.1]], dtype=F64)  # dy/dt = y^2 blows up at t = 1/y0
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    sol = neurode.solve(lambda t_, y: y**2, y0, t, per_sample=True, on_failure="report")
+    assert sol.status.tolist()[0] == SUCCESS and sol.status.tolist()[2] == SUCCESS
+    assert sol.status.tolist()[1] in (UNDERFLOW, NON_FINITE)
+    assert abs(float(sol.sample_stats["fail_t"][1]) - 0.5) < 1e-3
+    assert torch.allclose(sol.ys[-1, 0, 0], torch.tensor(1 / (1 / 0.5 - 1.0), dtype=F64), rtol=1e-6)
+    assert torch.isnan(sol.ys[-1, 1, 0])
+    with pytest.raises(neurode.SolverError, match="1 of 3 samples failed"):
+        neurode.solve(lambda t_, y: y**2, y0, t, per_sample=True)
+
+
+def test_step_limit_is_per_sample():
+    f, w, _, y0 = oscillators(4, low=0.1, high=50.0)
+    t = torch.linspace(0, 10, 2, dtype=F64)
+    sol = neurode.solve(f, y0, t, per_sample=True, args=(w,), max_num_steps=60, on_failure="report")
+    assert sol.status[0] == SUCCESS and sol.status[-1] == MAX_STEPS
+
+
+def test_direct_gradients_through_the_batch_loop():
+    A = torch.tensor([[-0.2, -1.0], [1.0, -0.3]], dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=F64, requires_grad=True)
+    t = torch.tensor([[0.0, 0.5, 1.0], [0.0, 1.5, 2.0]], dtype=F64)
+
+    def fn(y0_, A_):
+        return neurode.solve(lambda t_, y: torch.tanh(y @ A_.T), y0_, t, rtol=1e-10, atol=1e-12).ys
+
+    assert torch.autograd.gradcheck(fn, (y0, A), atol=1e-6, rtol=1e-4)
+
+
+def test_float32_state_keeps_float64_time():
+    y0 = torch.ones(3, 1)
+    t = torch.tensor([[0.0, 1.0]] * 3, dtype=F64)
+    seen = []
+
+    def f(t_, y):
+        seen.append(t_.dtype)
+        return -y
+
+    sol = neurode.solve(f, y0, t)
+    assert sol.ys.dtype == torch.float32
+    assert set(seen) == {torch.float32}  # f sees the state's dtype; the loop's clock stays float64
+    assert torch.allclose(sol.ys[-1, :, 0], torch.full((3,), math.exp(-1.0)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64), "same direction"),
+    (torch.tensor([[0.0, math.nan, 1.0], [0.0, 1.0, 2.0]], dtype=F64), "padded with NaN at the end"),
+    (torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=F64), "strictly monotone"),
+    (torch.tensor([[0.0, 1.0]] * 3, dtype=F64), "rows"),
+])
+def test_bad_per_sample_times_are_rejected(bad, match):
+    with pytest.raises(neurode.NeurodeError, match=match):
+        neurode.solve(lambda t_, y: -y, torch.ones(2, 1, dtype=F64), bad)
+
+
+def test_unsupported_combinations_say_so():
+    t = torch.tensor([[0.0, 1.0]] * 2, dtype=F64)
+    y0 = torch.ones(2, 1, dtype=F64)
+    with pytest.raises(neurode.NeurodeError, match="direct"):
+        neurode.solve(lambda t_, y: -y, y0, t, adjoint="backsolve")
+    with pytest.raises(neurode.NeurodeError, match="adaptive"):
+        neurode.solve(lambda t_, y: -y, y0, t, solver="rk4")
+    with pytest.raises(neurode.NeurodeError, match="I controller"):
+        neurode.solve(lambda t_, y: -y, y0, t, controller="pid")
+
+
+def test_odeint_accepts_per_sample_grids():
+    y0 = torch.tensor([[1.0], [3.0]], dtype=F64)
+    t = torch.tensor([[0.0, 1.0], [0.0, 2.0]], dtype=F64)
+    ys = neurode.odeint(lambda t_, y: -y, y0, t, rtol=1e-10, atol=1e-12)
+    assert ys.shape == (2, 2, 1)
+    assert torch.allclose(ys[1, :, 0], torch.tensor([math.exp(-1.0), 3 * math.exp(-2.0)], dtype=F64))
