@@ -7,7 +7,9 @@ Two batching modes, because solvers come in two kinds:
     trajectory's observation times. ``values[b, k]`` is trajectory ``b`` at
     ``times[k]`` where ``mask`` says it was observed. This is what a
     torchdiffeq-style solver needs (one ``t`` for the batch); it is also what
-    Chen et al. and Rubanova et al. do with irregular data.
+    Chen et al. and Rubanova et al. do with irregular data. Its size grows
+    with the union: a batch of B trajectories with n distinct random times
+    each is ``[B, B*n, features]``, so keep such batches small.
 ``padded``
     Each trajectory keeps its own times, padded to the longest:
     ``times[b, j]``, with ``time_mask[b, j]`` False in the padding. For
