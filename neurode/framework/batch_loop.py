@@ -57,6 +57,28 @@ class BatchResult:
     n_rejected: torch.Tensor  # (B,)
     h_last: torch.Tensor  # (B,) float64, signed
     fail_t: torch.Tensor  # (B,) float64: where a failed sample stopped (NaN otherwise)
+    records: list["IterationRecord"] | None = None  # with record=True: what the checkpointed adjoint replays
+
+
+@dataclass
+class IterationRecord:
+    """One iteration of the batch loop, as the checkpointed adjoint replays it.
+
+    ``keep`` is the compaction applied before the step (a mask over the
+    previous active set, or ``None``); ``act``, ``y`` and ``state`` are the
+    active samples and their state going into the step; ``t0``/``h`` the
+    signed per-sample step; ``accept`` the decisions; ``emits`` the outputs
+    produced (rows within the active set, theta, flat output index).
+    """
+
+    keep: torch.Tensor | None
+    act: torch.Tensor
+    y: torch.Tensor
+    state: tuple[torch.Tensor, ...]
+    t0: torch.Tensor
+    h: torch.Tensor
+    accept: torch.Tensor | None = None
+    emits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
 
 def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -137,8 +159,13 @@ def integrate_batch(
     config: LoopConfig,
     *,
     stats: SolveStats | None = None,
+    record: bool = False,
 ) -> BatchResult:
-    """Integrate each sample ``y0[b]`` through its own output times ``t[b]`` (see the module docstring)."""
+    """Integrate each sample ``y0[b]`` through its own output times ``t[b]`` (see the module docstring).
+
+    With ``record=True`` every iteration is kept as an :class:`IterationRecord`
+    (state going in, decisions, outputs) for the checkpointed adjoint.
+    """
     stats = SolveStats() if stats is None else stats
     if not (solver.adaptive and getattr(solver, "supports_per_sample", False)):
         raise InvalidInputError(
@@ -200,9 +227,11 @@ def integrate_batch(
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
     n_drop = int((code != RUNNING).sum())
     h_sign = direction
+    records: list[IterationRecord] | None = [] if record else None
 
     while True:
         # ---- samples that finished or failed leave the active set
+        keep = None
         if n_drop:
             leaving = code != RUNNING
             idx = act[leaving]
@@ -219,6 +248,8 @@ def integrate_batch(
 
         # ---- one step for every active sample, clipped to [min_step, max_step] and its last output
         h = torch.minimum(h.clamp(min=min_step, max=max_step), tau_end - tau)
+        if records is not None:
+            records.append(IterationRecord(keep, act, y, state, direction * tau, direction * h, emits=[]))
         step = solver.step(func, direction * tau, direction * h, y, state)
         rows += act.numel() * evals_per_step
         with torch.no_grad():
@@ -260,6 +291,10 @@ def integrate_batch(
             theta = ((target - tau_prev[sel]) / (tau[sel] - tau_prev[sel])).clamp(0.0, 1.0)
             out_value.append(solver.interpolate_per_sample(step, sel, theta))
             out_index.append(act[sel] * n_times + at)
+            if records is not None:
+                records[-1].emits.append((sel, theta, out_index[-1]))
+        if records is not None:
+            records[-1].accept = accept
         ptr = new_ptr
         h = h_next
 
@@ -273,7 +308,7 @@ def integrate_batch(
     stats.n_accepted += total_acc
     stats.n_rejected += total_rej
     stats.n_steps += total_acc + total_rej
-    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t)
+    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t, records)
 
 
 def raise_for_status(result: BatchResult, stats: SolveStats) -> None:

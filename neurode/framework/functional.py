@@ -17,7 +17,7 @@ import torch
 from torch.autograd.functional import vjp
 
 from neurode.framework.errors import InvalidInputError
-from neurode.framework.solve import LOOP_OPTIONS, _accepted_keywords, build_problem, make_adjoint, run_external
+from neurode.framework.solve import LOOP_OPTIONS, PER_SAMPLE_ADJOINTS, _accepted_keywords, build_problem, make_adjoint, run_external
 from neurode.framework.solver import ExternalSolver
 from neurode.framework.registry import get_registry
 from neurode.framework.vector_field import flatten_state, unflatten_state
@@ -64,8 +64,12 @@ def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_op
     problem, _ = build_problem(
         func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options
     )
-    if problem.per_sample and adjoint != "direct":
-        raise InvalidInputError(f"per-sample time grids (2-D t) support the direct gradient method only, not {adjoint!r}")
+    # torchdiffeq counts max_num_steps per output interval; so does its drop-in
+    problem.config.max_steps_per_output = True
+    if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS:
+        raise InvalidInputError(
+            f"per-sample time grids (2-D t) support the gradient methods {list(PER_SAMPLE_ADJOINTS)}, not {adjoint!r}"
+        )
     if isinstance(problem.solver, ExternalSolver):
         result, _ = run_external(problem, adjoint, adjoint_options)
     else:

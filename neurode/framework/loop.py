@@ -60,6 +60,9 @@ class LoopConfig:
     min_step: float = 0.0
     max_step: float = math.inf
     max_num_steps: int = DEFAULT_MAX_NUM_STEPS
+    #: count max_num_steps per output interval (torchdiffeq's semantics, used by ``neurode.odeint``)
+    #: instead of over the whole solve (``neurode.solve``)
+    max_steps_per_output: bool = False
     step_t: Sequence[float] | None = None
     jump_t: Sequence[float] | None = None
     step_size: float | None = None
@@ -251,11 +254,14 @@ def integrate(
     last: Step | None = None
     tau_prev = tau
     n_steps = 0
+    steps_since_output = 0
     event_tau = None
     while True:
         # ---- outputs inside the last accepted step (tau_prev, tau]
         if last is not None and event_fn is None:
             emitted = []
+            if out_index < n_out and tau_out[out_index] <= tau:
+                steps_since_output = 0
             while out_index < n_out and tau_out[out_index] <= tau:
                 target = tau_out[out_index]
                 dtau = tau - tau_prev
@@ -273,10 +279,12 @@ def integrate(
         if event_fn is None and out_index >= n_out:
             break
 
-        if n_steps >= config.max_num_steps:
+        if (steps_since_output if config.max_steps_per_output else n_steps) >= config.max_num_steps:
             stats.nfe += func.nfe - nfe_start
             raise MaxStepsError(
-                f"max_num_steps={config.max_num_steps} reached at t={direction * tau:.9g} with step size "
+                f"max_num_steps={config.max_num_steps} reached"
+                f"{' within one output interval' if config.max_steps_per_output else ''} at t={direction * tau:.9g} "
+                f"with step size "
                 f"{h:.3g} before reaching t={t_list[-1]:.9g}; the problem may be stiff (try an implicit solver) or "
                 f"the tolerances too tight; raise the limit with max_num_steps=...",
                 t=direction * tau, dt=direction * h, stats=stats,
@@ -295,12 +303,13 @@ def integrate(
                 h = min_step
             h = min(max(h, min_step), max_step)
             tau1 = tau + h
+            clipped = False
             if step_t and tau < step_t[0] < tau1:
-                tau1 = step_t[0]
+                tau1, clipped = step_t[0], True
             if jump_t and tau < jump_t[0] < tau1:
-                tau1 = jump_t[0]
-                on_jump = True
-            h = tau1 - tau
+                tau1, clipped, on_jump = jump_t[0], True, True
+            if clipped:  # otherwise keep h itself: tau1 - tau may round above min_step
+                h = tau1 - tau
         if not tau1 > tau:
             stats.nfe += func.nfe - nfe_start
             raise StepSizeUnderflowError(
@@ -313,6 +322,7 @@ def integrate(
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
         step = solver.step(func, direction * tau, direction * h, y, state)
         n_steps += 1
+        steps_since_output += 1
 
         # ---- accept or reject
         if fixed:

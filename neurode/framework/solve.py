@@ -26,6 +26,8 @@ from neurode.framework.vector_field import flatten_state, unflatten_state
 
 DEFAULT_SOLVER = "dopri5"
 DEFAULT_ADJOINT = "direct"
+#: gradient methods that run the batch-parallel loop
+PER_SAMPLE_ADJOINTS = ("direct", "checkpoint")
 
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
@@ -361,10 +363,10 @@ def solve(
         func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
         params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args,
     )
-    if problem.per_sample and adjoint not in ("direct",) and not isinstance(adjoint, AbstractAdjoint):
+    if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS and not isinstance(adjoint, AbstractAdjoint):
         raise InvalidInputError(
-            f"per-sample solving supports adjoint='direct' for now, got {adjoint!r} "
-            "(backsolve and checkpoint use the shared-step loop)"
+            f"per-sample solving supports the gradient methods {list(PER_SAMPLE_ADJOINTS)}, got {adjoint!r} "
+            "(backsolve runs in the shared-step loop only, for now)"
         )
     if isinstance(problem.solver, ExternalSolver):
         result, adjoint_name = run_external(problem, adjoint, adjoint_options)

@@ -130,11 +130,6 @@ def test_adaptive_options_match_torchdiffeq(method, option, reverse):
     _close(*_both(func, Y0, t, method=method, options=options), 1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loop.py: a step clamped to min_step is re-measured as h = tau1 - tau, which rounds above min_step "
-    "(0.9 + 0.3 - 0.9 = 0.30000000000000004 > 0.3), so the 'steps at min_step are always accepted' rule "
-    "(elif h <= min_step) does not fire; the step is rejected, clamped back to min_step, and rejected again "
-    "until MaxStepsError after 100000 attempts. torchdiffeq accepts it."))
 @pytest.mark.parametrize("reverse", [False, True], ids=["increasing", "decreasing"])
 def test_min_step_matches_torchdiffeq(reverse):
     t = T.flip(0) if reverse else T
@@ -142,10 +137,6 @@ def test_min_step_matches_torchdiffeq(reverse):
     _close(*_both(pendulum, Y0, t, method="dopri5", options={"min_step": 0.3, "max_num_steps": 1000}))
 
 
-@pytest.mark.xfail(strict=True, raises=neurode.MaxStepsError, reason=(
-    "loop.py counts max_num_steps over the whole solve; torchdiffeq (RKAdaptiveStepsizeODESolver._advance) "
-    "counts it per output interval, so options={'max_num_steps': N} that torchdiffeq completes raises "
-    "MaxStepsError in neurode.odeint when the solve needs more than N steps in total."))
 def test_max_num_steps_counts_per_output_interval_as_torchdiffeq():
     # dopri5 takes 4 or 5 steps per output interval here, about 25 in all
     options = {"max_num_steps": 10}

@@ -18,7 +18,9 @@ import torch
 
 from neurode import hookimpl
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem, start_time_coupled
+from neurode.framework.batch_loop import integrate_batch
 from neurode.framework.loop import StepRecord
+from neurode.framework.vector_field import slice_args
 
 
 class Checkpoint(AbstractAdjoint):
@@ -26,6 +28,9 @@ class Checkpoint(AbstractAdjoint):
 
     def solve(self, problem: Problem) -> AdjointResult:
         holder = _Holder(problem)
+        if problem.per_sample:
+            ys = _CheckpointBatchFunction.apply(holder, problem.y0, *problem.params)
+            return AdjointResult(ys, batch=holder.batch)
         y0 = start_time_coupled(problem)
         out = _CheckpointFunction.apply(holder, y0, problem.t, *problem.params)
         ys, event_t = (out[0], out[1]) if problem.event_fn is not None else (out, None)
@@ -37,6 +42,7 @@ class Checkpoint(AbstractAdjoint):
 class _Holder:
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
+        self.batch = None
 
 
 def _detached(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -135,6 +141,99 @@ class _CheckpointFunction(torch.autograd.Function):
         problem.stats.nfe_backward += func.nfe
         problem.stats.n_steps_backward += len(records)
         return (None, a_y0, time_vjps, *param_grads)
+
+
+def _scatter_rows(values: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
+    """Undo a compaction: rows of the kept samples back into the previous active set (zeros elsewhere)."""
+    if values is None:
+        return None
+    out = values.new_zeros((keep.shape[0], *values.shape[1:]))
+    out[keep] = values
+    return out
+
+
+class _CheckpointBatchFunction(torch.autograd.Function):
+    """Checkpointed gradients for the batch-parallel loop: replay each iteration on its active set."""
+
+    @staticmethod
+    def forward(ctx, holder: _Holder, y0, *params):
+        problem = holder.problem
+        with torch.no_grad():
+            batch = integrate_batch(problem.solver, problem.vector_field(), problem.y0, problem.t, problem.config,
+                                    stats=problem.stats, record=True)
+        holder.batch = batch
+        ctx.holder = holder
+        ctx.records = batch.records
+        batch.records = None  # the autograd context owns them now
+        ctx.save_for_backward(*params)
+        return batch.ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        problem = ctx.holder.problem
+        solver = problem.solver
+        params = tuple(ctx.saved_tensors)
+        n_times, batch = grad_ys.shape[:2]
+        grad_flat = grad_ys.transpose(0, 1).reshape(batch * n_times, *grad_ys.shape[2:])
+        func = problem.vector_field()
+        full_args = func.args
+        param_grads = [torch.zeros_like(p) for p in params]
+        a_y = None
+        a_state: tuple = ()
+        n_steps = 0
+        for rec in reversed(ctx.records):
+            func.args = slice_args(full_args, rec.act)
+            with torch.enable_grad():
+                y = rec.y.detach().requires_grad_(True)
+                state = _detached(rec.state)
+                step = solver.step(func, rec.t0, rec.h, y, state)
+                n_steps += 1
+                acc_col = rec.accept.view(-1, *([1] * (y.ndim - 1)))
+                targets, cotangents = [], []
+                if a_y is not None:
+                    targets.append(torch.where(acc_col, step.y1, y))
+                    cotangents.append(a_y)
+                    for s0, s1, a in zip(state, step.state1, a_state):
+                        if a is not None:
+                            targets.append(torch.where(acc_col, s1, s0))
+                            cotangents.append(a)
+                for rows, theta, index in rec.emits:
+                    targets.append(solver.interpolate_per_sample(step, rows, theta))
+                    cotangents.append(grad_flat[index])
+                if targets:
+                    grads_in = torch.autograd.grad(targets, (y, *state, *params), cotangents, allow_unused=True)
+                else:
+                    grads_in = (None,) * (1 + len(state) + len(params))
+            a_y = grads_in[0] if grads_in[0] is not None else torch.zeros_like(y)
+            a_state = tuple(grads_in[1 : 1 + len(state)])
+            for k, g in enumerate(grads_in[1 + len(state):]):
+                if g is not None:
+                    param_grads[k] = param_grads[k] + g
+            if rec.keep is not None:
+                a_y = _scatter_rows(a_y, rec.keep)
+                a_state = tuple(_scatter_rows(a, rec.keep) for a in a_state)
+
+        func.args = full_args
+        y0 = problem.y0
+        a_y0 = grad_flat[torch.arange(batch, device=grad_flat.device) * n_times].clone()  # output 0 is y0
+        if a_y is not None:
+            a_y0 = a_y0 + a_y
+            if any(a is not None for a in a_state):
+                t0 = problem.t[:, 0].detach().to(torch.float64)
+                with torch.enable_grad():
+                    y0_in = y0.detach().requires_grad_(True)
+                    state0 = solver.init(func, t0, y0_in)
+                    pairs = [(s, a) for s, a in zip(state0, a_state) if a is not None]
+                    grads_in = torch.autograd.grad([s for s, _ in pairs], (y0_in, *params), [a for _, a in pairs],
+                                                   allow_unused=True)
+                if grads_in[0] is not None:
+                    a_y0 = a_y0 + grads_in[0]
+                for k, g in enumerate(grads_in[1:]):
+                    if g is not None:
+                        param_grads[k] = param_grads[k] + g
+        problem.stats.nfe_backward += func.nfe
+        problem.stats.n_steps_backward += n_steps
+        return (None, a_y0, *param_grads)
 
 
 @hookimpl
