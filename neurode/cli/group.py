@@ -88,6 +88,14 @@ class NeurodeGroup(TyperGroup):
             return super().invoke(ctx)
         except _CLI_SIGNALS:
             raise
+        except BrokenPipeError:
+            # the reader went away (``neurode plugins | head``): stop quietly, as Unix tools do
+            import os
+            import sys
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except NeurodeError as exc:
             if _debug(ctx):
                 print_traceback(exc)

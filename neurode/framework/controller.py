@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neurode.framework.errors import NonFiniteStateError
+
 
 @dataclass
 class IController:
@@ -119,6 +121,9 @@ def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int
     scale = atol + torch.abs(y0) * rtol
     d0 = float(norm(y0 / scale))
     d1 = float(norm(f0 / scale))
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        what = "the initial state y0" if not math.isfinite(d0) else "the derivative f(t0, y0)"
+        raise NonFiniteStateError(f"{what} is not finite (NaN or inf) at t={t0:.9g}; cannot start the solve", t=t0)
     if d0 < 1e-5 or d1 < 1e-5:
         h0 = 1e-6
     else:
@@ -126,6 +131,9 @@ def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int
     y1 = y0 + (direction * h0) * f0
     f1 = func(t0 + direction * h0, y1)
     d2 = abs(float(norm((f1 - f0) / scale)) / h0)
+    if not math.isfinite(d2):
+        raise NonFiniteStateError(
+            f"f became non-finite within {h0:.3g} of t={t0:.9g} while choosing the first step", t=t0, dt=h0)
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
