@@ -1,0 +1,280 @@
+"""``neurode.solve``: what a Solution holds, what its statistics count, and how bad input is refused.
+
+The numbers in ``Solution.stats`` are numbers users read (how many function
+evaluations did my model cost?), so they are checked against evaluations
+counted independently. Bad input must be refused before any work, with an
+:class:`InvalidInputError` (a ``ValueError``) that names the culprit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neurode
+from neurode.framework.errors import InvalidInputError, UnknownComponentError
+from neurode.framework.registry import get_registry
+from neurode.framework.solver import ExternalSolver
+from neurode.testing import STANDARD_PROBLEMS
+
+T = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+Y0 = torch.tensor([[1.0, 0.0], [0.3, -0.5]], dtype=torch.float64)
+
+
+class Counting(torch.nn.Module):
+    """A pendulum that counts its own evaluations and steps, independently of neurode's stats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.accepted = self.rejected = self.attempted = 0
+        self.steps: list[float] = []
+
+    def forward(self, t, y):
+        self.calls += 1
+        return torch.stack([y[..., 1], -torch.sin(y[..., 0]) + 0.3 * torch.cos(t)], dim=-1)
+
+    def callback_step(self, t0, y0, dt):
+        self.attempted += 1
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted += 1
+        self.steps.append(float(dt))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.rejected += 1
+
+
+# --------------------------------------------------------------------------- the Solution
+
+
+def test_solution_holds_times_values_names_and_stats():
+    sol = neurode.solve(Counting(), Y0, T, solver="tsit5")
+    assert sol.ts is T
+    assert sol.ys.shape == (4, 2, 2) and sol.ys.dtype == torch.float64
+    assert torch.equal(sol.ys[0], Y0)
+    assert (sol.solver, sol.adjoint) == ("tsit5", "direct")
+    assert sol.event_t is None and sol.dense is None
+    ts, ys = sol  # unpacks like a (ts, ys) pair
+    assert ts is sol.ts and ys is sol.ys
+    assert f"nfe={sol.stats.nfe}" in repr(sol)
+
+
+def test_solution_of_a_tuple_state_is_a_tuple():
+    def func(t, state):
+        x, v = state
+        return v, -x
+
+    sol = neurode.solve(func, (torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)), T)
+    assert isinstance(sol.ys, tuple) and [y.shape for y in sol.ys] == [(4, 3), (4, 3)]
+    assert torch.allclose(sol.ys[0][-1], torch.cos(T[-1]).expand(3), atol=1e-6)
+
+
+def test_default_solve_is_dopri5_with_torchdiffeq_tolerances():
+    default = neurode.solve(Counting(), Y0, T)
+    explicit = neurode.solve(Counting(), Y0, T, solver="dopri5", rtol=1e-7, atol=1e-9)
+    assert default.solver == "dopri5"
+    assert torch.equal(default.ys, explicit.ys)
+
+
+def test_solve_returns_dense_output_on_request():
+    sol = neurode.solve(Counting(), Y0, T, dense=True)
+    at = torch.tensor([0.25, 1.5], dtype=torch.float64)
+    expected = neurode.solve(Counting(), Y0, torch.cat([T[:1], at])).ys[1:]
+    assert torch.allclose(sol.dense(at), expected, atol=1e-6)
+    assert torch.allclose(sol.dense(T[-1]), sol.ys[-1], rtol=0, atol=1e-14)
+
+
+def test_dense_output_refuses_times_outside_the_solve():
+    sol = neurode.solve(Counting(), Y0, T, dense=True)
+    with pytest.raises(InvalidInputError, match="outside the solved interval"):
+        sol.dense(2.5)
+
+
+# --------------------------------------------------------------------------- the statistics
+
+
+def _native_solvers():
+    names = []
+    for name in get_registry().names("solver"):
+        if not isinstance(get_registry().get("solver", name).obj(), ExternalSolver):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("solver", _native_solvers())
+def test_nfe_is_the_number_of_evaluations_of_f(solver):
+    func = Counting()
+    options = {} if get_registry().get("solver", solver).obj().adaptive else {"step_size": 0.1}
+    sol = neurode.solve(func, Y0, T, solver=solver, rtol=1e-5, atol=1e-7, **options)
+    assert sol.stats.nfe == func.calls > 0
+
+
+@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "rk4"])
+def test_step_counts_are_the_steps_taken(solver):
+    func = Counting()
+    options = {"first_step": 1.0} if solver != "rk4" else {"step_size": 0.1}  # a first step that is rejected
+    stats = neurode.solve(func, Y0, T, solver=solver, **options).stats
+    assert stats.n_steps == stats.n_accepted + stats.n_rejected == func.attempted
+    assert (stats.n_accepted, stats.n_rejected) == (func.accepted, func.rejected)
+    if solver != "rk4":
+        assert stats.n_rejected >= 1
+    assert stats.h_last == func.steps[-1]
+    assert stats.nfe_backward == 0 and stats.n_steps_backward == 0  # no backward pass ran
+
+
+def test_dopri5_costs_six_evaluations_per_step_plus_two_to_start():
+    # FSAL: 7 stages, the first reused; the start costs f(t0, y0) and one evaluation of the initial-step heuristic
+    stats = neurode.solve(Counting(), Y0, T, solver="dopri5").stats
+    assert stats.nfe == 2 + 6 * stats.n_steps
+
+
+def test_fixed_step_rk4_costs_four_evaluations_per_step():
+    stats = neurode.solve(Counting(), Y0, T, solver="rk4", step_size=0.1).stats
+    assert stats.n_steps == 20 and stats.nfe == 80
+
+
+def test_cubic_interpolation_costs_one_evaluation_per_step_with_outputs_inside():
+    # T = 0, 0.5, 1, 2 with step 0.3: 0.5 and 1 fall inside two steps, 2 is the last step's end (no interpolation)
+    linear = neurode.solve(Counting(), Y0, T, solver="rk4", step_size=0.3).stats
+    cubic = neurode.solve(Counting(), Y0, T, solver="rk4", step_size=0.3, interp="cubic").stats
+    assert cubic.nfe == linear.nfe + 2
+
+
+def test_step_sizes_in_stats_are_signed_like_t():
+    forward = neurode.solve(Counting(), Y0, T).stats
+    backward = neurode.solve(Counting(), Y0, T.flip(0)).stats
+    assert forward.h_last > 0 and forward.h_next > 0
+    assert backward.h_last < 0 and backward.h_next < 0
+
+
+def test_stats_as_dict_names_every_counter():
+    stats = neurode.solve(Counting(), Y0, T).stats.as_dict()
+    assert {"nfe", "n_steps", "n_accepted", "n_rejected", "h_last", "h_next", "nfe_backward",
+            "n_steps_backward"} <= set(stats)
+
+
+# --------------------------------------------------------------------------- the PID controller
+
+
+@pytest.mark.parametrize("name", ["van_der_pol", "kepler"])
+def test_pid_controller_rejects_fewer_steps_for_comparable_work_and_accuracy(name):
+    from scipy.integrate import solve_ivp
+
+    problem = STANDARD_PROBLEMS[name]
+    reference = solve_ivp(lambda t, y: problem.func(torch.tensor(t), torch.from_numpy(y)).numpy(), problem.t_span,
+                          problem.y0, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+    results = {}
+    for controller in ("i", "pid"):
+        sol = neurode.solve(problem.func, problem.initial_state(), torch.tensor(problem.t_span), controller=controller,
+                            rtol=1e-6, atol=1e-8)
+        results[controller] = (sol.stats, float(np.abs(sol.ys[-1].numpy() - reference).max()))
+    (i_stats, i_error), (pid_stats, pid_error) = results["i"], results["pid"]
+    assert pid_stats.n_rejected < i_stats.n_rejected
+    assert pid_stats.n_steps <= 1.3 * i_stats.n_steps
+    assert pid_error <= 2 * i_error
+
+
+def test_pid_coefficients_select_the_pid_controller():
+    by_name = neurode.solve(Counting(), Y0, T, controller="pid", pcoeff=0.2, icoeff=0.5)
+    by_options = neurode.solve(Counting(), Y0, T, pcoeff=0.2, icoeff=0.5)
+    assert torch.equal(by_name.ys, by_options.ys)
+    assert by_name.stats.n_steps != neurode.solve(Counting(), Y0, T).stats.n_steps
+
+
+# --------------------------------------------------------------------------- refused input
+
+
+def _solve(**kwargs):
+    args = {"func": Counting(), "y0": Y0, "t": T} | kwargs
+    return neurode.solve(args.pop("func"), args.pop("y0"), args.pop("t"), **args)
+
+
+@pytest.mark.parametrize("t, match", [
+    (torch.tensor([0.0, 2.0, 1.0]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, 1.0, 1.0]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, float("nan")]), "t must"),
+    (torch.tensor([0, 1, 2]), "floating-point tensor, got dtype torch.int64"),
+    (torch.zeros(2, 2, 3), "t must be"),
+    ([0.0, 1.0], "t must be a torch.Tensor"),
+], ids=["non-monotone", "repeated", "nan", "int", "3-D", "list"])
+def test_bad_times_are_refused(t, match):
+    with pytest.raises(InvalidInputError, match=match):
+        _solve(t=t)
+
+
+def test_per_sample_times_must_match_the_batch():
+    with pytest.raises(InvalidInputError, match="t has 1 rows but y0 has a batch of 2"):
+        _solve(t=T[None])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rtol": -1e-3}, "rtol must be a finite number >= 0, got -0.001"),
+    ({"atol": float("nan")}, "atol must be a finite number >= 0"),
+    ({"max_step": -1.0}, "max_step must be > 0"),
+    ({"first_step": 0.0}, "first_step must be a positive finite number"),
+    ({"min_step": 2.0, "max_step": 1.0}, "min_step \\(2.0\\) must not exceed max_step \\(1.0\\)"),
+    ({"max_num_steps": 0}, "max_num_steps must be a positive integer"),
+    ({"controller": "p"}, "controller must be 'i', 'pid' or a controller instance, got 'p'"),
+    ({"safety": 1.5}, "safety must be in \\(0, 1\\]"),
+    ({"step_size": 0.1, "grid_constructor": lambda f, y0, t: t}, "mutually exclusive"),
+])
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        _solve(**kwargs)
+
+
+def test_unknown_option_is_refused_with_the_options_that_exist():
+    with pytest.raises(InvalidInputError, match="solver 'dopri5' does not accept options \\['bogus'\\].*interp, perturb"):
+        _solve(bogus=3)
+
+
+def test_unknown_solver_is_refused_with_a_suggestion():
+    with pytest.raises(UnknownComponentError, match="unknown solver 'dopri4'; did you mean 'dopri[58]'") as info:
+        _solve(solver="dopri4")
+    assert isinstance(info.value, KeyError)  # as a lookup error, for callers that catch KeyError
+
+
+def test_unknown_gradient_method_is_refused_with_a_suggestion():
+    with pytest.raises(UnknownComponentError, match="unknown adjoint 'backsolv'; did you mean 'backsolve'"):
+        _solve(adjoint="backsolv")
+
+
+def test_odeint_refuses_an_unknown_method_too():
+    with pytest.raises(UnknownComponentError, match="unknown solver 'dopri4'"):
+        neurode.odeint(Counting(), Y0, T, method="dopri4")
+
+
+def test_integer_state_is_refused():
+    with pytest.raises(InvalidInputError, match="y0 must be a floating-point"):
+        _solve(y0=torch.ones(2, dtype=torch.int64))
+
+
+def test_a_vector_field_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="returned shape \\(1,\\) for a state of shape \\(2,\\)"):
+        _solve(func=lambda t, y: -y[:1], y0=torch.ones(2))
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "vector_field.py checks the shape of f's output only for a single-tensor state; for a tuple state it "
+    "concatenates the parts unchecked, so a part of the wrong shape surfaces as a RuntimeError about tensor "
+    "sizes in controller.initial_step (or silently mixes components when the sizes happen to add up)."))
+def test_a_tuple_vector_field_of_the_wrong_shape_is_refused():
+    def func(t, state):
+        x, v = state
+        return v, -x[:1]
+
+    with pytest.raises(ValueError, match="shape"):
+        _solve(func=func, y0=(torch.ones(2), torch.zeros(2)))
+
+
+def test_options_with_a_solver_instance_are_refused():
+    solver = get_registry().get("solver", "rk4").obj()
+    with pytest.raises(InvalidInputError, match="solver options \\['interp'\\] given with a solver instance"):
+        _solve(solver=solver, step_size=0.1, interp="cubic")
+
+
+def test_dense_output_needs_the_direct_gradient_method():
+    with pytest.raises(InvalidInputError, match="dense=True needs adjoint='direct'"):
+        _solve(dense=True, adjoint="backsolve", adjoint_params=())
