@@ -105,7 +105,9 @@ def test_jump_t_lets_the_solver_cross_a_discontinuity_cleanly():
     blind = neurode.solve(blind_func, Y0, t, rtol=1e-8, atol=1e-10)
     told = neurode.solve(told_func, Y0, t, rtol=1e-8, atol=1e-10, jump_t=torch.tensor([1.0]))
     assert any(abs(b - 1.0) <= 1e-15 for b in told_func.boundaries)
-    # f is never evaluated on the wrong side of the jump within a step: before it only below 1, after only above
+    # f is never evaluated at the jump itself: the step ending there looks just below 1, the next just above
+    assert 1.0 not in told_func.times
+    assert math.nextafter(1.0, 0.0) in told_func.times and math.nextafter(1.0, 2.0) in told_func.times
     assert told.stats.n_rejected < blind.stats.n_rejected
     assert told.stats.nfe < blind.stats.nfe
     assert torch.allclose(told.ys[-1], _jump_exact(2.0), rtol=1e-7, atol=0)
