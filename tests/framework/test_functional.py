@@ -17,6 +17,10 @@ import torchdiffeq
 import neurode
 from neurode.framework.registry import get_registry
 
+#: The Adams–Moulton corrector warns (as torchdiffeq's does) when it does not converge at the step sizes used
+#: here; that is expected, and the values are what is compared.
+pytestmark = pytest.mark.filterwarnings("ignore:Functional iteration did not converge:UserWarning")
+
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 #: every torchdiffeq method that neurode implements natively (fixed_adams is torchdiffeq's old name)
@@ -282,7 +286,7 @@ def test_odeint_event_gradient_is_the_implicit_function_derivative():
     g_exact = torch.tensor(G, dtype=torch.float64, requires_grad=True)
     exact = (v + torch.sqrt(v * v + 2 * g_exact * h)) / g_exact
     exact_grads = torch.autograd.grad(exact, (h, v, g_exact))
-    assert float(event_t) == pytest.approx(float(exact), abs=1e-9)
+    assert float(event_t.detach()) == pytest.approx(float(exact.detach()), abs=1e-9)
     assert torch.allclose(grads[0], torch.stack(exact_grads[:2]), atol=1e-7)
     assert float(grads[1]) == pytest.approx(float(exact_grads[2]), abs=1e-7)
 

@@ -39,6 +39,10 @@ from neurode.testing import (
     rooted_trees,
 )
 
+#: The Adams–Moulton corrector warns (as torchdiffeq's does) when it does not converge at the step sizes used
+#: here; that is expected, and the values are what is compared.
+pytestmark = pytest.mark.filterwarnings("ignore:Functional iteration did not converge:UserWarning")
+
 #: Arguments under which a registered solver is checked, each with its reason.
 CHECK_ARGUMENTS = {
     # torchdiffeq's default max_order=12 uses the 11-step Adams–Bashforth formula, whose stability region is
