@@ -1,0 +1,271 @@
+"""Gradients through a neural ODE as the integration length grows: accuracy, evaluations, time, memory.
+
+The model: a damped rotation plus an MLP (2 -> 64 -> 64 -> 2, tanh) on a 2-d
+state, batch 16,
+
+    dy/dt = A y + MLP(y),   A = [[-0.05, -1], [1, -0.05]],
+
+so the solution stays bounded however long it runs; loss = sum of squares of
+y at the final time, differentiated with respect to the MLP's parameters and
+y0. The integration length is t_end = 1, 10, 100 (1×, 10×, 100×). Compared,
+all with dopri5, rtol 1e-6, atol 1e-8, float64, CPU, one thread:
+
+* neurode ``direct`` (backprop through the steps), ``backsolve`` (the
+  continuous adjoint), ``backsolve`` with the seminorm
+  (``adjoint_options={"options": {"norm": "seminorm"}}``) and ``checkpoint``;
+* torchdiffeq ``odeint`` (backprop through the steps), ``odeint_adjoint`` and
+  ``odeint_adjoint`` with ``adjoint_options={"norm": "seminorm"}``.
+
+Columns:
+
+* grad err -- ||g - g_ref|| / ||g_ref|| over all gradients, against neurode
+  ``direct`` at rtol 1e-10, atol 1e-12 (float64);
+* nfe fwd / nfe bwd -- calls of the vector field before / during
+  ``.backward()`` (counted in f, split by a flag set before ``.backward()``);
+  for neurode they are checked against ``sol.stats.nfe`` / ``nfe_backward``;
+* time -- median wall time of forward + backward over ``--repeats``;
+* graph MB -- bytes of the tensors autograd saves for backward during the
+  forward pass (``torch.autograd.graph.saved_tensors_hooks``, pack hook,
+  each storage counted once): the memory of the backward graph. It does not
+  see what a custom autograd Function keeps on ``ctx`` outside
+  ``save_for_backward`` (checkpoint's stored step states), nor memory that
+  only exists during backward;
+* peak MB -- peak resident memory of forward + backward above the process's
+  resident memory just before it: every configuration runs in its own fresh
+  subprocess (``sys.executable`` on this file with ``--child``), which builds
+  the model, warms up with a short solve of the same method (t_end = 0.01),
+  resets the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``,
+  Linux >= 4.0), reads ``VmRSS`` from ``/proc/self/status``, runs the
+  measured solve once and reads ``VmHWM``. (Where the reset is unavailable it
+  falls back to the growth of ``resource.getrusage(...).ru_maxrss``, which
+  only shows memory above the process's earlier peak, e.g. from importing
+  torch.) This sees everything (stored step states, backward-only buffers,
+  allocator slack, memory the allocator reuses from earlier frees is not
+  counted); its resolution is a page, and a few hundred kB of allocator noise
+  are expected at small sizes.
+
+Each configuration is timed and measured in its own subprocess, one after
+another, in the same run. After the tables, the ratios issue 5 asks about.
+The default run takes about 2 minutes:
+
+    python benchmarks/bench_gradients.py [--lengths 1 10 100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+warnings.simplefilter("ignore")
+
+F64 = torch.float64
+METHODS = ["neurode direct", "neurode backsolve", "neurode backsolve+seminorm", "neurode checkpoint",
+           "torchdiffeq odeint", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]
+
+
+class Dynamics(torch.nn.Module):
+    """Damped rotation plus an MLP; counts its calls, split by ``backward`` flag."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, width), torch.nn.Tanh(),
+            torch.nn.Linear(width, width), torch.nn.Tanh(),
+            torch.nn.Linear(width, 2),
+        )
+        self.register_buffer("A", torch.tensor([[-0.05, -1.0], [1.0, -0.05]]))
+        self.backward_pass = False
+        self.nfe = [0, 0]  # forward, backward
+
+    def forward(self, t, y):
+        self.nfe[self.backward_pass] += 1
+        return y @ self.A.T + self.net(y)
+
+
+def build(dtype=F64, batch: int = 16) -> tuple[Dynamics, torch.Tensor]:
+    torch.manual_seed(0)
+    f = Dynamics().to(dtype)
+    y0 = torch.randn(batch, 2, dtype=dtype)
+    return f, y0
+
+
+def forward(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: float, atol: float):
+    """One solve; returns (loss, neurode Solution or None)."""
+    import neurode
+    import torchdiffeq
+
+    t = torch.tensor([0.0, t_end], dtype=y0.dtype)
+    if method.startswith("neurode"):
+        adjoint = method.split()[1]
+        options = None
+        if adjoint == "backsolve+seminorm":
+            adjoint, options = "backsolve", {"options": {"norm": "seminorm"}}
+        sol = neurode.solve(f, y0, t, solver="dopri5", adjoint=adjoint, rtol=rtol, atol=atol,
+                            adjoint_options=options)
+        return sol.ys[-1].pow(2).sum(), sol
+    if method == "torchdiffeq odeint":
+        ys = torchdiffeq.odeint(f, y0, t, method="dopri5", rtol=rtol, atol=atol)
+    else:
+        options = {"norm": "seminorm"} if method.endswith("seminorm") else None
+        ys = torchdiffeq.odeint_adjoint(f, y0, t, method="dopri5", rtol=rtol, atol=atol,
+                                        adjoint_params=tuple(f.parameters()), adjoint_options=options)
+    return ys[-1].pow(2).sum(), None
+
+
+def gradient(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: float, atol: float):
+    """Forward + backward; returns (flat gradient, nfe forward, nfe backward, solution)."""
+    y0 = y0.clone().requires_grad_(True)
+    f.zero_grad(set_to_none=True)
+    f.nfe, f.backward_pass = [0, 0], False
+    loss, sol = forward(method, f, y0, t_end, rtol, atol)
+    f.backward_pass = True
+    loss.backward()
+    f.backward_pass = False
+    grads = [p.grad.reshape(-1) for p in f.parameters()] + [y0.grad.reshape(-1)]
+    return torch.cat(grads), f.nfe[0], f.nfe[1], sol
+
+
+def saved_bytes(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: float, atol: float) -> int:
+    """Bytes autograd saves for backward during the forward pass, each storage once."""
+    seen: dict[int, int] = {}
+
+    def pack(x):
+        storage = x.untyped_storage()
+        seen.setdefault(storage.data_ptr(), storage.nbytes())
+        return x
+
+    y0 = y0.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        loss, _ = forward(method, f, y0, t_end, rtol, atol)
+    del loss
+    return sum(seen.values())
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])  # kB
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> tuple[str, int]:
+    """Start a peak-RSS measurement; returns (method, baseline in kB)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return "hwm", _proc_status("VmRSS")
+    except OSError:
+        return "maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_rss_mb(start: tuple[str, int]) -> float:
+    how, base = start
+    peak = _proc_status("VmHWM") if how == "hwm" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(peak - base, 0) / 1024
+
+
+def child(method: str, t_end: float, rtol: float, atol: float, repeats: int) -> dict:
+    torch.set_num_threads(1)
+    f, y0 = build()
+    gradient(method, f, y0, 0.01, rtol, atol)  # warm-up: imports, kernels, small buffers
+    start = reset_peak_rss()
+    g, nfe_f, nfe_b, sol = gradient(method, f, y0, t_end, rtol, atol)
+    out = {"grad": g.tolist(), "nfe_f": nfe_f, "nfe_b": nfe_b, "peak_mb": peak_rss_mb(start), "rss": start[0]}
+    if sol is not None:
+        out["stats_nfe"], out["stats_nfe_b"] = sol.stats.nfe, sol.stats.nfe_backward
+    out["graph_mb"] = saved_bytes(method, f, y0, t_end, rtol, atol) / 2**20
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gradient(method, f, y0, t_end, rtol, atol)
+        times.append(time.perf_counter() - start)
+    out["time"] = statistics.median(times)
+    return out
+
+
+def spawn(method: str, t_end: float, rtol: float, atol: float, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, "--t-end", str(t_end), "--rtol", str(rtol),
+           "--atol", str(atol), "--repeats", str(repeats)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--atol", type=float, default=1e-8)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--t-end", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.t_end, args.rtol, args.atol, args.repeats)))
+        return
+
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol} atol={args.atol}, "
+          f"float64, MLP 2-64-64-2 + damped rotation, batch 16; reference: neurode direct rtol=1e-10 atol=1e-12")
+    results: dict[tuple[str, float], dict] = {}
+    for t_end in args.lengths:
+        f, y0 = build()
+        ref, ref_nfe, _, _ = gradient("neurode direct", f, y0, t_end, 1e-10, 1e-12)
+        print(f"\n[t_end = {t_end:g}] reference nfe {ref_nfe}, |g_ref| = {float(ref.norm()):.3e}")
+        print(f"{'method':<30} {'grad err':>9} {'nfe fwd':>8} {'nfe bwd':>8} {'bwd/fwd':>8} {'time s':>8} "
+              f"{'graph MB':>9} {'peak MB':>8}")
+        for method in args.methods:
+            r = spawn(method, t_end, args.rtol, args.atol, args.repeats)
+            results[method, t_end] = r
+            if "error" in r:
+                print(f"{method:<30} failed: {r['error']}")
+                continue
+            g = torch.tensor(r["grad"], dtype=F64)
+            r["err"] = float((g - ref).norm() / ref.norm())
+            note = ""
+            if "stats_nfe" in r and (r["stats_nfe"], r["stats_nfe_b"]) != (r["nfe_f"], r["nfe_b"]):
+                note = f"  (stats: nfe {r['stats_nfe']}, nfe_backward {r['stats_nfe_b']})"
+            print(f"{method:<30} {r['err']:>9.1e} {r['nfe_f']:>8} {r['nfe_b']:>8} {r['nfe_b'] / r['nfe_f']:>8.2f} "
+                  f"{r['time']:>8.3f} {r['graph_mb']:>9.2f} {r['peak_mb']:>8.1f}{note}")
+
+    lo, hi = min(args.lengths), max(args.lengths)
+
+    def get(method, t_end, key):
+        r = results.get((method, t_end), {})
+        return r.get(key, float("nan"))
+
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    print(f"\nissue 5 ratios (longest length {hi:g}, shortest {lo:g}):")
+    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint"]:
+        a, b = get(m, hi, "peak_mb"), get(m, lo, "peak_mb")
+        print(f"  {m}: peak MB at {hi:g} vs {lo:g}: {a:.1f} vs {b:.1f} (ratio {ratio(a, b):.2f}, "
+              f"difference {a - b:+.1f} MB; below ~1 MB both are allocator noise)")
+    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
+        print(f"  {m}: backward/forward evaluations at {hi:g}: "
+              f"{ratio(get(m, hi, 'nfe_b'), get(m, hi, 'nfe_f')):.2f}")
+    print(f"  neurode checkpoint vs direct at {hi:g}: peak MB {get('neurode checkpoint', hi, 'peak_mb'):.1f} vs "
+          f"{get('neurode direct', hi, 'peak_mb'):.1f} "
+          f"(ratio {ratio(get('neurode checkpoint', hi, 'peak_mb'), get('neurode direct', hi, 'peak_mb')):.2f}); "
+          f"graph MB ratio {ratio(get('neurode checkpoint', hi, 'graph_mb'), get('neurode direct', hi, 'graph_mb')):.3f}")
+    for t_end in args.lengths:
+        print(f"  gradient error at {t_end:g}: checkpoint {get('neurode checkpoint', t_end, 'err'):.1e}, "
+              f"direct {get('neurode direct', t_end, 'err'):.1e}")
+
+
+if __name__ == "__main__":
+    main()
