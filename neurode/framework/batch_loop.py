@@ -113,16 +113,33 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
     return tt, n_out, direction
 
 
-def _adapt(controller, h, ratio, order):
-    """Vectorised I control (``controller.IController.adapt`` per sample): ``(accept, h_next)``."""
-    if not isinstance(controller, IController):
-        kind = "PID" if isinstance(controller, PIDController) else type(controller).__name__
-        raise InvalidInputError(f"the batch-parallel loop supports the I controller only (controller='i'), got {kind}")
+def _adapt(controller, h, ratio, order, history=None):
+    """Vectorised step-size control per sample: ``(accept, h_next, history)``.
+
+    The I controller is ``controller.IController.adapt`` elementwise. The PID
+    controller (Söderlind 2003) keeps the last two accepted error ratios of
+    each sample in ``history`` (a ``(2, batch)`` tensor, NaN where absent).
+    """
     accept = ratio <= 1.0  # NaN compares False: a non-finite error rejects
-    factor = controller.safety * ratio.clamp_min(1e-300).pow(-1.0 / order)
+    r = ratio.clamp_min(1e-10) if isinstance(controller, PIDController) else ratio.clamp_min(1e-300)
+    if isinstance(controller, PIDController):
+        prev1 = torch.where(torch.isnan(history[0]), r, history[0])
+        prev2 = torch.where(torch.isnan(history[1]), prev1, history[1])
+        beta1 = (controller.pcoeff + controller.icoeff + controller.dcoeff) / order
+        beta2 = -(controller.pcoeff + 2 * controller.dcoeff) / order
+        beta3 = controller.dcoeff / order
+        factor = controller.safety * r.pow(-beta1) * prev1.pow(-beta2)
+        if beta3:
+            factor = factor * prev2.pow(-beta3)
+        acc_row = accept[None, :]
+        history = torch.where(acc_row, torch.stack([r, history[0]]), history)
+    elif isinstance(controller, IController):
+        factor = controller.safety * r.pow(-1.0 / order)
+    else:
+        raise InvalidInputError(f"the batch-parallel loop needs an IController or PIDController, got {controller!r}")
     lower = torch.where(ratio < 1.0, 1.0, controller.dfactor)
     factor = torch.maximum(factor, lower).clamp_max(controller.ifactor).nan_to_num(nan=controller.dfactor)
-    return accept, h * factor
+    return accept, h * factor, history
 
 
 def _per_sample_rms(x: torch.Tensor) -> torch.Tensor:
@@ -177,8 +194,8 @@ def integrate_batch(
             raise InvalidInputError(f"option {name!r} is not supported with per-sample time grids")
     if config.norm is not None:
         raise InvalidInputError("a custom norm is not supported with per-sample time grids (the norm is per sample)")
-    if not isinstance(config.controller, IController):
-        _adapt(config.controller, None, None, 1)  # raises the clear error
+    if not isinstance(config.controller, (IController, PIDController)):
+        raise InvalidInputError(f"the batch-parallel loop needs an IController or PIDController, got {config.controller!r}")
     batch = y0.shape[0]
     tt, n_out, direction = check_batch_times(t, batch)
     device = y0.device
@@ -228,6 +245,7 @@ def integrate_batch(
     n_drop = int((code != RUNNING).sum())
     h_sign = direction
     records: list[IterationRecord] | None = [] if record else None
+    history = torch.full((2, batch), math.nan, dtype=torch.float64, device=device)  # PID: last accepted ratios
 
     while True:
         # ---- samples that finished or failed leave the active set
@@ -241,6 +259,7 @@ def integrate_batch(
             keep = ~leaving
             act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out = (
                 x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out))
+            history = history[:, keep]
             state = tuple(v[keep] for v in state)
             func.args = slice_args(full_args, act)
             if act.numel() == 0:
@@ -255,7 +274,7 @@ def integrate_batch(
         with torch.no_grad():
             scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol).add_(atol)
             ratio = _per_sample_rms(step.error / scale).double()
-        accept, h_next = _adapt(controller, h, ratio, order)
+        accept, h_next, history = _adapt(controller, h, ratio, order, history)
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
 

@@ -138,8 +138,8 @@ def test_unsupported_combinations_say_so():
         neurode.solve(lambda t_, y: -y, y0, t, adjoint="backsolve")
     with pytest.raises(neurode.NeurodeError, match="adaptive"):
         neurode.solve(lambda t_, y: -y, y0, t, solver="rk4")
-    with pytest.raises(neurode.NeurodeError, match="I controller"):
-        neurode.solve(lambda t_, y: -y, y0, t, controller="pid")
+    with pytest.raises(neurode.NeurodeError, match="controller"):
+        neurode.solve(lambda t_, y: -y, y0, t, controller=object())
 
 
 def test_odeint_accepts_per_sample_grids():
@@ -201,3 +201,13 @@ def test_checkpoint_with_args_and_compaction():
         grads.append(torch.autograd.grad(sol.ys.sum(), (y, scale)))
     for d, c in zip(*grads):
         assert torch.allclose(d, c, rtol=1e-10, atol=1e-12)
+
+
+def test_pid_controller_per_sample_rejects_fewer_steps():
+    f, w, exact, y0 = oscillators(16, low=1.0, high=100.0)
+    t = torch.linspace(0, 5, 6, dtype=F64)
+    truth = torch.stack([exact(float(tt)) for tt in t])
+    i_ctrl = neurode.solve(f, y0, t, per_sample=True, args=(w,), rtol=1e-6, atol=1e-8)
+    pid = neurode.solve(f, y0, t, per_sample=True, args=(w,), rtol=1e-6, atol=1e-8, controller="pid")
+    assert pid.stats.n_rejected < i_ctrl.stats.n_rejected
+    assert (pid.ys[..., 0] - truth).abs().max() < 1e-4
