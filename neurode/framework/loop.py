@@ -322,6 +322,7 @@ def integrate(
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
         step = solver.step(func, direction * tau, direction * h, y, state)
         n_steps += 1
+        stats.n_steps += 1
         steps_since_output += 1
 
         # ---- accept or reject
@@ -373,7 +374,6 @@ def integrate(
                     if record == "steps":
                         records[-1].outputs.append((1, theta))
                     stats.nfe += func.nfe - nfe_start
-                    stats.n_steps += n_steps
                     stats.h_next = direction * h_next
                     return LoopResult([y0, y_event], stats, event_t=direction * event_tau, event_theta=theta,
                                       records=records, y_final=y, state_final=state)
@@ -384,9 +384,25 @@ def integrate(
         h = h_next
 
     stats.nfe += func.nfe - nfe_start
-    stats.n_steps += n_steps
     stats.h_next = direction * h
+    if fixed:
+        # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
+        _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records, y_final=y, state_final=state)
+
+
+def _check_finite_outputs(ys: list[torch.Tensor], t_list: list[float], stats: SolveStats) -> None:
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(y).all() for y in ys]).tolist()
+    if all(finite):
+        return
+    first = finite.index(False)
+    raise NonFiniteStateError(
+        f"the state is non-finite (NaN or inf) at the output time t={t_list[first]:.9g}"
+        + (f" (finite at t={t_list[first - 1]:.9g})" if first else "")
+        + "; a fixed-step solve cannot shrink its steps: use a smaller step_size or an adaptive solver",
+        t=t_list[first], stats=stats,
+    )
 
 
 def _user_state(y: torch.Tensor, func: VectorField):

@@ -85,6 +85,12 @@ class VectorField:
                 f"for a tuple state of {len(self.shapes)} tensors the vector field must return a tuple of "
                 f"{len(self.shapes)} tensors, got {type(out).__name__}"
             )
+        for i, (o, shape) in enumerate(zip(out, self.shapes)):
+            if o.numel() != shape.numel():  # same size, other shape: accepted and flattened, as by torchdiffeq
+                raise ValueError(
+                    f"the vector field returned shape {tuple(o.shape)} for part {i} of the tuple state, whose "
+                    f"shape is {tuple(shape)}; dy/dt must have the state's shape"
+                )
         return torch.cat([o.reshape(-1) for o in out])
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from neurode.framework.errors import SolverError
+
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
 from neurode.framework.solver import AbstractSolver
@@ -388,7 +390,13 @@ def check_reversed_time(solver, *, options: dict | None = None, **declared) -> N
     y0, y1 = problem.exact(0.0), problem.exact(T_END)
     for label, kwargs, _ in subject.modes():
         forward = subject.solve(problem, y0, _times(), **kwargs).ys
-        backward = subject.solve(problem, y1, _times(reverse=True), **kwargs).ys
+        try:
+            backward = subject.solve(problem, y1, _times(reverse=True), **kwargs).ys
+        except SolverError as exc:
+            raise AssertionError(
+                f"solver {subject.name!r}: a {label} solve from t=2 back to t=0 has error: it failed ({exc}); "
+                "is the sign of the step ignored?"
+            ) from exc
         _same(subject.name, backward[0], y1, f"ys[0] of a {label} solve with decreasing t, against y0,")
         err_forward, err_backward = _max(forward[-1] - y1), _max(backward[-1] - y0)
         bound = 10 * err_forward + 1e-10

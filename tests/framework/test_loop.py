@@ -237,21 +237,12 @@ def test_a_non_finite_derivative_at_the_start_raises_non_finite_state_error():
     assert info.value.t == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loop.py detects non-finite states only through the error ratio of adaptive steps; a fixed-step solve "
-    "(rk4, step_size=0.1) whose f returns NaN after t=0.5 completes and returns NaN states with no error, "
-    "although the loop is to own 'detection of non-finite states' (issue 3). A check of each emitted output "
-    "(no extra sync per step) would catch it."))
 def test_a_fixed_step_solve_that_turns_nan_raises_non_finite_state_error():
     with pytest.raises(NonFiniteStateError):
         neurode.solve(_nan_after_half, Y0, torch.tensor([0.0, 2.0], dtype=torch.float64), solver="rk4",
                       step_size=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loop.py adds the attempted steps to stats.n_steps only when a solve completes, so the stats carried by "
-    "MaxStepsError / StepSizeUnderflowError / NonFiniteStateError report n_steps=0 while n_accepted and "
-    "n_rejected are counted: n_steps != n_accepted + n_rejected on every SolverError."))
 def test_solver_error_stats_count_the_steps_attempted():
     with pytest.raises(MaxStepsError) as info:
         neurode.solve(Recording(), Y0, torch.tensor([0.0, 5.0], dtype=torch.float64), max_num_steps=5)

@@ -256,10 +256,6 @@ def test_a_vector_field_of_the_wrong_shape_is_refused():
         _solve(func=lambda t, y: -y[:1], y0=torch.ones(2))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "vector_field.py checks the shape of f's output only for a single-tensor state; for a tuple state it "
-    "concatenates the parts unchecked, so a part of the wrong shape surfaces as a RuntimeError about tensor "
-    "sizes in controller.initial_step (or silently mixes components when the sizes happen to add up)."))
 def test_a_tuple_vector_field_of_the_wrong_shape_is_refused():
     def func(t, state):
         x, v = state
