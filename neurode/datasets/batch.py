@@ -85,6 +85,17 @@ class TrajectoryBatch:
     def batch_size(self) -> int:
         return self.values.shape[0]
 
+    def solve_times(self) -> torch.Tensor:
+        """Output times for ``neurode.solve``: ``[T]`` (union) or ``[batch, N]`` NaN-padded (padded).
+
+        In padded mode this is the per-sample time grid the batch-parallel
+        loop takes directly (each trajectory solved on its own times, no union
+        grid); the solution's ``ys[j, b]`` then lines up with ``values[b, j]``.
+        """
+        if self.mode == UNION:
+            return self.times
+        return torch.where(self.time_mask, self.times, torch.full_like(self.times, float("nan")))
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, *, non_blocking: bool = False) -> TrajectoryBatch:
         """A copy on ``device``; floating tensors (times, values, static) also cast to ``dtype``."""
         moved = {}

@@ -211,3 +211,23 @@ def test_pid_controller_per_sample_rejects_fewer_steps():
     pid = neurode.solve(f, y0, t, per_sample=True, args=(w,), rtol=1e-6, atol=1e-8, controller="pid")
     assert pid.stats.n_rejected < i_ctrl.stats.n_rejected
     assert (pid.ys[..., 0] - truth).abs().max() < 1e-4
+
+
+def test_padded_data_batches_feed_the_batch_loop_directly():
+    from neurode.datasets import Trajectory, collate_padded
+
+    A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=F64)
+    items = []
+    for i, times in enumerate(([0.0, 0.4, 1.3], [0.2, 0.5, 0.9, 2.0, 2.5], [1.0])):
+        tt = torch.tensor(times, dtype=F64)
+        y0 = torch.tensor([1.0 + i, 0.5], dtype=F64)
+        values = neurode.odeint(lambda t_, y: y @ A.T, y0, tt, rtol=1e-10, atol=1e-12) if len(times) > 1 else y0[None]
+        items.append(Trajectory(i, tt, values, torch.ones_like(values, dtype=torch.bool), torch.zeros(0, dtype=F64)))
+    batch = collate_padded(items)
+    t = batch.solve_times()
+    y0 = batch.values[:, 0]
+    sol = neurode.solve(lambda t_, y: y @ A.T, y0, t, rtol=1e-10, atol=1e-12)
+    pred = sol.ys.transpose(0, 1)  # (batch, N, features), like batch.values
+    observed = batch.time_mask
+    assert torch.allclose(pred[observed], batch.values[observed], rtol=1e-7, atol=1e-9)
+    assert torch.isnan(pred[~observed]).all()
