@@ -231,3 +231,13 @@ def test_padded_data_batches_feed_the_batch_loop_directly():
     observed = batch.time_mask
     assert torch.allclose(pred[observed], batch.values[observed], rtol=1e-7, atol=1e-9)
     assert torch.isnan(pred[~observed]).all()
+
+
+@pytest.mark.parametrize("solver", ["adaptive_heun", "fehlberg2", "bosh3", "dopri5", "tsit5", "dopri8"])
+def test_every_adaptive_tableau_runs_per_sample(solver):
+    y0 = torch.tensor([[1.0], [2.0], [0.5]], dtype=F64)
+    t = torch.tensor([[0.0, 0.5, 1.0], [0.0, 2.0, math.nan], [1.0, 1.5, 3.0]], dtype=F64)
+    sol = neurode.solve(lambda t_, y: -y, y0, t, solver=solver, rtol=1e-8, atol=1e-10)
+    expected = y0[:, 0] * torch.exp(-(t - t[:, :1])).T
+    finite = torch.isfinite(t.T)
+    assert torch.allclose(sol.ys[..., 0][finite], expected[finite], rtol=1e-4, atol=1e-6)
