@@ -230,7 +230,7 @@ def integrate_batch(
     row_tau_out, row_n_out = tau_out, n_out
     ptr = torch.ones(batch, dtype=torch.int64, device=device)
     n_acc = torch.zeros(batch, dtype=torch.int64, device=device)
-    n_rej = torch.zeros(batch, dtype=torch.int64, device=device)
+    iteration = 0  # every active sample attempts one step per iteration: its attempted steps
     h_last = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
     y = y0
     state = solver.init(func, direction * tau, y0)
@@ -245,6 +245,7 @@ def integrate_batch(
     n_drop = int((code != RUNNING).sum())
     h_sign = direction
     records: list[IterationRecord] | None = [] if record else None
+    clamp = min_step > 0 or math.isfinite(max_step)
     history = torch.full((2, batch), math.nan, dtype=torch.float64, device=device)  # PID: last accepted ratios
 
     while True:
@@ -255,10 +256,11 @@ def integrate_batch(
             idx = act[leaving]
             status[idx] = code[leaving]
             fail_t[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * tau[leaving])
-            n_acc_all[idx], n_rej_all[idx], h_last_all[idx] = n_acc[leaving], n_rej[leaving], h_sign * h_last[leaving]
+            n_acc_all[idx], h_last_all[idx] = n_acc[leaving], h_sign * h_last[leaving]
+            n_rej_all[idx] = iteration - n_acc[leaving]
             keep = ~leaving
-            act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out = (
-                x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, n_rej, h_last, y, row_tau_out, row_n_out))
+            act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out = (
+                x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out))
             history = history[:, keep]
             state = tuple(v[keep] for v in state)
             func.args = slice_args(full_args, act)
@@ -266,11 +268,15 @@ def integrate_batch(
                 break
 
         # ---- one step for every active sample, clipped to [min_step, max_step] and its last output
-        h = torch.minimum(h.clamp(min=min_step, max=max_step), tau_end - tau)
+        if clamp:
+            h = h.clamp(min=min_step, max=max_step)
+        h = torch.minimum(h, tau_end - tau)
+        t0, signed_h = (tau, h) if direction > 0 else (-tau, -h)
         if records is not None:
-            records.append(IterationRecord(keep, act, y, state, direction * tau, direction * h, emits=[]))
-        step = solver.step(func, direction * tau, direction * h, y, state)
+            records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))
+        step = solver.step(func, t0, signed_h, y, state)
         rows += act.numel() * evals_per_step
+        iteration += 1
         with torch.no_grad():
             scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol).add_(atol)
             ratio = _per_sample_rms(step.error / scale).double()
@@ -284,7 +290,6 @@ def integrate_batch(
         state = tuple(torch.where(acc_col, s1, s0) for s0, s1 in zip(state, step.state1))
         tau = torch.where(accept, tau + h, tau)
         n_acc += accept
-        n_rej += ~accept
         h_last = torch.where(accept, h, h_last)
 
         # ---- outputs passed by accepted samples, and who is done or failed
@@ -292,14 +297,17 @@ def integrate_batch(
         new_ptr = torch.where(accept, torch.minimum(new_ptr, row_n_out), ptr)
         count = new_ptr - ptr
         finished = new_ptr >= row_n_out
-        stuck = (tau + h_next <= tau) | ((n_acc + n_rej) >= config.max_num_steps)
+        stuck = tau + h_next <= tau
+        if iteration >= config.max_num_steps:
+            stuck = torch.ones_like(stuck)
         if min_step > 0:
             stuck = stuck | ((h <= min_step) & ~torch.isfinite(ratio))
         n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
         if n_drop:
             # classify only when someone leaves (rare): success, or why it failed
             code = torch.where(stuck, UNDERFLOW, RUNNING)
-            code = torch.where(stuck & ((n_acc + n_rej) >= config.max_num_steps), MAX_STEPS, code)
+            if iteration >= config.max_num_steps:
+                code = torch.where(stuck, MAX_STEPS, code)
             code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
             code = torch.where(finished, SUCCESS, code)
 
