@@ -177,11 +177,15 @@ def integrate_batch(
     *,
     stats: SolveStats | None = None,
     record: bool = False,
+    on_step=None,
 ) -> BatchResult:
     """Integrate each sample ``y0[b]`` through its own output times ``t[b]`` (see the module docstring).
 
     With ``record=True`` every iteration is kept as an :class:`IterationRecord`
     (state going in, decisions, outputs) for the checkpointed adjoint.
+    ``on_step(step, accept, act)``, if given, is called after every step's
+    accept/reject decision (the continuous adjoint accumulates its parameter
+    quadrature there).
     """
     stats = SolveStats() if stats is None else stats
     if not (solver.adaptive and getattr(solver, "supports_per_sample", False)):
@@ -284,6 +288,8 @@ def integrate_batch(
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
 
+        if on_step is not None:
+            on_step(step, accept, act)
         acc_col = accept.view(-1, *([1] * (state_ndim - 1)))
         tau_prev = tau
         y = torch.where(acc_col, step.y1, y)

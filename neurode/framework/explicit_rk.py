@@ -155,6 +155,22 @@ class ExplicitRungeKutta(AbstractSolver):
         state1 = (k[-1],) if tab.fsal else ()
         return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
 
+    def stage_points_per_sample(self, step: Step) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(t_i, Y_i, b_i)`` of a per-sample step: stage times, stage inputs and solution weights.
+
+        The stage inputs are recomputed from the stored stages
+        (``Y_i = y0 + h Σ_j a_ij k_j``), so that a quadrature along the step
+        (the continuous adjoint's parameter integral) uses the method's own nodes.
+        """
+        tab = self.tableau
+        y0, k = step.y0, step.dense
+        h_col = step.h.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
+        points = []
+        for i in range(tab.stages):
+            y_i = y0 if i == 0 else _combine_per_sample(y0, tab.stage_terms[i], k, h_col)
+            points.append((torch.add(step.t0, step.h, alpha=tab.c[i]), y_i, tab.b[i]))
+        return points
+
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step."""
         tab = self.tableau

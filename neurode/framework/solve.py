@@ -27,7 +27,7 @@ from neurode.framework.vector_field import flatten_state, unflatten_state
 DEFAULT_SOLVER = "dopri5"
 DEFAULT_ADJOINT = "direct"
 #: gradient methods that run the batch-parallel loop
-PER_SAMPLE_ADJOINTS = ("direct", "checkpoint")
+PER_SAMPLE_ADJOINTS = ("direct", "checkpoint", "backsolve")
 
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
@@ -365,8 +365,7 @@ def solve(
     )
     if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS and not isinstance(adjoint, AbstractAdjoint):
         raise InvalidInputError(
-            f"per-sample solving supports the gradient methods {list(PER_SAMPLE_ADJOINTS)}, got {adjoint!r} "
-            "(backsolve runs in the shared-step loop only, for now)"
+            f"per-sample solving supports the gradient methods {list(PER_SAMPLE_ADJOINTS)}, got {adjoint!r}"
         )
     if isinstance(problem.solver, ExternalSolver):
         result, adjoint_name = run_external(problem, adjoint, adjoint_options)

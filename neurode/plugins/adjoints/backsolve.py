@@ -20,6 +20,7 @@ by default (as torchdiffeq); ``options={"norm": "seminorm"}`` drops it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -29,8 +30,10 @@ from neurode import hookimpl
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.loop import integrate, rms_norm
-from neurode.framework.solve import build_problem
-from neurode.framework.vector_field import VectorField, flatten_state, unflatten_state
+from neurode.framework.batch_loop import integrate_batch, raise_for_status
+from neurode.framework.solution import SolveStats
+from neurode.framework.solve import build_problem, make_solver
+from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state
 
 
 class Backsolve(AbstractAdjoint):
@@ -55,6 +58,9 @@ class Backsolve(AbstractAdjoint):
 
     def solve(self, problem: Problem) -> AdjointResult:
         holder = _Holder(problem, self)
+        if problem.per_sample:
+            ys = _BacksolveBatchFunction.apply(holder, problem.y0, *problem.params)
+            return AdjointResult(ys, batch=holder.batch)
         out = _BacksolveFunction.apply(holder, problem.y0, problem.t, *problem.params)
         ys = out[0] if problem.event_fn is not None else out
         if problem.event_fn is not None:
@@ -69,6 +75,7 @@ class _Holder:
         self.problem = problem
         self.method = method
         self.event_t: float | None = None
+        self.batch = None
 
 
 class _BacksolveFunction(torch.autograd.Function):
@@ -179,6 +186,116 @@ class _BacksolveFunction(torch.autograd.Function):
         adj_y0 = aug[2]
         adj_params = aug[3:]
         return (None, adj_y0, time_vjps, *adj_params)
+
+
+class _BacksolveBatchFunction(torch.autograd.Function):
+    """The continuous adjoint for the batch-parallel loop (per-sample time grids and step sizes).
+
+    Backward, every sample runs its own adjoint ``[y, a]`` back through its
+    own output times, one output interval per round (all samples that have
+    that interval, in one batch-parallel solve), adding each output's
+    cotangent to ``a`` as it passes (Chen et al. 2018, Algorithm 1). The
+    parameter integral ``∫ aᵀ ∂f/∂θ dt`` is shared by all samples, so it is
+    not part of the per-sample state: it is accumulated as the quadrature of
+    each accepted backward step at the method's own nodes and weights — what
+    integrating it in the state would give, with the seminorm (Kidger et al.
+    2021). Memory stays independent of the number of steps.
+    """
+
+    @staticmethod
+    def forward(ctx, holder: _Holder, y0, *params):
+        problem = holder.problem
+        with torch.no_grad():
+            batch = integrate_batch(problem.solver, problem.vector_field(), problem.y0, problem.t, problem.config,
+                                    stats=problem.stats)
+        holder.batch = batch
+        ctx.holder = holder
+        ctx.save_for_backward(batch.ys, *params)
+        return batch.ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        holder = ctx.holder
+        problem, method = holder.problem, holder.method
+        ys, *params = ctx.saved_tensors
+        params = tuple(params)
+        options = dict(method.options or {})
+        norm = options.pop("norm", None)
+        if norm is not None and norm != "seminorm":
+            raise InvalidInputError("per-sample backsolve takes no custom norm (its norm is per sample, a seminorm)")
+        solver = problem.solver
+        if method.solver is not None:
+            solver, _ = make_solver(method.solver, {})
+        if not getattr(solver, "supports_per_sample", False):
+            raise InvalidInputError(f"per-sample backsolve needs a per-sample adaptive solver, got {solver!r}")
+        config = dataclasses.replace(
+            problem.config,
+            rtol=problem.config.rtol if method.rtol is None else method.rtol,
+            atol=problem.config.atol if method.atol is None else method.atol,
+            first_step=options.get("first_step"),
+            max_num_steps=int(options.get("max_num_steps", problem.config.max_num_steps)),
+        )
+        func, args = problem.func, problem.args
+        counter = [0]
+
+        def call(t_, y, a_args):
+            counter[0] += 1
+            return func(t_, y) if a_args is None else func(t_, y, a_args)
+
+        def augmented_dynamics(t_, z, *maybe_args):
+            a_args = maybe_args[0] if maybe_args else None
+            y, a = z[:, 0], z[:, 1]
+            with torch.enable_grad():
+                y_in = y.detach().requires_grad_(True)
+                f = call(t_, y_in, a_args)
+                (vjp_y,) = torch.autograd.grad(f, y_in, -a, allow_unused=True)
+            if vjp_y is None:
+                vjp_y = torch.zeros_like(y)
+            return torch.stack([f.detach(), vjp_y], dim=1)
+
+        param_grads = [torch.zeros_like(p) for p in params]
+        round_args = [None]
+
+        def parameter_quadrature(step, accept, act):
+            # g_θ += h Σ_i b_i (-a_iᵀ ∂f/∂θ(t_i, y_i)) for accepted samples (Chen et al. 2018, eq. 5)
+            if not params:
+                return
+            a_args = slice_args(round_args[0], act)
+            weight = step.h.to(ys.dtype) * accept.to(ys.dtype)
+            outs, cotangents = [], []
+            with torch.enable_grad():
+                for t_i, z_i, b_i in solver.stage_points_per_sample(step):
+                    if b_i == 0.0:
+                        continue
+                    outs.append(call(t_i, z_i[:, 0].detach(), a_args))
+                    w = (weight * b_i).view(-1, *([1] * (z_i.ndim - 2)))
+                    cotangents.append(-z_i[:, 1] * w)
+                grads = torch.autograd.grad(outs, params, cotangents, allow_unused=True)
+            for k, g in enumerate(grads):
+                if g is not None:
+                    param_grads[k] = param_grads[k] + g
+
+        t = problem.t.detach().to(torch.float64)
+        n_out = torch.isfinite(t).sum(dim=1)
+        batch = t.shape[0]
+        rows = torch.arange(batch, device=t.device)
+        a = grad_ys[n_out - 1, rows].clone()
+        stats = SolveStats()
+        with torch.no_grad():
+            for r in range(1, int(n_out.max())):
+                members = torch.nonzero(n_out - 1 >= r).flatten()
+                j_start = n_out[members] - r
+                j_end = j_start - 1
+                t_seg = torch.stack([t[members, j_start], t[members, j_end]], dim=1)
+                z0 = torch.stack([ys[j_start, members], a[members]], dim=1)
+                round_args[0] = slice_args(args, members)
+                vf = VectorField(augmented_dynamics, z0, None, round_args[0])
+                result = integrate_batch(solver, vf, z0, t_seg, config, stats=stats, on_step=parameter_quadrature)
+                raise_for_status(result, stats)
+                a[members] = result.ys[-1][:, 1] + grad_ys[j_end, members]
+        problem.stats.nfe_backward += counter[0]
+        problem.stats.n_steps_backward += stats.n_steps
+        return (None, a, *param_grads)
 
 
 def _augmented_norm(choice, state_norm: Callable | None, n_params: int, y_shape, param_shapes):
