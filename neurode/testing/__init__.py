@@ -29,12 +29,16 @@ What they check:
 * :func:`check_adjoint`: a gradient method gives ``direct``'s forward values
   and, within a tolerance, its gradients with respect to ``y0``, parameters
   and output times.
+* :func:`check_loader`: a loader opens a store into the canonical trajectory
+  schema, lazily, honours ``variables=[...]``, and names a missing path in
+  its error.
 
 The problems they solve are public as well (:class:`ManufacturedProblem`,
 :data:`STANDARD_PROBLEMS`), for plugin authors' own tests and benchmarks.
 """
 
 from neurode.testing.adjoints import CASES, AdjointCase, AdjointReport, check_adjoint
+from neurode.testing.loaders import check_loader
 from neurode.testing.problems import ARENSTORF_PERIOD, STANDARD_PROBLEMS, ManufacturedProblem, StandardProblem
 from neurode.testing.solvers import (
     CHECKS,
@@ -68,6 +72,7 @@ __all__ = [
     "check_batch",
     "check_devices",
     "check_dtypes",
+    "check_loader",
     "check_order",
     "check_reversed_time",
     "check_solver",
