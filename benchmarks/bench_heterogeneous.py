@@ -145,7 +145,12 @@ def run(variant: str, n: int, copies: int, n_out: int, t_end: float, rtol: float
     def torchdiffeq_solve():
         return torchdiffeq.odeint(lambda t_, y: fn["f"](t_, y, w), p.y0, t, method="dopri5", rtol=rtol, atol=atol)
 
-    libs = [("neurode", neurode_solve, lambda s: s.ys), ("torchdiffeq", torchdiffeq_solve, lambda s: s)]
+    def neurode_pid_solve():
+        return neurode.solve(lambda t_, y, args: fn["f"](t_, y, args[0]), p.y0, t, solver="dopri5",
+                             per_sample=True, args=(w,), rtol=rtol, atol=atol, controller="pid")
+
+    libs = [("neurode", neurode_solve, lambda s: s.ys), ("neurode-pid", neurode_pid_solve, lambda s: s.ys),
+            ("torchdiffeq", torchdiffeq_solve, lambda s: s)]
     try:
         import torchode
 
@@ -168,11 +173,11 @@ def run(variant: str, n: int, copies: int, n_out: int, t_end: float, rtol: float
             sol = solve()
             counted_rows = p.rows
             abs_err, rel_err = p.errors(ys_of(sol), t)
+            if name.startswith("neurode") and sol.stats.nfe_rows != counted_rows:
+                print(f"  note: {name} nfe_rows={sol.stats.nfe_rows} but f counted {counted_rows} rows")
             if name == "neurode":
                 steps = sol.sample_stats["n_accepted"] + sol.sample_stats["n_rejected"]
                 needed = int(steps.sum()) * 6
-                if sol.stats.nfe_rows != counted_rows:
-                    print(f"  note: neurode nfe_rows={sol.stats.nfe_rows} but f counted {counted_rows} rows")
             fn["f"] = p.f
             wall = median_time(solve, repeats)
             rows.append({"library": name, "rows": counted_rows, "time": wall, "abs": abs_err, "rel": rel_err})
