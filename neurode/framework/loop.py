@@ -245,7 +245,8 @@ def integrate(
             return LoopResult([y0, y0], stats, event_t=direction * tau, y_final=y0, state_final=state)
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
-    # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision.
+    # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision. As in torchdiffeq,
+    # dt is the step's size (positive also when t decreases) and t0 the step's start time.
     user = func.func
     cb_step = getattr(user, "callback_step", None)
     cb_accept = getattr(user, "callback_accept_step", None)
@@ -319,7 +320,7 @@ def integrate(
             )
 
         if cb_step is not None:
-            cb_step(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+            cb_step(func.time(direction * tau), _user_state(y, func), func.time(h))
         step = solver.step(func, direction * tau, direction * h, y, state)
         n_steps += 1
         stats.n_steps += 1
@@ -345,7 +346,7 @@ def integrate(
 
         if accept:
             if cb_accept is not None:
-                cb_accept(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+                cb_accept(func.time(direction * tau), _user_state(y, func), func.time(h))
             stats.n_accepted += 1
             if record == "steps":
                 records.append(StepRecord(direction * tau, direction * h, y, state, []))
@@ -379,7 +380,7 @@ def integrate(
                                       records=records, y_final=y, state_final=state)
         else:
             if cb_reject is not None:
-                cb_reject(func.time(direction * tau), _user_state(y, func), func.time(direction * h))
+                cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
             stats.n_rejected += 1
         h = h_next
 

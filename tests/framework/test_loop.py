@@ -142,11 +142,18 @@ def test_a_too_large_first_step_is_rejected_and_retried_smaller():
     assert torch.allclose(sol.ys[-1], _exact(torch.tensor([5.0], dtype=torch.float64))[0], rtol=1e-6)
 
 
-def test_steps_are_negative_when_t_decreases():
-    func = Recording()
-    neurode.solve(func, Y0, torch.tensor([2.0, 0.0], dtype=torch.float64))
-    assert all(dt < 0 for _, dt in func.attempted)
-    assert func.attempted[0][0] == 2.0
+def test_callbacks_see_the_step_size_as_torchdiffeq_when_t_decreases():
+    import torchdiffeq
+
+    ours, theirs = Recording(), Recording()
+    t = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    neurode.odeint(ours, Y0, t)
+    torchdiffeq.odeint(theirs, Y0, t)
+    assert all(dt > 0 for _, dt in ours.attempted)  # a size, as torchdiffeq passes it
+    assert ours.attempted[0][0] == 2.0
+    assert len(ours.attempted) == len(theirs.attempted)
+    for (t_a, dt_a), (t_b, dt_b) in zip(ours.attempted, theirs.attempted):
+        assert abs(t_a - t_b) < 1e-9 and abs(dt_a - dt_b) < 1e-9  # the same steps, up to round-off
 
 
 def test_fixed_steps_follow_step_size_and_end_on_the_last_time():
