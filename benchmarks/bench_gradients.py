@@ -175,9 +175,9 @@ def peak_rss_mb(start: tuple[str, int]) -> float:
     return max(peak - base, 0) / 1024
 
 
-def child(method: str, t_end: float, rtol: float, atol: float, repeats: int) -> dict:
+def child(method: str, t_end: float, rtol: float, atol: float, repeats: int, batch: int = 16) -> dict:
     torch.set_num_threads(1)
-    f, y0 = build()
+    f, y0 = build(batch=batch)
     gradient(method, f, y0, 0.01, rtol, atol)  # warm-up: imports, kernels, small buffers
     start = reset_peak_rss()
     g, nfe_f, nfe_b, sol = gradient(method, f, y0, t_end, rtol, atol)
@@ -194,9 +194,9 @@ def child(method: str, t_end: float, rtol: float, atol: float, repeats: int) -> 
     return out
 
 
-def spawn(method: str, t_end: float, rtol: float, atol: float, repeats: int) -> dict:
+def spawn(method: str, t_end: float, rtol: float, atol: float, repeats: int, batch: int = 16) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--t-end", str(t_end), "--rtol", str(rtol),
-           "--atol", str(atol), "--repeats", str(repeats)]
+           "--atol", str(atol), "--repeats", str(repeats), "--batch", str(batch)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -210,25 +210,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-8)
+    parser.add_argument("--batch", type=int, default=16,
+                        help="batch size; large batches make memory measurable (pair with --methods without direct)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--t-end", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.t_end, args.rtol, args.atol, args.repeats)))
+        print(json.dumps(child(args.child, args.t_end, args.rtol, args.atol, args.repeats, args.batch)))
         return
 
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol} atol={args.atol}, "
-          f"float64, MLP 2-64-64-2 + damped rotation, batch 16; reference: neurode direct rtol=1e-10 atol=1e-12")
+          f"float64, MLP 2-64-64-2 + damped rotation, batch {args.batch}; reference: neurode checkpoint (= direct's "
+          f"gradients, bounded memory) rtol=1e-10 atol=1e-12")
     results: dict[tuple[str, float], dict] = {}
     for t_end in args.lengths:
-        f, y0 = build()
-        ref, ref_nfe, _, _ = gradient("neurode direct", f, y0, t_end, 1e-10, 1e-12)
+        f, y0 = build(batch=args.batch)
+        ref, ref_nfe, _, _ = gradient("neurode checkpoint", f, y0, t_end, 1e-10, 1e-12)
         print(f"\n[t_end = {t_end:g}] reference nfe {ref_nfe}, |g_ref| = {float(ref.norm()):.3e}")
         print(f"{'method':<30} {'grad err':>9} {'nfe fwd':>8} {'nfe bwd':>8} {'bwd/fwd':>8} {'time s':>8} "
               f"{'graph MB':>9} {'peak MB':>8}")
         for method in args.methods:
-            r = spawn(method, t_end, args.rtol, args.atol, args.repeats)
+            r = spawn(method, t_end, args.rtol, args.atol, args.repeats, args.batch)
             results[method, t_end] = r
             if "error" in r:
                 print(f"{method:<30} failed: {r['error']}")
