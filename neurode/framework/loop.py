@@ -35,7 +35,7 @@ from neurode.framework.errors import (
     StepSizeUnderflowError,
 )
 from neurode.framework.solution import SolveStats
-from neurode.framework.solver import PERTURB_NEXT, AbstractSolver, Step
+from neurode.framework.solver import AbstractSolver, Step
 from neurode.framework.vector_field import VectorField, unflatten_state
 
 #: Default step limit of a solve. Finite on purpose (diffrax's lesson): an

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from neurode.framework.explicit_rk import prev_time
-from neurode.framework.solver import PERTURB_NEXT, PERTURB_PREV
+from neurode.framework.solver import PERTURB_PREV
 
 
 def flatten_state(y: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Size] | None]:

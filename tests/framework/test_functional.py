@@ -7,7 +7,6 @@ Every test runs the same call through ``torchdiffeq`` and through ``neurode``
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
