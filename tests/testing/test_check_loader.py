@@ -73,7 +73,7 @@ def test_check_loader_rejects_broken_loaders(zarr_store, loader, match):
 
 def test_check_loader_rejects_a_store_off_the_schema(tmp_path):
     path = tmp_path / "bad.zarr"
-    xr.Dataset({"x": ("row", [1.0, 2.0])}).to_zarr(path)
+    xr.Dataset({"x": ("row", [1.0, 2.0])}).to_zarr(path, consolidated=False)
 
     class Plain(AbstractLoader):
         name = "plain"
@@ -82,7 +82,7 @@ def test_check_loader_rejects_a_store_off_the_schema(tmp_path):
         def open(self, p, *, variables=None, **kwargs):
             if not str(p).endswith("bad.zarr"):
                 raise NeurodeError(f"{p}: no such store")
-            return xr.open_zarr(p)
+            return xr.open_zarr(p, consolidated=False)
 
     with pytest.raises(AssertionError, match="canonical schema"):
         check_loader(Plain(), path)
