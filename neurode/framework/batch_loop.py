@@ -91,7 +91,10 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
     if t.ndim != 2:
         raise InvalidInputError(f"per-sample times must have shape (batch, times), got {tuple(t.shape)}")
     if t.shape[0] != batch:
-        raise InvalidInputError(f"t has {t.shape[0]} rows but y0 has a batch of {batch}; they must match")
+        raise InvalidInputError(
+            f"per-sample times t of shape {tuple(t.shape)} need y0 of shape ({t.shape[0]}, ...): one row of t per "
+            f"sample, but y0's leading (batch) dimension is {batch}"
+        )
     tt = t.detach().to(torch.float64)
     finite = torch.isfinite(tt)
     n_out = finite.sum(dim=1)

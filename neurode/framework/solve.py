@@ -8,6 +8,7 @@ or an :class:`AbstractSolver`), the *step-size controller* (``"i"``,
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -125,8 +126,13 @@ def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSo
         instance = factory(**options)
     except TypeError as exc:
         accepted = _accepted_keywords(factory)
+        known = sorted(set(accepted) | (LOOP_OPTIONS - {"dtype"}))
+        unknown = [o for o in options if o not in accepted]
+        hints = [f"{o!r} -> did you mean {difflib.get_close_matches(o, known, n=1)[0]!r}?"
+                 for o in unknown if difflib.get_close_matches(o, known, n=1)]
         raise InvalidInputError(
-            f"solver {solver!r} does not accept options {sorted(options)} ({exc}); "
+            f"solver {solver!r} does not accept options {sorted(unknown or options)}"
+            f"{' (' + '; '.join(hints) + ')' if hints else ''} ({exc}); "
             f"its options are: {', '.join(accepted) or '(none)'}"
             f"; loop options are: {', '.join(sorted(LOOP_OPTIONS - {'dtype'}))}"
         ) from None

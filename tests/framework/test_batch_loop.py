@@ -124,7 +124,7 @@ def test_float32_state_keeps_float64_time():
     (torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64), "same direction"),
     (torch.tensor([[0.0, math.nan, 1.0], [0.0, 1.0, 2.0]], dtype=F64), "padded with NaN at the end"),
     (torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=F64), "strictly monotone"),
-    (torch.tensor([[0.0, 1.0]] * 3, dtype=F64), "rows"),
+    (torch.tensor([[0.0, 1.0]] * 3, dtype=F64), "one row of t per sample"),
 ])
 def test_bad_per_sample_times_are_rejected(bad, match):
     with pytest.raises(neurode.NeurodeError, match=match):

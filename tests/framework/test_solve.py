@@ -205,7 +205,7 @@ def test_bad_times_are_refused(t, match):
 
 
 def test_per_sample_times_must_match_the_batch():
-    with pytest.raises(InvalidInputError, match="t has 1 rows but y0 has a batch of 2"):
+    with pytest.raises(InvalidInputError, match="one row of t per sample, but y0.s leading \\(batch\\) dimension is 2"):
         _solve(t=T[None])
 
 
