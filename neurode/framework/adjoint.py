@@ -89,9 +89,6 @@ class AdjointResult:
 class AbstractAdjoint(abc.ABC):
     """A gradient method. Subclasses implement :meth:`solve`."""
 
-    #: whether the method can differentiate through an event time
-    supports_events: bool = True
-
     @abc.abstractmethod
     def solve(self, problem: Problem) -> AdjointResult:
         """Solve ``problem`` forward; make the result differentiable as this method does."""

@@ -250,7 +250,6 @@ def integrate_batch(
         rows += batch
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
     n_drop = int((code != RUNNING).sum())
-    h_sign = direction
     records: list[IterationRecord] | None = [] if record else None
     clamp = min_step > 0 or math.isfinite(max_step)
     history = torch.full((2, batch), math.nan, dtype=torch.float64, device=device)  # PID: last accepted ratios
@@ -263,7 +262,7 @@ def integrate_batch(
             idx = act[leaving]
             status[idx] = code[leaving]
             fail_t[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * tau[leaving])
-            n_acc_all[idx], h_last_all[idx] = n_acc[leaving], h_sign * h_last[leaving]
+            n_acc_all[idx], h_last_all[idx] = n_acc[leaving], direction * h_last[leaving]
             n_rej_all[idx] = iteration - n_acc[leaving]
             keep = ~leaving
             act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out = (

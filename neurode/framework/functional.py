@@ -17,8 +17,7 @@ import torch
 from torch.autograd.functional import vjp
 
 from neurode.framework.errors import InvalidInputError
-from neurode.framework.solve import LOOP_OPTIONS, PER_SAMPLE_ADJOINTS, _accepted_keywords, build_problem, make_adjoint, run_external
-from neurode.framework.solver import ExternalSolver
+from neurode.framework.solve import LOOP_OPTIONS, _accepted_keywords, build_problem, run_problem
 from neurode.framework.registry import get_registry
 from neurode.framework.vector_field import flatten_state, unflatten_state
 
@@ -66,15 +65,7 @@ def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_op
     )
     # torchdiffeq counts max_num_steps per output interval; so does its drop-in
     problem.config.max_steps_per_output = True
-    if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS:
-        raise InvalidInputError(
-            f"per-sample time grids (2-D t) support the gradient methods {list(PER_SAMPLE_ADJOINTS)}, not {adjoint!r}"
-        )
-    if isinstance(problem.solver, ExternalSolver):
-        result, _ = run_external(problem, adjoint, adjoint_options)
-    else:
-        adjoint_obj, _ = make_adjoint(adjoint, adjoint_options)
-        result = adjoint_obj.solve(problem)
+    result, _ = run_problem(problem, adjoint, adjoint_options)
     if result.batch is not None:
         from neurode.framework.batch_loop import raise_for_status
 
@@ -216,6 +207,5 @@ def odeint_dense(func: Callable, y0: torch.Tensor, t0: torch.Tensor, t1: torch.T
     options = _filter_options(method, options)
     t = torch.stack([torch.as_tensor(t0).reshape(()), torch.as_tensor(t1).reshape(())]).to(torch.float64)
     problem, _ = build_problem(func, y0, t, solver=method, rtol=rtol, atol=atol, options=options, dense=True)
-    adjoint_obj, _ = make_adjoint("direct", None)
-    result = adjoint_obj.solve(problem)
+    result, _ = run_problem(problem, "direct", None)
     return DenseOutput(problem.solver, result.dense, t, problem.shapes)

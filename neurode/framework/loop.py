@@ -112,10 +112,7 @@ class LoopResult:
     ys: list[torch.Tensor]
     stats: SolveStats
     event_t: float | None = None
-    event_theta: float | None = None
     records: list[Any] = field(default_factory=list)
-    y_final: torch.Tensor | None = None
-    state_final: tuple[torch.Tensor, ...] = ()
 
 
 def _error_ratio(step: Step, rtol, atol, norm) -> float:
@@ -242,7 +239,7 @@ def integrate(
         event_fn_combined, sign0 = _combine_event_functions(event_fn, direction * tau, y0)
         if sign0 == 0:  # already on the event
             stats.nfe += func.nfe - nfe_start
-            return LoopResult([y0, y0], stats, event_t=direction * tau, y_final=y0, state_final=state)
+            return LoopResult([y0, y0], stats, event_t=direction * tau)
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
     # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision. As in torchdiffeq,
@@ -376,8 +373,7 @@ def integrate(
                         records[-1].outputs.append((1, theta))
                     stats.nfe += func.nfe - nfe_start
                     stats.h_next = direction * h_next
-                    return LoopResult([y0, y_event], stats, event_t=direction * event_tau, event_theta=theta,
-                                      records=records, y_final=y, state_final=state)
+                    return LoopResult([y0, y_event], stats, event_t=direction * event_tau, records=records)
         else:
             if cb_reject is not None:
                 cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -389,7 +385,7 @@ def integrate(
     if fixed:
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
-    return LoopResult(ys, stats, records=records, y_final=y, state_final=state)
+    return LoopResult(ys, stats, records=records)
 
 
 def _check_finite_outputs(ys: list[torch.Tensor], t_list: list[float], stats: SolveStats) -> None:

@@ -171,6 +171,23 @@ def _accepted_keywords(factory) -> list[str]:
         p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
 
 
+def run_problem(problem: Problem, adjoint, adjoint_options: dict | None):
+    """Solve ``problem`` with the gradient method ``adjoint`` (or hand it to an external solver).
+
+    Returns ``(AdjointResult, gradient-method name)``; shared by ``solve`` and the functional API.
+    """
+    if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS and not isinstance(adjoint, AbstractAdjoint):
+        raise InvalidInputError(
+            f"per-sample solving supports the gradient methods {list(PER_SAMPLE_ADJOINTS)}, got {adjoint!r}"
+        )
+    if isinstance(problem.solver, ExternalSolver):
+        return run_external(problem, adjoint, adjoint_options)
+    adjoint_obj, adjoint_name = make_adjoint(adjoint, adjoint_options)
+    if problem.dense and adjoint_name != "direct":
+        raise InvalidInputError(f"dense=True needs adjoint='direct', got {adjoint_name!r}")
+    return adjoint_obj.solve(problem), adjoint_name
+
+
 def run_external(problem: Problem, adjoint, adjoint_options: dict | None):
     """Hand a whole solve to an :class:`ExternalSolver` (the loop and adjoint plugins are bypassed)."""
     solver = problem.solver
@@ -369,17 +386,7 @@ def solve(
         func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
         params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args,
     )
-    if problem.per_sample and adjoint not in PER_SAMPLE_ADJOINTS and not isinstance(adjoint, AbstractAdjoint):
-        raise InvalidInputError(
-            f"per-sample solving supports the gradient methods {list(PER_SAMPLE_ADJOINTS)}, got {adjoint!r}"
-        )
-    if isinstance(problem.solver, ExternalSolver):
-        result, adjoint_name = run_external(problem, adjoint, adjoint_options)
-    else:
-        adjoint_obj, adjoint_name = make_adjoint(adjoint, adjoint_options)
-        if dense and adjoint_name != "direct":
-            raise InvalidInputError(f"dense=True needs adjoint='direct', got {adjoint_name!r}")
-        result = adjoint_obj.solve(problem)
+    result, adjoint_name = run_problem(problem, adjoint, adjoint_options)
     ys = result.ys
     if problem.shapes is not None:
         ys = unflatten_state(ys, problem.shapes, lead=(ys.shape[0],))

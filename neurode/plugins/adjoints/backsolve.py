@@ -140,7 +140,7 @@ class _BacksolveFunction(torch.autograd.Function):
         else:
             options = {}
         norm_choice = options.pop("norm", None)
-        aug_norm = _augmented_norm(norm_choice, problem.config.norm, len(params), y_shape, [p.shape for p in params])
+        aug_norm = _augmented_norm(norm_choice, problem.config.norm, y_shape, [p.shape for p in params])
         backward_problem, _ = build_problem(
             augmented_dynamics, aug0, t[-2:].flip(0) if len(t) >= 2 else t,
             solver=method.solver if method.solver is not None else (problem.solver_name or problem.solver),
@@ -154,7 +154,6 @@ class _BacksolveFunction(torch.autograd.Function):
 
         aug = list(aug0)
         time_vjps = torch.zeros(len(t), dtype=t.dtype, device=t.device) if t_requires_grad else None
-        n_steps = 0
         with torch.no_grad():
             for i in range(len(t) - 1, 0, -1):
                 if t_requires_grad:
@@ -167,8 +166,6 @@ class _BacksolveFunction(torch.autograd.Function):
                 span = torch.stack([t[i], t[i - 1]])
                 result = integrate(backward_problem.solver, vf, aug_flat, span, backward_problem.config,
                                    stats=backward_problem.stats)
-                n_steps += backward_problem.stats.n_accepted + backward_problem.stats.n_rejected
-                backward_problem.stats.n_accepted = backward_problem.stats.n_rejected = 0
                 # carry the step size into the next interval instead of re-running the starting-step
                 # heuristic (2 evaluations) at every output time, as torchdiffeq does
                 h_next = abs(backward_problem.stats.h_next)
@@ -182,7 +179,7 @@ class _BacksolveFunction(torch.autograd.Function):
 
         stats = problem.stats
         stats.nfe_backward += inner.nfe
-        stats.n_steps_backward += n_steps
+        stats.n_steps_backward += backward_problem.stats.n_steps  # summed over the output intervals
         adj_y0 = aug[2]
         adj_params = aug[3:]
         return (None, adj_y0, time_vjps, *adj_params)
@@ -298,36 +295,30 @@ class _BacksolveBatchFunction(torch.autograd.Function):
         return (None, a, *param_grads)
 
 
-def _augmented_norm(choice, state_norm: Callable | None, n_params: int, y_shape, param_shapes):
-    """Error norm of the augmented state ``(g_t, y, a, *g_θ)`` (torchdiffeq ``handle_adjoint_norm_``)."""
+def _augmented_norm(choice, state_norm: Callable | None, y_shape, param_shapes):
+    """Error norm of the augmented state ``(g_t, y, a, *g_θ)`` (torchdiffeq ``handle_adjoint_norm_``).
+
+    Returns a 0-d tensor, so the loop reads it with the step's one host sync.
+    """
     base = state_norm if state_norm is not None else rms_norm
     n_y = math.prod(y_shape)
-    sizes = [math.prod(s) for s in param_shapes]
-
-    def split(x):
-        g_t = x[0:1]
-        y = x[1 : 1 + n_y]
-        a = x[1 + n_y : 1 + 2 * n_y]
-        out, offset = [], 1 + 2 * n_y
-        for n in sizes:
-            out.append(x[offset : offset + n])
-            offset += n
-        return g_t, y, a, out
+    sizes = [1, n_y, n_y, *(math.prod(s) for s in param_shapes)]
 
     if callable(choice):
         def custom(x):
-            g_t, y, a, gp = split(x)
+            g_t, y, a, *gp = x.split(sizes)
             return choice((g_t.reshape(()), y.view(y_shape), a.view(y_shape), *gp))
         return custom
 
     seminorm = choice == "seminorm"
 
     def norm(x):
-        g_t, y, a, gp = split(x)
-        values = [float(g_t.abs().max()), float(base(y.view(y_shape))), float(base(a.view(y_shape)))]
+        g_t, y, a, *gp = x.split(sizes)
+        values = [g_t.abs().max()] + [torch.as_tensor(base(v.view(y_shape)), dtype=x.dtype, device=x.device)
+                                      for v in (y, a)]
         if not seminorm:
-            values.extend(float(rms_norm(p)) for p in gp)
-        return max(values)
+            values.extend(rms_norm(p) for p in gp)
+        return torch.stack(values).max()
 
     return norm
 

@@ -126,21 +126,28 @@ class _CheckpointFunction(torch.autograd.Function):
         a_y0 = grad_ys[0].clone()
         if records:
             a_y0 = a_y0 + a_y
-            if a_state and any(a is not None for a in a_state):
-                with torch.enable_grad():
-                    y0 = problem.y0.detach().requires_grad_(True)
-                    state0 = solver.init(func, records[0].t0, y0)
-                    pairs = [(s, a) for s, a in zip(state0, a_state) if a is not None]
-                    grads_in = torch.autograd.grad([s for s, _ in pairs], (y0, *params), [a for _, a in pairs],
-                                                   allow_unused=True)
-                if grads_in[0] is not None:
-                    a_y0 = a_y0 + grads_in[0]
-                for k, g in enumerate(grads_in[1:]):
-                    if g is not None:
-                        param_grads[k] = param_grads[k] + g
+            a_y0 = _pull_back_initial_state(solver, func, records[0].t0, problem.y0, a_state, a_y0, params,
+                                            param_grads)
         problem.stats.nfe_backward += func.nfe
         problem.stats.n_steps_backward += len(records)
         return (None, a_y0, time_vjps, *param_grads)
+
+
+def _pull_back_initial_state(solver, func, t0, y0, a_state, a_y0, params, param_grads):
+    """Add the cotangent of the solver's initial carried state (e.g. the FSAL ``f(t0, y0)``) to ``y0``'s
+    and the parameters' (``param_grads`` in place); returns the new ``y0`` cotangent."""
+    if not a_state or not any(a is not None for a in a_state):
+        return a_y0
+    with torch.enable_grad():
+        y0_in = y0.detach().requires_grad_(True)
+        state0 = solver.init(func, t0, y0_in)
+        pairs = [(s, a) for s, a in zip(state0, a_state) if a is not None]
+        grads_in = torch.autograd.grad([s for s, _ in pairs], (y0_in, *params), [a for _, a in pairs],
+                                       allow_unused=True)
+    for k, g in enumerate(grads_in[1:]):
+        if g is not None:
+            param_grads[k] = param_grads[k] + g
+    return a_y0 if grads_in[0] is None else a_y0 + grads_in[0]
 
 
 def _scatter_rows(values: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
@@ -218,19 +225,8 @@ class _CheckpointBatchFunction(torch.autograd.Function):
         a_y0 = grad_flat[torch.arange(batch, device=grad_flat.device) * n_times].clone()  # output 0 is y0
         if a_y is not None:
             a_y0 = a_y0 + a_y
-            if any(a is not None for a in a_state):
-                t0 = problem.t[:, 0].detach().to(torch.float64)
-                with torch.enable_grad():
-                    y0_in = y0.detach().requires_grad_(True)
-                    state0 = solver.init(func, t0, y0_in)
-                    pairs = [(s, a) for s, a in zip(state0, a_state) if a is not None]
-                    grads_in = torch.autograd.grad([s for s, _ in pairs], (y0_in, *params), [a for _, a in pairs],
-                                                   allow_unused=True)
-                if grads_in[0] is not None:
-                    a_y0 = a_y0 + grads_in[0]
-                for k, g in enumerate(grads_in[1:]):
-                    if g is not None:
-                        param_grads[k] = param_grads[k] + g
+            t0 = problem.t[:, 0].detach().to(torch.float64)
+            a_y0 = _pull_back_initial_state(solver, func, t0, y0, a_state, a_y0, params, param_grads)
         problem.stats.nfe_backward += func.nfe
         problem.stats.n_steps_backward += n_steps
         return (None, a_y0, *param_grads)
