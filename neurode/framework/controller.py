@@ -110,17 +110,31 @@ def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:
         raise ValueError(f"dfactor must be in (0, 1], got {dfactor!r}")
 
 
+def norm_value(x: torch.Tensor, norm) -> float:
+    """``norm(x)`` as a float; ``norm=None`` is the RMS norm (Hairer et al. I, eq. 4.11).
+
+    The RMS norm's ``1/sqrt(n)`` is applied to the float: one tensor operation
+    fewer per call, which is measurable on small states.
+    """
+    if norm is None:
+        return float(torch.linalg.vector_norm(x)) / math.sqrt(max(x.numel(), 1))
+    return float(norm(x))
+
+
 @torch.no_grad()
 def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int, rtol, atol, norm, direction: float):
     """Hairer's starting step (Hairer, Nørsett & Wanner I, §II.4, p. 169).
 
     Costs one evaluation of ``func``. Mirrors torchdiffeq's
     ``_select_initial_step`` so that both libraries start from the same step.
-    Returns a positive float.
+    ``norm=None`` is the RMS norm. Returns a positive float.
     """
-    scale = atol + torch.abs(y0) * rtol
-    d0 = float(norm(y0 / scale))
-    d1 = float(norm(f0 / scale))
+    if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
+        scale = atol + torch.abs(y0) * rtol
+    else:
+        scale = torch.abs(y0).mul_(rtol).add_(atol)
+    d0 = norm_value(y0 / scale, norm)
+    d1 = norm_value(f0 / scale, norm)
     if not (math.isfinite(d0) and math.isfinite(d1)):
         what = "the initial state y0" if not math.isfinite(d0) else "the derivative f(t0, y0)"
         raise NonFiniteStateError(f"{what} is not finite (NaN or inf) at t={t0:.9g}; cannot start the solve", t=t0)
@@ -128,9 +142,9 @@ def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int
         h0 = 1e-6
     else:
         h0 = 0.01 * d0 / d1
-    y1 = y0 + (direction * h0) * f0
+    y1 = torch.add(y0, f0, alpha=direction * h0)
     f1 = func(t0 + direction * h0, y1)
-    d2 = abs(float(norm((f1 - f0) / scale)) / h0)
+    d2 = abs(norm_value((f1 - f0).div_(scale), norm) / h0)
     if not math.isfinite(d2):
         raise NonFiniteStateError(
             f"f became non-finite within {h0:.3g} of t={t0:.9g} while choosing the first step", t=t0, dt=h0)

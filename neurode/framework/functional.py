@@ -17,8 +17,14 @@ import torch
 from torch.autograd.functional import vjp
 
 from neurode.framework.errors import InvalidInputError
-from neurode.framework.solve import LOOP_OPTIONS, _accepted_keywords, build_problem, run_problem
 from neurode.framework.registry import get_registry
+from neurode.framework.solve import (
+    LOOP_OPTIONS,
+    _accepted_keywords,
+    build_problem,
+    run_problem,
+    signature_parameters,
+)
 from neurode.framework.vector_field import flatten_state, unflatten_state
 
 #: torchdiffeq method names that are spelled differently here
@@ -40,21 +46,12 @@ def _filter_options(method: str, options: dict | None) -> dict:
         return options
     factory = get_registry().get("solver", method).obj
     accepted = set(_accepted_keywords(factory)) | LOOP_OPTIONS
-    if any(p.kind is p.VAR_KEYWORD for p in _signature_params(factory)):
+    if any(p.kind is p.VAR_KEYWORD for p in signature_parameters(factory)):
         return options
     unused = {k: options.pop(k) for k in list(options) if k not in accepted}
     if unused:
         warnings.warn(f"{method}: Unexpected arguments {unused}", stacklevel=3)
     return options
-
-
-def _signature_params(factory):
-    import inspect
-
-    try:
-        return list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
-        return []
 
 
 def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_options=None, params=None):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from neurode.framework.controller import IController, PIDController, initial_step
+from neurode.framework.controller import IController, PIDController, initial_step, norm_value
 from neurode.framework.errors import (
     EventNotFoundError,
     InvalidInputError,
@@ -127,10 +127,7 @@ def _error_ratio(step: Step, rtol, atol, norm) -> float:
         scale = atol + rtol * scale
     else:
         scale.mul_(rtol).add_(atol)
-    scaled = err / scale
-    if norm is None:  # RMS, with the 1/sqrt(n) applied to the Python float (one tensor op fewer)
-        return float(torch.linalg.vector_norm(scaled)) / math.sqrt(max(scaled.numel(), 1))
-    return float(norm(scaled))
+    return norm_value(err / scale, norm)
 
 
 def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[float], direction: float) -> list[float]:
@@ -224,8 +221,7 @@ def integrate(
             h = float(config.first_step)
         else:
             f0 = state[0] if state else func(direction * tau, y0)
-            h = initial_step(func, direction * tau, y0, f0, solver.initial_step_order, rtol, atol,
-                             norm if norm is not None else rms_norm, direction)
+            h = initial_step(func, direction * tau, y0, f0, solver.initial_step_order, rtol, atol, norm, direction)
     step_t = _sorted_after(config.step_t, tau, direction)
     jump_t = _sorted_after(config.jump_t, tau, direction)
     if set(step_t) & set(jump_t):

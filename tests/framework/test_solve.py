@@ -204,6 +204,31 @@ def test_bad_times_are_refused(t, match):
         _solve(t=t)
 
 
+def _long_grid(defect: str) -> torch.Tensor:
+    t = torch.linspace(0.0, 1.0, 1000)  # long grids are checked with tensor operations, short ones in Python
+    if defect == "nan":
+        t[500] = float("nan")
+    elif defect == "inf":
+        t[-1] = float("inf")
+    elif defect == "repeated":
+        t[500] = t[499]
+    return t
+
+
+@pytest.mark.parametrize("defect, match", [
+    ("nan", "t must be finite"), ("inf", "t must be finite"),
+    ("repeated", "strictly increasing or strictly decreasing, got \\[0.0, "),
+])
+def test_bad_long_time_grids_are_refused(defect, match):
+    with pytest.raises(InvalidInputError, match=match):
+        _solve(t=_long_grid(defect))
+
+
+def test_long_decreasing_grids_are_accepted():
+    sol = _solve(t=_long_grid("none").flip(0), y0=torch.ones(2))
+    assert sol.ys.shape == (1000, 2)
+
+
 def test_per_sample_times_must_match_the_batch():
     with pytest.raises(InvalidInputError, match="one row of t per sample, but y0.s leading \\(batch\\) dimension is 2"):
         _solve(t=T[None])
