@@ -122,26 +122,29 @@ def _adapt(controller, h, ratio, order, history=None):
     The I controller is ``controller.IController.adapt`` elementwise. The PID
     controller (Söderlind 2003) keeps the last two accepted error ratios of
     each sample in ``history`` (a ``(2, batch)`` tensor, NaN where absent).
+    Written with few tensor operations: with a cheap vector field they are the
+    cost of an iteration.
     """
     accept = ratio <= 1.0  # NaN compares False: a non-finite error rejects
-    r = ratio.clamp_min(1e-10) if isinstance(controller, PIDController) else ratio.clamp_min(1e-300)
     if isinstance(controller, PIDController):
+        r = ratio.clamp_min(1e-10)
         prev1 = torch.where(torch.isnan(history[0]), r, history[0])
         prev2 = torch.where(torch.isnan(history[1]), prev1, history[1])
         beta1 = (controller.pcoeff + controller.icoeff + controller.dcoeff) / order
         beta2 = -(controller.pcoeff + 2 * controller.dcoeff) / order
         beta3 = controller.dcoeff / order
-        factor = controller.safety * r.pow(-beta1) * prev1.pow(-beta2)
+        factor = r.pow(-beta1).mul_(prev1.pow(-beta2)).mul_(controller.safety)
         if beta3:
-            factor = factor * prev2.pow(-beta3)
-        acc_row = accept[None, :]
-        history = torch.where(acc_row, torch.stack([r, history[0]]), history)
+            factor.mul_(prev2.pow(-beta3))
+        history = torch.where(accept[None, :], torch.stack([r, history[0]]), history)
     elif isinstance(controller, IController):
-        factor = controller.safety * r.pow(-1.0 / order)
+        factor = ratio.clamp_min(1e-300).pow_(-1.0 / order).mul_(controller.safety)
     else:
         raise InvalidInputError(f"the batch-parallel loop needs an IController or PIDController, got {controller!r}")
-    lower = torch.where(ratio < 1.0, 1.0, controller.dfactor)
-    factor = torch.maximum(factor, lower).clamp_max(controller.ifactor).nan_to_num(nan=controller.dfactor)
+    # clip to [dfactor, ifactor], and to >= 1 where the error is below the tolerance (torchdiffeq's I controller);
+    # a NaN ratio (non-finite state) shrinks by dfactor
+    factor.clamp_(controller.dfactor, controller.ifactor)
+    factor = torch.maximum(factor, (ratio < 1.0).to(factor.dtype)).nan_to_num_(nan=controller.dfactor)
     return accept, h * factor, history
 
 
@@ -213,6 +216,9 @@ def integrate_batch(
     tau_out = torch.where(torch.isfinite(tau_out), tau_out, math.inf)  # padding sorts last
     order = solver.error_order
     rtol, atol = config.rtol, config.atol
+    features = max(y0[0].numel(), 1) if batch else 1
+    rtol_n, atol_n = rtol * math.sqrt(features), atol * math.sqrt(features)
+    feature_dims = tuple(range(1, y0.ndim)) if y0.ndim > 1 else None
     controller = config.controller
     min_step, max_step = float(config.min_step), float(config.max_step)
     func.direction = direction
@@ -284,8 +290,13 @@ def integrate_batch(
         rows += act.numel() * evals_per_step
         iteration += 1
         with torch.no_grad():
-            scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol).add_(atol)
-            ratio = _per_sample_rms(step.error / scale).double()
+            # RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11),
+            # with the RMS's sqrt(n) folded into the tolerances
+            scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol_n).add_(atol_n)
+            scaled = step.error / scale
+            ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
+            if ratio.dtype != torch.float64:
+                ratio = ratio.double()
         accept, h_next, history = _adapt(controller, h, ratio, order, history)
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))

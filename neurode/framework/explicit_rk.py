@@ -76,6 +76,7 @@ class ExplicitRungeKutta(AbstractSolver):
         self.perturb = bool(perturb)
         # torchdiffeq evaluates stages with c == 1 just before t1 (for jump_t).
         self._prev_stages = frozenset(i for i, c in enumerate(tableau.c) if c == 1.0)
+        self._interpolant_cache: dict = {}
 
     @property
     def name(self) -> str:
@@ -147,9 +148,13 @@ class ExplicitRungeKutta(AbstractSolver):
         h_col = h.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
         k = [state[0]] if tab.fsal else [func(t0, y0)]
         y_stage = y0
+        times = {}  # stage times t0 + c_i h, one tensor per distinct node
         for i in range(1, tab.stages):
             y_stage = _combine_per_sample(y0, tab.stage_terms[i], k, h_col)
-            k.append(func(torch.add(t0, h, alpha=tab.c[i]), y_stage))
+            t_i = times.get(tab.c[i])
+            if t_i is None:
+                t_i = times[tab.c[i]] = torch.add(t0, h, alpha=tab.c[i])
+            k.append(func(t_i, y_stage))
         y1 = y_stage if tab.solution_is_last_stage else _combine_per_sample(y0, tab.solution_terms, k, h_col)
         error = _combine_per_sample(None, tab.error_terms, k, h_col) if tab.error_terms is not None else None
         state1 = (k[-1],) if tab.fsal else ()
@@ -184,13 +189,23 @@ class ExplicitRungeKutta(AbstractSolver):
             step.cache = {}
         stacked = step.cache.get("stages")
         if stacked is None:
-            # stages as (batch, s, features) and the interpolant as a (P, s) matrix, once per step
+            # stages as (batch, s, features), once per step
             stacked = step.cache["stages"] = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=1)
-            step.cache["B"] = torch.tensor(tab.interpolant, dtype=y0.dtype, device=y0.device).T
-        powers = torch.stack([th ** (p + 1) for p in range(step.cache["B"].shape[0])], dim=1)  # (M, P)
-        weights = (powers @ step.cache["B"]) * step.h[rows].to(y0.dtype)[:, None]  # (M, s)
+        matrix, exponents = self._interpolant_matrix(y0.dtype, y0.device)
+        powers = th[:, None].pow(exponents)  # (M, P): theta^1 .. theta^P
+        weights = (powers @ matrix) * step.h[rows].to(y0.dtype)[:, None]  # (M, s)
         increment = torch.bmm(weights[:, None, :], stacked[rows]).squeeze(1)  # (M, features)
         return y0 + increment.view_as(y0)
+
+    def _interpolant_matrix(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense interpolant as a ``(P, s)`` matrix and the exponents ``1..P``, cached per dtype and device."""
+        key = (dtype, device)
+        cached = self._interpolant_cache.get(key)
+        if cached is None:
+            matrix = torch.tensor(self.tableau.interpolant, dtype=dtype, device=device).T
+            exponents = torch.arange(1, matrix.shape[0] + 1, dtype=dtype, device=device)
+            cached = self._interpolant_cache[key] = (matrix, exponents)
+        return cached
 
     # ------------------------------------------------------------------ dense output
 
