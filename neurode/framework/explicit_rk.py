@@ -10,26 +10,28 @@ fresh accumulator need no saved tensors).
 from __future__ import annotations
 
 import math
+import struct
 
-import numpy as np
 import torch
 
 from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
 from neurode.framework.tableau import ButcherTableau
 
 _INTERPS = ("linear", "cubic")
+_F32, _I32 = struct.Struct("<f"), struct.Struct("<i")
+_F32_MAX = 3.4028234663852886e38  # the largest finite float32
+_F32_TINY = 1.401298464324817e-45  # the smallest positive (subnormal) float32
+_F32_MAX_ROUNDING = 3.4028235677973366e38  # from here up, rounding to float32 gives inf
 
 
 def _combine(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: float) -> torch.Tensor:
     """``base + h Σ coef_j k_j`` over ``terms = ((j, coef_j), ...)``."""
-    acc = None
-    for j, coef in terms:
-        if acc is None:
-            acc = torch.mul(k[j], coef * h) if base is None else torch.add(base, k[j], alpha=coef * h)
-        else:
-            acc.add_(k[j], alpha=coef * h)
-    if acc is None:
+    if not terms:
         return torch.zeros_like(k[0]) if base is None else base.clone()
+    j, coef = terms[0]
+    acc = torch.mul(k[j], coef * h) if base is None else torch.add(base, k[j], alpha=coef * h)
+    for j, coef in terms[1:]:
+        acc.add_(k[j], alpha=coef * h)
     return acc
 
 
@@ -47,10 +49,26 @@ def _combine_per_sample(base: torch.Tensor | None, terms, k: list[torch.Tensor],
 
 
 def prev_time(t: float, dtype: torch.dtype) -> float:
-    """The largest time below ``t`` representable in ``dtype`` (torchdiffeq's ``Perturb.PREV``)."""
+    """The largest time below ``t`` (rounded to ``dtype``) in ``dtype`` (torchdiffeq's ``Perturb.PREV``).
+
+    Any dtype other than float64 uses float32's spacing, as before.
+    """
     if dtype == torch.float64:
         return math.nextafter(t, -math.inf)
-    return float(np.nextafter(np.float32(t), np.float32(-np.inf)))
+    # round to float32, then one float32 ulp down through the bit pattern (numpy scalars cost ~2 us per step)
+    if abs(t) >= _F32_MAX_ROUNDING:
+        x = math.copysign(math.inf, t)
+    else:
+        (x,) = _F32.unpack(_F32.pack(t))
+    if x == 0.0:
+        return -_F32_TINY
+    if math.isnan(x) or x == -math.inf:
+        return x
+    if x == math.inf:
+        return _F32_MAX
+    (bits,) = _I32.unpack(_F32.pack(x))
+    (below,) = _F32.unpack(_I32.pack(bits - 1 if x > 0 else bits + 1))
+    return below
 
 
 class ExplicitRungeKutta(AbstractSolver):
@@ -75,7 +93,12 @@ class ExplicitRungeKutta(AbstractSolver):
         self.interp = interp
         self.perturb = bool(perturb)
         # torchdiffeq evaluates stages with c == 1 just before t1 (for jump_t).
-        self._prev_stages = frozenset(i for i, c in enumerate(tableau.c) if c == 1.0)
+        # stages 1..s-1 as (nonzero a_ij terms, c_i, evaluated just before t1?): torchdiffeq evaluates stages with
+        # c == 1 just before t1 in adaptive (and perturbed) solves, so that jump_t discontinuities are seen from the left
+        self._stages = tuple(
+            (tableau.stage_terms[i], tableau.c[i], tableau.c[i] == 1.0 and (tableau.adaptive or self.perturb))
+            for i in range(1, tableau.stages)
+        )
         self._interpolant_cache: dict = {}
 
     @property
@@ -112,31 +135,25 @@ class ExplicitRungeKutta(AbstractSolver):
             k = [state[0]]
         else:
             k = [func(t0, y0, PERTURB_NEXT if self.perturb else PERTURB_NONE)]
-        t1 = t0 + h
-        c = tab.c
         y_stage = y0
         t_before_end = None
-        for i in range(1, tab.stages):
-            y_stage = _combine(y0, tab.stage_terms[i], k, h)
-            if i in self._prev_stages and (tab.adaptive or self.perturb):
-                # just before t1 (torchdiffeq's Perturb.PREV), computed once per step
-                if t_before_end is None:
-                    time = getattr(func, "time", None)
-                    if time is None:  # a plain f(t, y, perturb): let it perturb
-                        k.append(func(t1, y_stage, PERTURB_PREV))
-                        continue
-                    t_dtype = func.time_dtype
-                    t_before_end = time(prev_time(t1, t_dtype) if h > 0 else -prev_time(-t1, t_dtype))
-                k.append(func(t_before_end, y_stage))
-            else:
-                k.append(func(t0 + c[i] * h, y_stage))
-        if tab.solution_is_last_stage:
-            y1 = y_stage
-        else:
-            y1 = _combine(y0, tab.solution_terms, k, h)
+        for terms, c_i, before_end in self._stages:
+            y_stage = _combine(y0, terms, k, h)
+            if not before_end:
+                k.append(func(t0 + c_i * h, y_stage))
+                continue
+            # just before t1 (torchdiffeq's Perturb.PREV), computed once per step
+            if t_before_end is None:
+                time = getattr(func, "time", None)
+                if time is None:  # a plain f(t, y, perturb): let it perturb
+                    k.append(func(t0 + h, y_stage, PERTURB_PREV))
+                    continue
+                t1, t_dtype = t0 + h, func.time_dtype
+                t_before_end = time(prev_time(t1, t_dtype) if h > 0 else -prev_time(-t1, t_dtype))
+            k.append(func(t_before_end, y_stage))
+        y1 = y_stage if tab.solution_is_last_stage else _combine(y0, tab.solution_terms, k, h)
         error = _combine(None, tab.error_terms, k, h) if tab.error_terms is not None else None
-        state1 = (k[-1],) if tab.fsal else ()
-        return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
+        return Step(t0, h, y0, y1, state, (k[-1],) if tab.fsal else (), error, dense=k, func=func)
 
     def _step_per_sample(self, func, t0: torch.Tensor, h: torch.Tensor, y0, state):
         """One step for a batch whose samples have their own ``t0`` and ``h`` (float64 tensors ``[batch]``).
