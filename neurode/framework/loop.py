@@ -115,19 +115,22 @@ class LoopResult:
     records: list[Any] = field(default_factory=list)
 
 
-def _error_ratio(step: Step, rtol, atol, norm) -> float:
-    """The scaled error norm; no graph is built (step sizes carry no gradient)."""
+def _error_ratio(step: Step, rtol, atol, norm, abs_y0: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+    """The scaled error norm, and ``|y1|`` (the next step's ``|y0|`` if this one is accepted).
+
+    No graph is built (step sizes carry no gradient).
+    """
     if torch.is_grad_enabled():
         with torch.no_grad():
-            return _error_ratio(step, rtol, atol, norm)
+            return _error_ratio(step, rtol, atol, norm, abs_y0)
     # Hairer et al. I, eq. 4.10-4.11: err_i / (atol + rtol * max(|y0_i|, |y1_i|)).
-    err = step.error
-    scale = torch.maximum(step.y0.abs(), step.y1.abs())
+    abs_y1 = step.y1.abs()
+    scale = torch.maximum(step.y0.abs() if abs_y0 is None else abs_y0, abs_y1)
     if isinstance(rtol, torch.Tensor) or isinstance(atol, torch.Tensor):
         scale = atol + rtol * scale
     else:
         scale.mul_(rtol).add_(atol)
-    return norm_value(err / scale, norm)
+    return norm_value(step.error / scale, norm), abs_y1
 
 
 def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[float], direction: float) -> list[float]:
@@ -246,6 +249,7 @@ def integrate(
     cb_reject = getattr(user, "callback_reject_step", None)
 
     last: Step | None = None
+    abs_y = None  # |y| of the current state, computed by the last accepted step's error ratio
     tau_prev = tau
     n_steps = 0
     steps_since_output = 0
@@ -323,7 +327,7 @@ def integrate(
         if fixed:
             accept, h_next = True, h
         else:
-            ratio = _error_ratio(step, rtol, atol, norm)
+            ratio, abs_y1 = _error_ratio(step, rtol, atol, norm, abs_y)
             accept, h_next = controller.adapt(h, ratio, order)
             if not math.isfinite(ratio):
                 accept = False
@@ -347,6 +351,7 @@ def integrate(
                 records.append(step)
             tau_prev, tau = tau, tau1
             y, state = step.y1, step.state1
+            abs_y = None if fixed else abs_y1
             last = step
             stats.h_last = direction * h
             if fixed and event_fn is None:

@@ -62,7 +62,7 @@ class VectorField:
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         self.nfe += 1
         if isinstance(t, torch.Tensor):
-            tt = t.to(self.time_dtype)
+            tt = t if t.dtype == self.time_dtype else t.to(self.time_dtype)
         else:
             if perturb:
                 toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
