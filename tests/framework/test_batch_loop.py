@@ -66,6 +66,26 @@ def test_ragged_per_sample_grids_match_separate_solves():
         assert torch.allclose(sol.ys[:n, b], own, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("controller", ["i", "pid"])
+def test_per_sample_steps_are_those_of_each_sample_solved_alone(controller):
+    # the per-sample error norm and controller are the shared loop's, sample by sample
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.5], [2.0, -1.0], [0.0, 3.0]], dtype=F64)
+    omega = torch.tensor([0.3, 1.0, 4.0, 20.0], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+
+    def f(t_, y, w):
+        return torch.stack([y[..., 1], -(w**2) * y[..., 0]], dim=-1)
+
+    sol = neurode.solve(f, y0, t, per_sample=True, args=omega, rtol=1e-7, atol=1e-9, controller=controller)
+    for b in range(4):
+        alone = neurode.solve(f, y0[b], t, args=omega[b], rtol=1e-7, atol=1e-9, controller=controller)
+        assert int(sol.sample_stats["n_accepted"][b]) == alone.stats.n_accepted
+        assert int(sol.sample_stats["n_rejected"][b]) == alone.stats.n_rejected
+        # the batch loop ends each sample's last step on its last output time (the shared loop steps past it and
+        # interpolates), so the values agree to the solve's tolerance, not to round-off
+        assert torch.allclose(sol.ys[:, b], alone.ys, rtol=1e-6, atol=1e-8)
+
+
 def test_decreasing_per_sample_times():
     y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
     t = torch.tensor([[1.0, 0.0], [2.0, 1.5]], dtype=F64)
