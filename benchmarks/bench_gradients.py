@@ -19,7 +19,8 @@ all with dopri5, rtol 1e-6, atol 1e-8, float64, CPU, one thread:
 Columns:
 
 * grad err -- ||g - g_ref|| / ||g_ref|| over all gradients, against neurode
-  ``direct`` at rtol 1e-10, atol 1e-12 (float64);
+  ``checkpoint`` (the gradients of ``direct``, in bounded memory) at
+  rtol 1e-10, atol 1e-12 (float64);
 * nfe fwd / nfe bwd -- calls of the vector field before / during
   ``.backward()`` (counted in f, split by a flag set before ``.backward()``);
   for neurode they are checked against ``sol.stats.nfe`` / ``nfe_backward``;
@@ -42,11 +43,30 @@ Columns:
   torch.) This sees everything (stored step states, backward-only buffers,
   allocator slack, memory the allocator reuses from earlier frees is not
   counted); its resolution is a page, and a few hundred kB of allocator noise
-  are expected at small sizes.
+  are expected at small sizes;
+* tensor peak MB -- peak of the bytes held by live CPU tensors during forward +
+  backward, above those live just before: the memory a method itself keeps,
+  free of the allocator's slack, fragmentation and history. Measured in the
+  same child after everything else (the profiler's own records cost memory
+  and time): one more forward + backward under
+  ``torch.profiler.profile(activities=[ProfilerActivity.CPU],
+  profile_memory=True)``, which records every allocation and free of c10's
+  CPU allocator as a ``[memory]`` event carrying the byte delta (``nbytes()``
+  of ``prof.profiler.kineto_results.events()``, > 0 allocate, < 0 free); the
+  largest running sum of those deltas in time order is the column. It sees
+  every tensor storage allocated inside the call, exact to the byte: saved
+  activations, stored step states (also those kept on ``ctx``), stage
+  buffers, backward-only temporaries, the new ``.grad`` tensors. It does not
+  see memory outside c10's allocator (Python objects, autograd graph nodes,
+  BLAS / oneDNN workspaces, the profiler's own records), and frees of tensors
+  allocated before the call do not lower it (the profiler does not know their
+  size; here only the previous call's ``.grad`` tensors, about 35 kB).
 
-Each configuration is timed and measured in its own subprocess, one after
-another, in the same run. After the tables, the ratios issue 5 asks about.
-The default run takes about 2 minutes:
+Each configuration runs in its own subprocess, one after another, in the same
+run: peak MB, graph MB, the timings, then tensor peak MB. After the tables,
+the ratios issue 5 asks about.
+The default run takes about 3 minutes (the profiled run adds up to ~10x one
+forward + backward at batch 16, less at large batches):
 
     python benchmarks/bench_gradients.py [--lengths 1 10 100] [--repeats 3]
 """
@@ -101,8 +121,9 @@ def build(dtype=F64, batch: int = 16) -> tuple[Dynamics, torch.Tensor]:
 
 def forward(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: float, atol: float):
     """One solve; returns (loss, neurode Solution or None)."""
-    import neurode
     import torchdiffeq
+
+    import neurode
 
     t = torch.tensor([0.0, t_end], dtype=y0.dtype)
     if method.startswith("neurode"):
@@ -176,6 +197,31 @@ def peak_rss_mb(start: tuple[str, int]) -> float:
     return max(peak - base, 0) / 1024
 
 
+def tensor_peak_bytes(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: float,
+                      atol: float) -> int:
+    """Peak bytes of live CPU tensors during forward + backward, relative to those live at the start.
+
+    The profiler (``profile_memory=True``) records one ``[memory]`` event per allocation (``nbytes() > 0``)
+    and per free (``nbytes() < 0``) of c10's CPU allocator; summed in time order they give the live bytes.
+    Frees of blocks allocated before the profiler started are not reported (their size is unknown to it),
+    so the running total only covers tensors allocated inside the measured call.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cpu = (DeviceType.CPU, DeviceType.MKLDNN, DeviceType.IDEEP)
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        gradient(method, f, y0, t_end, rtol, atol)
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() in cpu]
+    events.sort(key=lambda e: e.start_ns())  # stable: ties keep the recorded order
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
 def child(method: str, t_end: float, rtol: float, atol: float, repeats: int, batch: int = 16) -> dict:
     torch.set_num_threads(1)
     f, y0 = build(batch=batch)
@@ -192,6 +238,9 @@ def child(method: str, t_end: float, rtol: float, atol: float, repeats: int, bat
         gradient(method, f, y0, t_end, rtol, atol)
         times.append(time.perf_counter() - start)
     out["time"] = statistics.median(times)
+    # last, in the same child: the profiler's own records cost memory and time, which must not reach the
+    # peak RSS or the timings above
+    out["tensor_peak_mb"] = tensor_peak_bytes(method, f, y0, t_end, rtol, atol) / 2**20
     return out
 
 
@@ -202,7 +251,7 @@ def spawn(method: str, t_end: float, rtol: float, atol: float, repeats: int, bat
     # the heap and the peak RSS creeps up with the number of steps; fixing the threshold makes the peak
     # measure the tensors a method keeps, not the allocator's history.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,7 +283,7 @@ def main() -> None:
         ref, ref_nfe, _, _ = gradient("neurode checkpoint", f, y0, t_end, 1e-10, 1e-12)
         print(f"\n[t_end = {t_end:g}] reference nfe {ref_nfe}, |g_ref| = {float(ref.norm()):.3e}")
         print(f"{'method':<30} {'grad err':>9} {'nfe fwd':>8} {'nfe bwd':>8} {'bwd/fwd':>8} {'time s':>8} "
-              f"{'graph MB':>9} {'peak MB':>8}")
+              f"{'graph MB':>9} {'peak MB':>8} {'tensor peak MB':>15}")
         for method in args.methods:
             r = spawn(method, t_end, args.rtol, args.atol, args.repeats, args.batch)
             results[method, t_end] = r
@@ -247,7 +296,7 @@ def main() -> None:
             if "stats_nfe" in r and (r["stats_nfe"], r["stats_nfe_b"]) != (r["nfe_f"], r["nfe_b"]):
                 note = f"  (stats: nfe {r['stats_nfe']}, nfe_backward {r['stats_nfe_b']})"
             print(f"{method:<30} {r['err']:>9.1e} {r['nfe_f']:>8} {r['nfe_b']:>8} {r['nfe_b'] / r['nfe_f']:>8.2f} "
-                  f"{r['time']:>8.3f} {r['graph_mb']:>9.2f} {r['peak_mb']:>8.1f}{note}")
+                  f"{r['time']:>8.3f} {r['graph_mb']:>9.2f} {r['peak_mb']:>8.1f} {r['tensor_peak_mb']:>15.3f}{note}")
 
     lo, hi = min(args.lengths), max(args.lengths)
 
@@ -264,12 +313,17 @@ def main() -> None:
         print(f"  {m}: peak MB at {hi:g} vs {lo:g}: {a:.1f} vs {b:.1f} (ratio {ratio(a, b):.2f}, "
               f"difference {a - b:+.1f} MB; below ~1 MB both are allocator noise)")
     for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
+        a, b = get(m, hi, "tensor_peak_mb"), get(m, lo, "tensor_peak_mb")
+        print(f"  {m}: tensor peak MB at {hi:g} vs {lo:g}: {a:.3f} vs {b:.3f} (ratio {ratio(a, b):.2f}, "
+              f"difference {a - b:+.3f} MB)")
+    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
         print(f"  {m}: backward/forward evaluations at {hi:g}: "
               f"{ratio(get(m, hi, 'nfe_b'), get(m, hi, 'nfe_f')):.2f}")
     print(f"  neurode checkpoint vs direct at {hi:g}: peak MB {get('neurode checkpoint', hi, 'peak_mb'):.1f} vs "
           f"{get('neurode direct', hi, 'peak_mb'):.1f} "
           f"(ratio {ratio(get('neurode checkpoint', hi, 'peak_mb'), get('neurode direct', hi, 'peak_mb')):.2f}); "
-          f"graph MB ratio {ratio(get('neurode checkpoint', hi, 'graph_mb'), get('neurode direct', hi, 'graph_mb')):.3f}")
+          f"graph MB ratio {ratio(get('neurode checkpoint', hi, 'graph_mb'), get('neurode direct', hi, 'graph_mb')):.3f}, "
+          f"tensor peak MB ratio {ratio(get('neurode checkpoint', hi, 'tensor_peak_mb'), get('neurode direct', hi, 'tensor_peak_mb')):.3f}")
     for t_end in args.lengths:
         print(f"  gradient error at {t_end:g}: checkpoint {get('neurode checkpoint', t_end, 'err'):.1e}, "
               f"direct {get('neurode direct', t_end, 'err'):.1e}")
