@@ -286,6 +286,7 @@ def integrate_batch(
         t0, signed_h = (tau, h) if direction > 0 else (-tau, -h)
         if records is not None:
             records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))
+        step = None  # the last iteration's stages must not stay alive while this one runs
         step = solver.step(func, t0, signed_h, y, state)
         rows += act.numel() * evals_per_step
         iteration += 1

@@ -318,6 +318,8 @@ def integrate(
 
         if cb_step is not None:
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(h))
+        # a rejected attempt's stages must not stay alive while the next one runs (constant memory for backsolve)
+        step = abs_y1 = None
         step = solver.step(func, direction * tau, direction * h, y, state)
         n_steps += 1
         stats.n_steps += 1

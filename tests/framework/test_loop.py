@@ -8,12 +8,15 @@ on the vector field), which report each step's start and signed size.
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
 
 import neurode
 from neurode import MaxStepsError, NonFiniteStateError, SolverError, StepSizeUnderflowError
+from neurode.framework.explicit_rk import ExplicitRungeKutta
+from neurode.framework.registry import get_registry
 
 Y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
 
@@ -262,3 +265,47 @@ def test_solver_errors_are_neurode_errors():
 
     for cls in (MaxStepsError, StepSizeUnderflowError, NonFiniteStateError):
         assert issubclass(cls, SolverError) and issubclass(cls, NeurodeError)
+
+
+# --------------------------------------------------------------------------- memory held between steps
+
+
+class _WatchingDopri5(ExplicitRungeKutta):
+    """dopri5 that notes, at each step, whether the previous attempt's intermediate stages are still alive."""
+
+    def __init__(self) -> None:
+        super().__init__(get_registry().get("solver", "dopri5").obj().tableau)
+        self.previous: tuple[torch.Tensor | None, list[weakref.ref]] | None = None
+        self.rejected = self.held = 0
+
+    def step(self, func, t0, h, y0, state):
+        if self.previous is not None:
+            y1_ref, stage_refs = self.previous
+            if y1_ref() is not y0:  # the previous attempt was rejected (or a per-sample iteration)
+                self.rejected += 1
+                self.held += any(ref() is not None for ref in stage_refs)
+        step = super().step(func, t0, h, y0, state)
+        # stages 1..s-2 belong to the attempt alone (k[0] is the carried FSAL stage, k[-1] becomes the next one)
+        self.previous = (weakref.ref(step.y1), [weakref.ref(k) for k in step.dense[1:-1]])
+        return step
+
+
+def test_a_rejected_step_is_released_before_the_next_attempt():
+    # backsolve's constant memory relies on it: nothing of a rejected attempt lives on during the next one
+    solver = _WatchingDopri5()
+    with torch.no_grad():
+        neurode.solve(lambda t, y: -50.0 * y + torch.sin(20 * t), torch.ones(3), torch.linspace(0.0, 2.0, 5),
+                      solver=solver, first_step=1.0, rtol=1e-8, atol=1e-10)
+    assert solver.rejected > 0
+    assert solver.held == 0
+
+
+def test_the_batch_loop_releases_each_iteration_before_the_next():
+    solver = _WatchingDopri5()
+    omega = torch.tensor([1.0, 10.0, 30.0], dtype=torch.float64)
+    with torch.no_grad():
+        neurode.solve(lambda t, y, w: torch.stack([y[:, 1], -(w**2) * y[:, 0]], dim=-1),
+                      torch.ones(3, 2, dtype=torch.float64), torch.linspace(0.0, 1.0, 3, dtype=torch.float64),
+                      solver=solver, per_sample=True, args=omega)
+    assert solver.rejected > 10  # every iteration's y1 is replaced by torch.where: each counts here
+    assert solver.held == 0
