@@ -319,6 +319,8 @@ def main() -> None:
     for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
         print(f"  {m}: backward/forward evaluations at {hi:g}: "
               f"{ratio(get(m, hi, 'nfe_b'), get(m, hi, 'nfe_f')):.2f}")
+    if not {"neurode checkpoint", "neurode direct"} <= set(args.methods):
+        return  # the checkpoint-vs-direct comparison needs both
     print(f"  neurode checkpoint vs direct at {hi:g}: peak MB {get('neurode checkpoint', hi, 'peak_mb'):.1f} vs "
           f"{get('neurode direct', hi, 'peak_mb'):.1f} "
           f"(ratio {ratio(get('neurode checkpoint', hi, 'peak_mb'), get('neurode direct', hi, 'peak_mb')):.2f}); "
@@ -327,7 +329,6 @@ def main() -> None:
     for t_end in args.lengths:
         print(f"  gradient error at {t_end:g}: checkpoint {get('neurode checkpoint', t_end, 'err'):.1e}, "
               f"direct {get('neurode direct', t_end, 'err'):.1e}")
-
 
 if __name__ == "__main__":
     main()
