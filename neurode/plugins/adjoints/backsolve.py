@@ -239,16 +239,24 @@ class _BacksolveBatchFunction(torch.autograd.Function):
             counter[0] += 1
             return func(t_, y) if a_args is None else func(t_, y, a_args)
 
+        # the stage evaluations of the current backward step, with their graphs, keyed by the stage tensor the
+        # solver keeps (``step.dense``): the parameter quadrature reuses them instead of evaluating f again
+        # (holding the stage tensor itself keeps its id from being reused while the entry exists)
+        stage_graphs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
         def augmented_dynamics(t_, z, *maybe_args):
             a_args = maybe_args[0] if maybe_args else None
             y, a = z[:, 0], z[:, 1]
             with torch.enable_grad():
                 y_in = y.detach().requires_grad_(True)
                 f = call(t_, y_in, a_args)
-                (vjp_y,) = torch.autograd.grad(f, y_in, -a, allow_unused=True)
+                (vjp_y,) = torch.autograd.grad(f, y_in, -a, allow_unused=True, retain_graph=bool(params))
             if vjp_y is None:
                 vjp_y = torch.zeros_like(y)
-            return torch.stack([f.detach(), vjp_y], dim=1)
+            k = torch.stack([f.detach(), vjp_y], dim=1)
+            if params:
+                stage_graphs[id(k)] = (k, f, a)
+            return k
 
         param_grads = [torch.zeros_like(p) for p in params]
         round_args = [None]
@@ -261,13 +269,19 @@ class _BacksolveBatchFunction(torch.autograd.Function):
             weight = step.h.to(ys.dtype) * accept.to(ys.dtype)
             outs, cotangents = [], []
             with torch.enable_grad():
-                for t_i, z_i, b_i in solver.stage_points_per_sample(step):
+                for i, (t_i, z_i, b_i) in enumerate(solver.stage_points_per_sample(step)):
                     if b_i == 0.0:
                         continue
-                    outs.append(call(t_i, z_i[:, 0].detach(), a_args))
+                    kept = stage_graphs.get(id(step.dense[i]))
+                    if kept is not None and kept[0] is step.dense[i]:  # evaluated by this step, graph retained
+                        _, f_i, a_i = kept
+                    else:  # the carried first stage (FSAL) of an earlier iteration: evaluate it again
+                        f_i, a_i = call(t_i, z_i[:, 0].detach(), a_args), z_i[:, 1]
+                    outs.append(f_i)
                     w = (weight * b_i).view(-1, *([1] * (z_i.ndim - 2)))
-                    cotangents.append(-z_i[:, 1] * w)
+                    cotangents.append(-a_i * w)
                 grads = torch.autograd.grad(outs, params, cotangents, allow_unused=True)
+            stage_graphs.clear()  # one step's graphs at a time: memory stays independent of the number of steps
             for k, g in enumerate(grads):
                 if g is not None:
                     param_grads[k] = param_grads[k] + g
