@@ -196,7 +196,10 @@ class _BacksolveBatchFunction(torch.autograd.Function):
     not part of the per-sample state: it is accumulated as the quadrature of
     each accepted backward step at the method's own nodes and weights — what
     integrating it in the state would give, with the seminorm (Kidger et al.
-    2021). Memory stays independent of the number of steps.
+    2021). The quadrature reuses the graphs of the step's own stage
+    evaluations (kept for that one step), so only the carried first stage is
+    evaluated again: about 7 evaluations per backward step for dopri5's 6.
+    Memory stays independent of the number of steps.
     """
 
     @staticmethod
