@@ -14,7 +14,11 @@ all with dopri5, rtol 1e-6, atol 1e-8, float64, CPU, one thread:
   continuous adjoint), ``backsolve`` with the seminorm
   (``adjoint_options={"options": {"norm": "seminorm"}}``) and ``checkpoint``;
 * torchdiffeq ``odeint`` (backprop through the steps), ``odeint_adjoint`` and
-  ``odeint_adjoint`` with ``adjoint_options={"norm": "seminorm"}``.
+  ``odeint_adjoint`` with ``adjoint_options={"norm": "seminorm"}``;
+* neurode's batch-parallel loop (``per_sample=True``: every sample its own
+  step size) with ``direct``, ``backsolve`` (its norm is per sample and
+  leaves the parameter integral out, a seminorm) and ``checkpoint``; "nfe"
+  counts calls of f there too (each on the samples still running).
 
 Columns:
 
@@ -90,7 +94,8 @@ warnings.simplefilter("ignore")
 
 F64 = torch.float64
 METHODS = ["neurode direct", "neurode backsolve", "neurode backsolve+seminorm", "neurode checkpoint",
-           "torchdiffeq odeint", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]
+           "torchdiffeq odeint", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm",
+           "neurode per-sample direct", "neurode per-sample backsolve", "neurode per-sample checkpoint"]
 
 
 class Dynamics(torch.nn.Module):
@@ -127,12 +132,12 @@ def forward(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: floa
 
     t = torch.tensor([0.0, t_end], dtype=y0.dtype)
     if method.startswith("neurode"):
-        adjoint = method.split()[1]
+        adjoint = method.split()[-1]
         options = None
         if adjoint == "backsolve+seminorm":
             adjoint, options = "backsolve", {"options": {"norm": "seminorm"}}
         sol = neurode.solve(f, y0, t, solver="dopri5", adjoint=adjoint, rtol=rtol, atol=atol,
-                            adjoint_options=options)
+                            adjoint_options=options, per_sample="per-sample" in method)
         return sol.ys[-1].pow(2).sum(), sol
     if method == "torchdiffeq odeint":
         ys = torchdiffeq.odeint(f, y0, t, method="dopri5", rtol=rtol, atol=atol)
@@ -308,27 +313,30 @@ def main() -> None:
         return a / b if b else float("nan")
 
     print(f"\nissue 5 ratios (longest length {hi:g}, shortest {lo:g}):")
-    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint"]:
+    adjoints = [m for m in ("neurode backsolve", "neurode backsolve+seminorm", "neurode per-sample backsolve",
+                            "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm") if m in args.methods]
+    for m in adjoints:
         a, b = get(m, hi, "peak_mb"), get(m, lo, "peak_mb")
         print(f"  {m}: peak MB at {hi:g} vs {lo:g}: {a:.1f} vs {b:.1f} (ratio {ratio(a, b):.2f}, "
               f"difference {a - b:+.1f} MB; below ~1 MB both are allocator noise)")
-    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
+    for m in adjoints:
         a, b = get(m, hi, "tensor_peak_mb"), get(m, lo, "tensor_peak_mb")
         print(f"  {m}: tensor peak MB at {hi:g} vs {lo:g}: {a:.3f} vs {b:.3f} (ratio {ratio(a, b):.2f}, "
               f"difference {a - b:+.3f} MB)")
-    for m in ["neurode backsolve", "neurode backsolve+seminorm", "torchdiffeq adjoint", "torchdiffeq adjoint+seminorm"]:
+    for m in adjoints:
         print(f"  {m}: backward/forward evaluations at {hi:g}: "
               f"{ratio(get(m, hi, 'nfe_b'), get(m, hi, 'nfe_f')):.2f}")
-    if not {"neurode checkpoint", "neurode direct"} <= set(args.methods):
-        return  # the checkpoint-vs-direct comparison needs both
-    print(f"  neurode checkpoint vs direct at {hi:g}: peak MB {get('neurode checkpoint', hi, 'peak_mb'):.1f} vs "
-          f"{get('neurode direct', hi, 'peak_mb'):.1f} "
-          f"(ratio {ratio(get('neurode checkpoint', hi, 'peak_mb'), get('neurode direct', hi, 'peak_mb')):.2f}); "
-          f"graph MB ratio {ratio(get('neurode checkpoint', hi, 'graph_mb'), get('neurode direct', hi, 'graph_mb')):.3f}, "
-          f"tensor peak MB ratio {ratio(get('neurode checkpoint', hi, 'tensor_peak_mb'), get('neurode direct', hi, 'tensor_peak_mb')):.3f}")
-    for t_end in args.lengths:
-        print(f"  gradient error at {t_end:g}: checkpoint {get('neurode checkpoint', t_end, 'err'):.1e}, "
-              f"direct {get('neurode direct', t_end, 'err'):.1e}")
+    for prefix in ("neurode", "neurode per-sample"):
+        checkpoint, direct = f"{prefix} checkpoint", f"{prefix} direct"
+        if not {checkpoint, direct} <= set(args.methods):
+            continue  # the checkpoint-vs-direct comparison needs both
+        print(f"  {checkpoint} vs direct at {hi:g}: peak MB {get(checkpoint, hi, 'peak_mb'):.1f} vs "
+              f"{get(direct, hi, 'peak_mb'):.1f} (ratio {ratio(get(checkpoint, hi, 'peak_mb'), get(direct, hi, 'peak_mb')):.2f}); "
+              f"graph MB ratio {ratio(get(checkpoint, hi, 'graph_mb'), get(direct, hi, 'graph_mb')):.3f}, "
+              f"tensor peak MB ratio {ratio(get(checkpoint, hi, 'tensor_peak_mb'), get(direct, hi, 'tensor_peak_mb')):.3f}")
+        for t_end in args.lengths:
+            print(f"  {prefix} gradient error at {t_end:g}: checkpoint {get(checkpoint, t_end, 'err'):.1e}, "
+                  f"direct {get(direct, t_end, 'err'):.1e}")
 
 if __name__ == "__main__":
     main()
