@@ -177,13 +177,22 @@ def make_adjoint(adjoint: str | AbstractAdjoint, options: dict | None) -> tuple[
         ) from None
 
 
-@functools.lru_cache(maxsize=256)
 def signature_parameters(factory) -> tuple[inspect.Parameter, ...]:
     """The parameters of a plugin factory's signature (cached: every solve looks them up)."""
+    try:
+        return _cached_signature_parameters(factory)
+    except TypeError:  # an unhashable factory (e.g. a callable dataclass instance)
+        return _signature_parameters(factory)
+
+
+def _signature_parameters(factory) -> tuple[inspect.Parameter, ...]:
     try:
         return tuple(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         return ()
+
+
+_cached_signature_parameters = functools.lru_cache(maxsize=256)(_signature_parameters)
 
 
 def _accepted_keywords(factory) -> list[str]:

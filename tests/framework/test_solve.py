@@ -299,3 +299,19 @@ def test_options_with_a_solver_instance_are_refused():
 def test_dense_output_needs_the_direct_gradient_method():
     with pytest.raises(InvalidInputError, match="dense=True needs adjoint='direct'"):
         _solve(dense=True, adjoint="backsolve", adjoint_params=())
+
+
+def test_signatures_of_unhashable_factories_are_read():
+    import dataclasses
+
+    from neurode.framework.solve import signature_parameters
+
+    @dataclasses.dataclass  # eq=True makes instances unhashable
+    class Factory:
+        scale: float = 1.0
+
+        def __call__(self, *, interp="linear"):
+            raise AssertionError("not called")
+
+    assert [p.name for p in signature_parameters(Factory())] == ["interp"]
+    assert [p.name for p in signature_parameters(Factory)] == ["scale"]
