@@ -21,6 +21,7 @@ import torch
 from neurode.framework.adjoint import AbstractAdjoint, Problem, default_params
 from neurode.framework.controller import IController, PIDController
 from neurode.framework.errors import InvalidInputError
+from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.loop import DEFAULT_MAX_NUM_STEPS, LoopConfig, rms_norm
 from neurode.framework.registry import get_registry
 from neurode.framework.solution import Solution, SolveStats
@@ -248,6 +249,7 @@ def build_problem(
     dense: bool = False,
     per_sample: bool = False,
     args=None,
+    compile: bool | dict = False,
 ) -> tuple[Problem, str]:
     """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``)."""
     if not callable(func):
@@ -322,6 +324,16 @@ def build_problem(
             if name in accepted and name not in options:
                 options[name] = value
     solver_obj, solver_name = make_solver(solver, options)
+    if compile:
+        from neurode.framework.compiled_step import CompiledRungeKutta
+
+        if per_sample:
+            raise InvalidInputError("compile=True is not supported with per-sample solving")
+        if shapes is not None:
+            raise InvalidInputError("compile=True needs a tensor state, not a tuple of tensors")
+        if not isinstance(solver_obj, ExplicitRungeKutta):
+            raise InvalidInputError(f"compile=True needs an explicit Runge-Kutta solver, got {solver_name!r}")
+        solver_obj = CompiledRungeKutta(solver_obj, **(compile if isinstance(compile, dict) else {}))
     if event_fn is not None and shapes is not None:
         user_event_fn = event_fn
 
@@ -358,6 +370,7 @@ def solve(
     per_sample: bool = False,
     on_failure: str = "raise",
     args=None,
+    compile: bool | dict = False,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it took.
@@ -394,6 +407,15 @@ def solve(
             tuple/list/dict) are indexed along their first dimension to the
             samples still running, so per-sample parameters stay aligned with
             the state.
+        compile: run each step of an explicit Runge–Kutta solver, the
+            evaluations of ``func`` included, as code compiled by
+            ``torch.compile`` (as diffrax jit-compiles its steps). Worth it for
+            small states, where eager PyTorch spends more time dispatching the
+            stage combinations than evaluating ``func``; the first solve
+            compiles for seconds, and a new state shape or dtype compiles again.
+            Tensor states only; not with per-sample solving. A dict is passed
+            to ``torch.compile`` as options. See
+            ``neurode/framework/compiled_step.py``.
         on_failure: in per-sample mode, ``"raise"`` (default) raises the
             typed error of the first failed sample; ``"report"`` returns the
             others' results with NaN after a failure and ``Solution.status``.
@@ -413,7 +435,7 @@ def solve(
         raise InvalidInputError(f"on_failure must be 'raise' or 'report', got {on_failure!r}")
     problem, solver_name = build_problem(
         func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
-        params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args,
+        params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args, compile=compile,
     )
     result, adjoint_name = run_problem(problem, adjoint, adjoint_options)
     ys = result.ys
