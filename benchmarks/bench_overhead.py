@@ -12,7 +12,14 @@ of f on the same state (so both see the same machine load). A ratio of 1
 means the solver adds nothing to the cost of evaluating f. All libraries are
 measured in the same run, on one thread, CPU, without gradients.
 
-    python benchmarks/bench_overhead.py [--batch 1 64 1024] [--repeats 30]
+"neurode-compiled" is ``neurode.solve(..., compile=True)``: each dopri5 step,
+the six evaluations of f included, runs as one ``torch.compile``'d function
+(``neurode/framework/compiled_step.py``). Its ratio is still taken against
+the *eager* evaluation of f, so it shows what the user gets, and it can fall
+below 1, because compiling also speeds up f itself. The first solve at each
+batch size compiles for several seconds; that time is not counted.
+
+    python benchmarks/bench_overhead.py [--batch 1 64 1024] [--repeats 30] [--no-compile]
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ def median_time(fn, repeats: int, inner: int = 1) -> float:
     return statistics.median(times)
 
 
-def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float) -> list[dict]:
+def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float, compiled: bool = True) -> list[dict]:
     import neurode
     import torchdiffeq
 
@@ -81,6 +88,9 @@ def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float) -> lis
         def torchdiffeq_solve():
             return torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method="dopri5")
 
+        def neurode_compiled_solve():
+            return neurode.solve(f, y0, t, rtol=rtol, atol=atol, solver="dopri5", compile=True)
+
         libs = [("neurode", neurode_solve), ("torchdiffeq", torchdiffeq_solve)]
         try:
             import torchode
@@ -99,11 +109,16 @@ def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float) -> lis
         except ImportError:
             pass
 
+        if compiled:
+            libs.append(("neurode-compiled", neurode_compiled_solve))
         for name, fn in libs:
-            counted = Counted(f)  # count once, then time with the bare dynamics
-            fn()
-            nfe = counted.nfe
-            counted = f
+            if name == "neurode-compiled":
+                nfe = fn().stats.nfe  # compiles on this first call (seconds); f inside the graph is not counted
+            else:
+                counted = Counted(f)  # count once, then time with the bare dynamics
+                fn()
+                nfe = counted.nfe
+                counted = f
             # Interleave: each repeat times one solve and then nfe bare evaluations, so that both see the
             # same machine load; the overhead ratio is the median of the per-repeat ratios.
             solves, evals, ratios = [], [], []
@@ -133,12 +148,14 @@ def main() -> None:
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-8)
     parser.add_argument("--t-end", type=float, default=5.0)
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the neurode-compiled row (solve(..., compile=True) compiles for seconds per batch size)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol} atol={args.atol}")
     print(f"{'library':<12} {'batch':>6} {'nfe':>6} {'solve ms':>10} {'eval us':>9} {'overhead':>9} {'vs neurode':>11}")
     for batch in args.batch:
-        rows = run(batch, args.repeats, args.rtol, args.atol, args.t_end)
+        rows = run(batch, args.repeats, args.rtol, args.atol, args.t_end, not args.no_compile)
         base = rows[0]["solve_ms"]
         for r in rows:
             print(f"{r['library']:<12} {r['batch']:>6} {r['nfe']:>6} {r['solve_ms']:>10.3f} {r['eval_us']:>9.1f} "

@@ -29,8 +29,12 @@ from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.solver import AbstractSolver, Step
 
 
-def _step_function(tableau, user: object, with_args: bool, time_dtype: torch.dtype):
-    """The step of ``tableau`` for ``user``'s f as one pure function of tensors (the thing that is compiled)."""
+def _step_function(tableau, with_args: bool, time_dtype: torch.dtype):
+    """The step of ``tableau`` as one pure function of ``f`` and tensors (the thing that is compiled).
+
+    ``f`` is an argument, not a closure variable: the compiled function then holds no reference to it, and
+    one compiled function serves every vector field (``torch.compile`` guards on which one it traced).
+    """
     stages = [(i, tableau.stage_terms[i], tableau.c[i]) for i in range(1, tableau.stages)]
     error_terms = tableau.error_terms
     last_is_solution, solution_terms = tableau.solution_is_last_stage, tableau.solution_terms
@@ -44,7 +48,7 @@ def _step_function(tableau, user: object, with_args: bool, time_dtype: torch.dty
             out = term if out is None else out + term
         return out
 
-    def step(t0: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, k0: torch.Tensor, args=None):
+    def step(user, t0: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, k0: torch.Tensor, args=None):
         h_y = h.to(y0.dtype)
         k = [k0]
         y_stage = y0
@@ -60,6 +64,12 @@ def _step_function(tableau, user: object, with_args: bool, time_dtype: torch.dty
         return y1, error, k
 
     return step  # the first stage k0 = f(t0, y0) is passed in: carried (FSAL) or evaluated eagerly
+
+
+#: compiled steps by (tableau, args?, time dtype, compile options): a new solve reuses the compiled function
+#: (creating a ``torch.compile`` wrapper costs about a millisecond); ``torch.compile`` keeps one entry per vector
+#: field it has traced, up to ``torch._dynamo.config.cache_size_limit``, after which it runs the step eagerly
+_COMPILED: dict = {}
 
 
 class CompiledRungeKutta(AbstractSolver):
@@ -81,7 +91,6 @@ class CompiledRungeKutta(AbstractSolver):
         # cpp_wrapper: the generated code is called from C++, not through a Python wrapper; on small problems
         # that wrapper would cost as much as the stage arithmetic that compiling saves
         self.compile_options = {"dynamic": False, "options": {"cpp_wrapper": True}, **compile_options}
-        self._compiled: dict = {}
 
     @property
     def name(self) -> str:
@@ -97,11 +106,11 @@ class CompiledRungeKutta(AbstractSolver):
     def _function_for(self, func):
         if func.shapes is not None:
             raise InvalidInputError("compile=True needs a tensor state, not a tuple of tensors")
-        key = (id(func.func), func.args is not None, func.time_dtype)
-        entry = self._compiled.get(key)
-        if entry is None or entry[0] is not func.func:
-            step = _step_function(self.inner.tableau, func.func, func.args is not None, func.time_dtype)
-            entry = self._compiled[key] = (func.func, torch.compile(step, **self.compile_options))
+        key = (id(self.inner.tableau), func.args is not None, func.time_dtype, repr(self.compile_options))
+        entry = _COMPILED.get(key)
+        if entry is None or entry[0] is not self.inner.tableau:
+            step = _step_function(self.inner.tableau, func.args is not None, func.time_dtype)
+            entry = _COMPILED[key] = (self.inner.tableau, torch.compile(step, **self.compile_options))
         return entry[1]
 
     def init(self, func, t0, y0):
@@ -117,9 +126,9 @@ class CompiledRungeKutta(AbstractSolver):
         t0_t = torch.scalar_tensor(t0, dtype=torch.float64, device=y0.device)
         h_t = torch.scalar_tensor(h, dtype=torch.float64, device=y0.device)
         if func.args is None:
-            y1, error, k = compiled(t0_t, h_t, y0, k0)
+            y1, error, k = compiled(func.func, t0_t, h_t, y0, k0)
         else:
-            y1, error, k = compiled(t0_t, h_t, y0, k0, func.args)
+            y1, error, k = compiled(func.func, t0_t, h_t, y0, k0, func.args)
         func.nfe += tab.stages - 1
         return Step(t0, h, y0, y1, state, (k[-1],) if tab.fsal else (), error, dense=list(k), func=func)
 
