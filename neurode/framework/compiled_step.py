@@ -35,7 +35,7 @@ def _step_function(tableau, with_args: bool, time_dtype: torch.dtype):
     ``f`` is an argument, not a closure variable: the compiled function then holds no reference to it, and
     one compiled function serves every vector field (``torch.compile`` guards on which one it traced).
     """
-    stages = [(i, tableau.stage_terms[i], tableau.c[i]) for i in range(1, tableau.stages)]
+    stages = [(tableau.stage_terms[i], tableau.c[i]) for i in range(1, tableau.stages)]
     error_terms = tableau.error_terms
     last_is_solution, solution_terms = tableau.solution_is_last_stage, tableau.solution_terms
     # torchdiffeq evaluates stages with c == 1 just before t1 (Perturb.PREV) in adaptive solves
@@ -52,7 +52,7 @@ def _step_function(tableau, with_args: bool, time_dtype: torch.dtype):
         h_y = h.to(y0.dtype)
         k = [k0]
         y_stage = y0
-        for _, terms, c in stages:
+        for terms, c in stages:
             y_stage = combine(y0, terms, k, h_y)
             if c == 1.0 and before_end:
                 t_i = torch.nextafter((t0 + h).to(time_dtype), t0.to(time_dtype))
