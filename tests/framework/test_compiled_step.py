@@ -4,6 +4,9 @@ Compiling costs seconds per state shape and dtype, so the tests that compile
 are marked slow and share one problem.
 """
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -13,6 +16,12 @@ from neurode.framework.compiled_step import CompiledRungeKutta
 from neurode.framework.solve import make_solver
 
 F64 = torch.float64
+
+#: Inductor builds its CPU kernels with a C++ compiler; without one there is nothing to compile with
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c),
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
 
 
 class MLP(torch.nn.Module):
@@ -34,6 +43,7 @@ def _solve_and_grad(func, adjoint, compile):
 
 
 @pytest.mark.slow
+@needs_compiler
 @pytest.mark.parametrize("adjoint", ["direct", "checkpoint", "backsolve"])
 def test_compiled_steps_give_the_eager_solution_and_gradients(adjoint):
     func = MLP()
@@ -47,6 +57,7 @@ def test_compiled_steps_give_the_eager_solution_and_gradients(adjoint):
 
 
 @pytest.mark.slow
+@needs_compiler
 def test_compiled_steps_pass_args_and_produce_dense_outputs_between_steps():
     k = torch.tensor([0.5, 2.0], dtype=F64)
     y0 = torch.tensor([[1.0], [1.0]], dtype=F64)
