@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from neurode.framework.errors import InvalidInputError
+from neurode.framework.errors import InvalidInputError, NeurodeError
 from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.solver import AbstractSolver, Step
+
+
+class CompileError(NeurodeError):
+    """``compile=True`` was asked for, but ``torch.compile`` could not build the step."""
 
 
 def _step_function(tableau, with_args: bool, time_dtype: torch.dtype):
@@ -125,10 +129,17 @@ class CompiledRungeKutta(AbstractSolver):
         compiled = self._function_for(func)
         t0_t = torch.scalar_tensor(t0, dtype=torch.float64, device=y0.device)
         h_t = torch.scalar_tensor(h, dtype=torch.float64, device=y0.device)
-        if func.args is None:
-            y1, error, k = compiled(func.func, t0_t, h_t, y0, k0)
-        else:
-            y1, error, k = compiled(func.func, t0_t, h_t, y0, k0, func.args)
+        try:
+            if func.args is None:
+                y1, error, k = compiled(func.func, t0_t, h_t, y0, k0)
+            else:
+                y1, error, k = compiled(func.func, t0_t, h_t, y0, k0, func.args)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:
+            raise CompileError(
+                f"compile=True: torch.compile could not build the {self.inner.name} step ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); Inductor's CPU backend needs a working C++ "
+                f"compiler. Solve without compile=True, or pass compile={{'backend': ...}} to choose another backend"
+            ) from exc
         func.nfe += tab.stages - 1
         return Step(t0, h, y0, y1, state, (k[-1],) if tab.fsal else (), error, dense=list(k), func=func)
 

@@ -90,3 +90,20 @@ def test_compiled_solver_refuses_what_it_cannot_compile():
         CompiledRungeKutta(object())
     with pytest.raises(InvalidInputError, match="perturb"):
         CompiledRungeKutta(make_solver("rk4", {"perturb": True})[0])
+
+
+def test_a_failing_compiler_is_reported_as_such(monkeypatch):
+    import torch._dynamo.exc
+
+    from neurode.framework import compiled_step
+
+    def broken(*args, **kwargs):
+        # built without its constructor, whose signature changes between torch versions
+        exc = torch._dynamo.exc.BackendCompilerFailed.__new__(torch._dynamo.exc.BackendCompilerFailed)
+        exc.args = ("no C++ compiler",)
+        raise exc
+
+    monkeypatch.setattr(compiled_step.torch, "compile", lambda fn, **options: broken)
+    monkeypatch.setattr(compiled_step, "_COMPILED", {})
+    with pytest.raises(compiled_step.CompileError, match="Inductor's CPU backend needs a working C"):
+        neurode.solve(lambda t, y: -y, torch.ones(2), torch.linspace(0.0, 1.0, 3), compile=True)
