@@ -107,3 +107,19 @@ def test_a_failing_compiler_is_reported_as_such(monkeypatch):
     monkeypatch.setattr(compiled_step, "_COMPILED", {})
     with pytest.raises(compiled_step.CompileError, match="Inductor's CPU backend needs a working C"):
         neurode.solve(lambda t, y: -y, torch.ones(2), torch.linspace(0.0, 1.0, 3), compile=True)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_compiled_steps_serve_events_dense_output_and_decreasing_time():
+    def fall(t, y):  # a ball dropped from 10 m
+        return torch.stack([y[1], -9.81 * torch.ones_like(y[0])])
+
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 5.0], dtype=F64)
+    event = neurode.solve(fall, y0, t, event_fn=lambda t_, y: y[0], compile=True)
+    assert float(event.event_t) == pytest.approx((2 * 10 / 9.81) ** 0.5, rel=1e-6)
+    dense = neurode.solve(fall, y0, t, dense=True, compile=True)
+    assert float(dense.dense(torch.tensor(1.0, dtype=F64))[0]) == pytest.approx(10 - 9.81 / 2, rel=1e-9)
+    backward = neurode.solve(fall, y0, torch.tensor([1.0, 0.0], dtype=F64), compile=True)
+    assert torch.allclose(backward.ys[-1], torch.tensor([10 - 9.81 / 2, 9.81], dtype=F64), rtol=1e-9)
