@@ -177,8 +177,13 @@ class ExplicitRungeKutta(AbstractSolver):
         state1 = (k[-1],) if tab.fsal else ()
         return Step(t0, h, y0, y1, tuple(state), state1, error, dense=k, func=func)
 
-    def stage_points_per_sample(self, step: Step) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-        """``(t_i, Y_i, b_i)`` of a per-sample step: stage times, stage inputs and solution weights.
+    @property
+    def stage_weights(self) -> tuple[float, ...]:
+        """The solution weights ``b_i`` of the stages (the step's quadrature weights)."""
+        return self.tableau.b
+
+    def stage_points_per_sample(self, step: Step, stages=None) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(t_i, Y_i, b_i)`` of a per-sample step for the stages ``stages`` (default: all).
 
         The stage inputs are recomputed from the stored stages
         (``Y_i = y0 + h Σ_j a_ij k_j``), so that a quadrature along the step
@@ -188,7 +193,7 @@ class ExplicitRungeKutta(AbstractSolver):
         y0, k = step.y0, step.dense
         h_col = step.h.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
         points = []
-        for i in range(tab.stages):
+        for i in range(tab.stages) if stages is None else stages:
             y_i = y0 if i == 0 else _combine_per_sample(y0, tab.stage_terms[i], k, h_col)
             points.append((torch.add(step.t0, step.h, alpha=tab.c[i]), y_i, tab.b[i]))
         return points

@@ -353,7 +353,7 @@ def integrate(
                 records.append(step)
             tau_prev, tau = tau, tau1
             y, state = step.y1, step.state1
-            abs_y = None if fixed else abs_y1
+            abs_y = abs_y1  # None for fixed steps, which have no error ratio
             last = step
             stats.h_last = direction * h
             if fixed and event_fn is None:

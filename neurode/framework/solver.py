@@ -72,7 +72,8 @@ class AbstractSolver(abc.ABC):
     adaptive: bool = False
     error_order: int = 1
     #: whether ``step`` accepts ``t0``/``h`` as per-sample float64 tensors and the
-    #: solver has ``interpolate_per_sample`` (the batch-parallel loop needs both)
+    #: solver has ``interpolate_per_sample`` (the batch-parallel loop needs both), and
+    #: ``stage_weights`` / ``stage_points_per_sample`` (per-sample backsolve's quadrature)
     supports_per_sample: bool = False
 
     @abc.abstractmethod

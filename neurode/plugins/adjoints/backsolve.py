@@ -271,17 +271,26 @@ class _BacksolveBatchFunction(torch.autograd.Function):
             a_args = slice_args(round_args[0], act)
             weight = step.h.to(ys.dtype) * accept.to(ys.dtype)
             outs, cotangents = [], []
+            kept = {}  # stage index -> (f with its graph, a), for the stages this step evaluated
+            for i, k_i in enumerate(step.dense):
+                entry = stage_graphs.get(id(k_i))
+                if entry is not None and entry[0] is k_i:
+                    kept[i] = entry[1:]
+            weights = solver.stage_weights
+            # the other stages (the carried first stage, FSAL, of an earlier iteration) are evaluated again
+            missing = [i for i, b_i in enumerate(weights) if b_i != 0.0 and i not in kept]
+            points = dict(zip(missing, solver.stage_points_per_sample(step, missing)))
             with torch.enable_grad():
-                for i, (t_i, z_i, b_i) in enumerate(solver.stage_points_per_sample(step)):
+                for i, b_i in enumerate(weights):
                     if b_i == 0.0:
                         continue
-                    kept = stage_graphs.get(id(step.dense[i]))
-                    if kept is not None and kept[0] is step.dense[i]:  # evaluated by this step, graph retained
-                        _, f_i, a_i = kept
-                    else:  # the carried first stage (FSAL) of an earlier iteration: evaluate it again
+                    if i in kept:
+                        f_i, a_i = kept[i]
+                    else:
+                        t_i, z_i, _ = points[i]
                         f_i, a_i = call(t_i, z_i[:, 0].detach(), a_args), z_i[:, 1]
                     outs.append(f_i)
-                    w = (weight * b_i).view(-1, *([1] * (z_i.ndim - 2)))
+                    w = (weight * b_i).view(-1, *([1] * (a_i.ndim - 1)))
                     cotangents.append(-a_i * w)
                 grads = torch.autograd.grad(outs, params, cotangents, allow_unused=True)
             stage_graphs.clear()  # one step's graphs at a time: memory stays independent of the number of steps
