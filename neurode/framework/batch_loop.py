@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from neurode.framework.controller import IController, PIDController
+from neurode.framework.controller import IController, PIController, PIDController
 from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
@@ -116,16 +116,39 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
     return tt, n_out, direction
 
 
+def _controller_state(controller, batch: int, device) -> torch.Tensor:
+    """Each sample's controller memory, a ``(2, batch)`` float64 tensor compacted with the active set.
+
+    PID: the last two accepted error ratios (NaN where absent). PI: the
+    previous accepted ratio already raised to ``beta`` (one power per step
+    fewer), and the cap on the next accepted step's growth (1 right after a
+    rejection, ``ifactor`` otherwise). The I controller keeps nothing.
+    """
+    if isinstance(controller, PIController):
+        return torch.tensor([[1e-4**controller.beta], [controller.ifactor]], dtype=torch.float64,
+                            device=device).expand(2, batch).clone()
+    return torch.full((2, batch), math.nan, dtype=torch.float64, device=device)
+
+
 def _adapt(controller, h, ratio, order, history=None):
     """Vectorised step-size control per sample: ``(accept, h_next, history)``.
 
-    The I controller is ``controller.IController.adapt`` elementwise. The PID
-    controller (Söderlind 2003) keeps the last two accepted error ratios of
-    each sample in ``history`` (a ``(2, batch)`` tensor, NaN where absent).
-    Written with few tensor operations: with a cheap vector field they are the
-    cost of an iteration.
+    Elementwise the same as the controller's own ``adapt`` (``IController``,
+    ``PIController``, ``PIDController``), with the per-sample memory in
+    ``history`` (see :func:`_controller_state`). Written with few tensor
+    operations: with a cheap vector field they are the cost of an iteration.
     """
     accept = ratio <= 1.0  # NaN compares False: a non-finite error rejects
+    if isinstance(controller, PIController):
+        # Hairer's DOPRI5: accepted h * clip(safety r^-expo r_prev^beta, dfactor, ifactor), no growth right after
+        # a rejection; rejected h * clip(safety r^-expo, dfactor, 1) (Hairer & Wanner II, eq. IV.2.43c)
+        integral = ratio.clamp_min(1e-300).pow_(-controller.exponent(order)).mul_(controller.safety)
+        kept = (integral * history[0]).clamp_(controller.dfactor, controller.ifactor)
+        factor = torch.where(accept, torch.minimum(kept, history[1]), integral.clamp_(controller.dfactor, 1.0))
+        factor.nan_to_num_(nan=controller.dfactor)
+        prev_beta = torch.where(accept, ratio.clamp_min(1e-4).pow_(controller.beta), history[0])
+        history = torch.stack([prev_beta, torch.where(accept, controller.ifactor, 1.0)])
+        return accept, h * factor, history
     if isinstance(controller, PIDController):
         r = ratio.clamp_min(1e-10)
         prev1 = torch.where(torch.isnan(history[0]), r, history[0])
@@ -140,11 +163,13 @@ def _adapt(controller, h, ratio, order, history=None):
     elif isinstance(controller, IController):
         factor = ratio.clamp_min(1e-300).pow_(-1.0 / order).mul_(controller.safety)
     else:
-        raise InvalidInputError(f"the batch-parallel loop needs an IController or PIDController, got {controller!r}")
-    # clip to [dfactor, ifactor], and to >= 1 where the error is below the tolerance (torchdiffeq's I controller);
-    # a NaN ratio (non-finite state) shrinks by dfactor
+        raise InvalidInputError(
+            f"the batch-parallel loop needs an IController, PIController or PIDController, got {controller!r}")
+    # clip to [dfactor, ifactor], and to >= 1 where the step is kept (the I controller: where the error is below
+    # the tolerance, as torchdiffeq has it); a NaN ratio (non-finite state) shrinks by dfactor
     factor.clamp_(controller.dfactor, controller.ifactor)
-    factor = torch.maximum(factor, (ratio < 1.0).to(factor.dtype)).nan_to_num_(nan=controller.dfactor)
+    kept = ratio < 1.0 if isinstance(controller, IController) else accept
+    factor = torch.maximum(factor, kept.to(factor.dtype)).nan_to_num_(nan=controller.dfactor)
     return accept, h * factor, history
 
 
@@ -204,8 +229,11 @@ def integrate_batch(
             raise InvalidInputError(f"option {name!r} is not supported with per-sample time grids")
     if config.norm is not None:
         raise InvalidInputError("a custom norm is not supported with per-sample time grids (the norm is per sample)")
-    if not isinstance(config.controller, (IController, PIDController)):
-        raise InvalidInputError(f"the batch-parallel loop needs an IController or PIDController, got {config.controller!r}")
+    if not isinstance(config.controller, (IController, PIController, PIDController)):
+        raise InvalidInputError(
+            f"the batch-parallel loop needs an IController, PIController or PIDController, got {config.controller!r}")
+    if isinstance(config.controller, PIController):
+        config.controller.exponent(solver.error_order)  # a beta too large for this method's order: say so now
     batch = y0.shape[0]
     tt, n_out, direction = check_batch_times(t, batch)
     device = y0.device
@@ -258,7 +286,7 @@ def integrate_batch(
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
     clamp = min_step > 0 or math.isfinite(max_step)
-    history = torch.full((2, batch), math.nan, dtype=torch.float64, device=device)  # PID: last accepted ratios
+    history = _controller_state(controller, batch, device)  # per-sample controller memory
 
     while True:
         # ---- samples that finished or failed leave the active set

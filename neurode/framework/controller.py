@@ -2,7 +2,7 @@
 
 A controller sees only numbers — the step just tried and its scaled error
 ratio (the norm of ``error / (atol + rtol * max(|y0|, |y1|))``) — so it serves
-every adaptive method. Two are provided:
+every adaptive method. Three are provided:
 
 * :class:`IController`, the classical integral controller, exactly as
   torchdiffeq implements it (so that step sequences match):
@@ -13,6 +13,13 @@ every adaptive method. Two are provided:
   filters in adaptive time-stepping", ACM TOMS 29) in the form diffrax uses:
   ``h_new = h * safety * r_n^(-β1/q) * r_{n-1}^(-β2/q) * r_{n-2}^(-β3/q)`` with
   ``β1 = p + i + d``, ``β2 = -(p + 2d)``, ``β3 = d``.
+* :class:`PIController`, the Lund-stabilised PI controller of Hairer's DOPRI5
+  code (Gustafsson, Lundh & Söderlind 1988, BIT 28; Hairer & Wanner II,
+  §IV.2, eq. 2.43c; also the default of OrdinaryDiffEq.jl's explicit pairs):
+  ``h_new = h * clip(safety * r_n^-(1/q - 0.75 β) * r_{n-1}^β, dfactor, ifactor)``.
+  Unlike the two above, an accepted step may be followed by a *smaller* one,
+  so a rising error is answered before it causes a rejection; after a
+  rejection the next step does not grow.
 
 :func:`initial_step` is Hairer's starting-step heuristic (ibid., §II.4).
 """
@@ -24,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neurode.framework.errors import NonFiniteStateError
+from neurode.framework.errors import InvalidInputError, NonFiniteStateError
 
 
 @dataclass
@@ -84,9 +91,7 @@ class PIDController:
         accept = ratio <= 1.0
         if not math.isfinite(ratio):
             return False, h * self.dfactor
-        if ratio == 0.0:
-            return accept, h * self.ifactor
-        r = max(ratio, 1e-10)
+        r = max(ratio, 1e-10)  # a zero error grows by ifactor (after the clip) and is remembered as 1e-10
         prev1 = self._history[-1] if len(self._history) >= 1 else r
         prev2 = self._history[-2] if len(self._history) >= 2 else prev1
         beta1 = (self.pcoeff + self.icoeff + self.dcoeff) / error_order
@@ -99,6 +104,67 @@ class PIDController:
             self._history.append(r)
             del self._history[:-2]
         return accept, h * factor
+
+
+@dataclass
+class PIController:
+    """Hairer's DOPRI5 step-size control: PI with Lund stabilisation ``beta``.
+
+    On an accepted step (``r <= 1``)::
+
+        h_new = h * clip(safety * r^-(1/q - 0.75 beta) * r_prev^beta, dfactor, ifactor)
+
+    where ``r_prev`` is the previous accepted ratio (``max(r, 1e-4)``; 1e-4
+    before the first, as in DOPRI5), and ``h_new <= h`` right after a
+    rejection. On a rejected step, ``h_new = h * max(dfactor, safety *
+    r^-(1/q - 0.75 beta))``. ``beta = 0`` is DOP853's I control, which also
+    lets an accepted step shrink. The default ``beta = 0.04`` is DOPRI5's.
+
+    Why it matters: where a component's error rises steadily over a few
+    steps (an oscillation's zero crossing under relative error control), the
+    torchdiffeq/diffrax rule "an accepted step never shrinks" runs into one
+    or two rejections per crossing; this controller shrinks ahead of them.
+    """
+
+    beta: float = 0.04
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    _prev: float = field(default=1e-4, repr=False)
+    _rejected: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_factors(self.safety, self.ifactor, self.dfactor)
+        if not (math.isfinite(self.beta) and 0 <= self.beta <= 0.2):
+            raise ValueError(f"beta must be in [0, 0.2] (DOPRI5's default is 0.04), got {self.beta!r}")
+
+    def start(self) -> "PIController":
+        return PIController(self.beta, self.safety, self.ifactor, self.dfactor)
+
+    def exponent(self, error_order: int) -> float:
+        """The integral exponent ``1/q - 0.75 beta`` (DOPRI5's ``expo1``) for an error of order ``q``."""
+        expo = 1.0 / error_order - 0.75 * self.beta
+        if not expo > 0:
+            raise InvalidInputError(
+                f"PIController(beta={self.beta}) gives a non-positive exponent 1/q - 0.75 beta = {expo:.3g} for a "
+                f"method whose error estimate has order q = {error_order}; use beta < {1 / (0.75 * error_order):.3g}"
+            )
+        return expo
+
+    def adapt(self, h: float, ratio: float, error_order: int) -> tuple[bool, float]:
+        if not math.isfinite(ratio):
+            self._rejected = True
+            return False, h * self.dfactor
+        r = max(ratio, 1e-300)
+        integral = r ** -self.exponent(error_order)
+        if ratio <= 1.0:
+            factor = min(self.ifactor, max(self.dfactor, self.safety * integral * self._prev**self.beta))
+            if self._rejected:
+                factor = min(factor, 1.0)
+            self._prev, self._rejected = max(ratio, 1e-4), False
+            return True, h * factor
+        self._rejected = True
+        return False, h * max(self.dfactor, min(1.0, self.safety * integral))
 
 
 def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from neurode.framework.controller import IController, PIDController, initial_step, norm_value
+from neurode.framework.controller import IController, PIController, PIDController, initial_step, norm_value
 from neurode.framework.errors import (
     EventNotFoundError,
     InvalidInputError,
@@ -55,7 +55,7 @@ class LoopConfig:
     rtol: float | torch.Tensor = 1e-7
     atol: float | torch.Tensor = 1e-9
     norm: Callable[[torch.Tensor], Any] | None = None
-    controller: IController | PIDController = field(default_factory=IController)
+    controller: IController | PIController | PIDController = field(default_factory=IController)
     first_step: float | None = None
     min_step: float = 0.0
     max_step: float = math.inf
@@ -202,6 +202,8 @@ def integrate(
     controller = config.controller.start()
     rtol, atol, norm = config.rtol, config.atol, config.norm
     order = solver.error_order
+    if isinstance(controller, PIController) and solver.adaptive:
+        controller.exponent(order)  # a beta too large for this method's order: say so before stepping
 
     tau = tau_out[0]
     y = y0

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from neurode.framework.adjoint import AbstractAdjoint, Problem, default_params
-from neurode.framework.controller import IController, PIDController
+from neurode.framework.controller import IController, PIController, PIDController
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.loop import DEFAULT_MAX_NUM_STEPS, LoopConfig, rms_norm
@@ -39,7 +39,7 @@ PER_SAMPLE_ADJOINTS = ("direct", "checkpoint", "backsolve")
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
     {"first_step", "min_step", "max_step", "max_num_steps", "step_t", "jump_t", "step_size",
-     "grid_constructor", "norm", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "dtype"}
+     "grid_constructor", "norm", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "beta", "dtype"}
 )
 
 
@@ -105,26 +105,33 @@ def _as_tolerance(name: str, value, y0: torch.Tensor):
     return value
 
 
-def _make_controller(controller, options: dict) -> IController | PIDController:
+def _make_controller(controller, options: dict) -> IController | PIController | PIDController:
     factors = {k: float(options.pop(k)) for k in ("safety", "ifactor", "dfactor") if k in options}
     pid = {k: float(options.pop(k)) for k in ("pcoeff", "icoeff", "dcoeff") if k in options}
+    pi = {k: float(options.pop(k)) for k in ("beta",) if k in options}
     try:
         if controller is None:
-            controller = "pid" if pid else "i"
+            controller = "pid" if pid else "pi" if pi else "i"
         if isinstance(controller, str):
+            if controller != "pid" and pid:
+                raise InvalidInputError(f"options {sorted(pid)} need controller='pid', got controller={controller!r}")
+            if controller != "pi" and pi:
+                raise InvalidInputError(f"option 'beta' needs controller='pi', got controller={controller!r}")
             if controller == "i":
-                if pid:
-                    raise InvalidInputError(f"options {sorted(pid)} need controller='pid'")
                 return IController(**factors)
+            if controller == "pi":
+                return PIController(**pi, **factors)
             if controller == "pid":
                 return PIDController(**pid, **factors)
-            raise InvalidInputError(f"controller must be 'i', 'pid' or a controller instance, got {controller!r}")
+            raise InvalidInputError(
+                f"controller must be 'i', 'pi', 'pid' or a controller instance, got {controller!r}")
     except ValueError as exc:
         if isinstance(exc, InvalidInputError):
             raise
         raise InvalidInputError(str(exc)) from None
-    if factors or pid:
-        raise InvalidInputError(f"options {sorted({**factors, **pid})} conflict with an explicit controller instance")
+    if factors or pid or pi:
+        raise InvalidInputError(
+            f"options {sorted({**factors, **pid, **pi})} conflict with an explicit controller instance")
     if not hasattr(controller, "adapt") or not hasattr(controller, "start"):
         raise InvalidInputError(f"controller must provide start() and adapt(); got {controller!r}")
     return controller
@@ -386,7 +393,10 @@ def solve(
             ``"checkpoint"`` or any registered one, or an instance.
         rtol, atol: relative and absolute tolerances (floats, or tensors per
             element; tuples per part of a tuple state).
-        controller: ``"i"`` (default), ``"pid"`` or a controller instance.
+        controller: ``"i"`` (default; torchdiffeq's integral controller),
+            ``"pi"`` (Hairer's DOPRI5 PI control, option ``beta``; fewer
+            rejected steps on oscillatory solutions), ``"pid"`` (options
+            ``pcoeff``, ``icoeff``, ``dcoeff``) or a controller instance.
         event_fn: stop at the first sign change of ``event_fn(t, y)``; only
             ``t[0]`` is used then, and ``Solution.event_t`` holds the time.
         adjoint_options: options of the gradient method (e.g. for

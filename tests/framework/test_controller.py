@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import neurode
-from neurode.framework.controller import IController, PIDController, initial_step
+from neurode.framework.batch_loop import _adapt, _controller_state
+from neurode.framework.controller import IController, PIController, PIDController, initial_step
 from neurode.framework.loop import rms_norm
 
 
@@ -30,10 +31,86 @@ def test_pid_controller_uses_the_error_history():
     assert h3 != pytest.approx(i_only)
 
 
+def dopri5_control(ratios, h=0.1, beta=0.04, q=5):
+    """The step sizes Hairer's DOPRI5 (Fortran, 1996) chooses after each error ``ratios[i]``, transcribed."""
+    safe, fac1, fac2 = 0.9, 0.2, 10.0
+    facc1, facc2, expo1 = 1 / fac1, 1 / fac2, 1 / q - beta * 0.75
+    facold, reject, out = 1e-4, False, []
+    for err in ratios:
+        fac11 = err**expo1
+        fac = fac11 / facold**beta  # Lund stabilisation
+        fac = max(facc2, min(facc1, fac / safe))
+        hnew = h / fac
+        if err <= 1.0:
+            facold = max(err, 1e-4)
+            if reject:
+                hnew = min(hnew, h)
+            reject = False
+        else:
+            hnew = h / min(facc1, fac11 / safe)
+            reject = True
+        out.append((err <= 1.0, hnew))
+        h = hnew
+    return out
+
+
+RATIO_SEQUENCE = [1e-6, 0.3, 0.5, 0.8, 1.7, 1.1, 0.6, 0.2, 40.0, 0.9, 0.95, 0.01, 1.0, 0.7]
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04, 0.08])
+def test_pi_controller_is_dopri5s_step_size_control(beta):
+    ctrl, h, got = PIController(beta=beta).start(), 0.1, []
+    for r in RATIO_SEQUENCE:
+        accept, h = ctrl.adapt(h, r, 5)
+        got.append((accept, h))
+    for (accept, h_got), (expected_accept, h_expected) in zip(got, dopri5_control(RATIO_SEQUENCE, beta=beta)):
+        assert accept == expected_accept
+        assert h_got == pytest.approx(h_expected, rel=1e-12)
+    # unlike the I controller, an accepted step with a ratio close to 1 is followed by a smaller one
+    assert PIController().start().adapt(0.1, 0.9, 5)[1] < 0.1 == IController().adapt(0.1, 0.9, 5)[1]
+
+
+def test_pi_controller_is_fresh_per_solve_and_refuses_a_non_finite_ratio():
+    ctrl = PIController()
+    first = ctrl.start()
+    first.adapt(0.1, 1.5, 5)  # a rejection: the next accepted step may not grow
+    assert first.adapt(0.1, 1e-3, 5)[1] == pytest.approx(0.1)
+    assert ctrl.start().adapt(0.1, 1e-3, 5)[1] > 0.1
+    assert first.adapt(0.1, math.nan, 5) == (False, pytest.approx(0.02))
+
+
+@pytest.mark.parametrize("controller", [IController(), PIController(), PIController(beta=0.0),
+                                        PIDController(), PIDController(0.2, 0.5, 0.1)])
+def test_vectorised_control_is_the_controller_per_sample(controller):
+    # the batch loop's _adapt on a vector of samples, each with its own ratio sequence, against the scalar adapt
+    gen = torch.Generator().manual_seed(3)
+    n, steps = 6, 12
+    ratios = torch.exp(torch.randn(steps, n, generator=gen, dtype=torch.float64) * 2.0)
+    ratios[3, 1], ratios[5, 2], ratios[7, 4] = math.nan, 0.0, 1.0
+    h = torch.full((n,), 0.1, dtype=torch.float64)
+    history = _controller_state(controller, n, h.device)
+    scalars = [controller.start() for _ in range(n)]
+    hs = [0.1] * n
+    for k in range(steps):
+        accept, h, history = _adapt(controller, h, ratios[k], 5, history)
+        for b in range(n):
+            ok, hs[b] = scalars[b].adapt(hs[b], float(ratios[k, b]), 5)
+            assert bool(accept[b]) == ok
+            assert float(h[b]) == pytest.approx(hs[b], rel=1e-12)
+
+
 @pytest.mark.parametrize("kwargs", [{"safety": 0.0}, {"ifactor": 0.5}, {"dfactor": 1.5}])
 def test_bad_controller_factors_are_rejected(kwargs):
     with pytest.raises(ValueError):
         IController(**kwargs)
+    with pytest.raises(ValueError):
+        PIController(**kwargs)
+
+
+@pytest.mark.parametrize("beta", [-0.01, 0.25, math.nan])
+def test_bad_beta_is_rejected(beta):
+    with pytest.raises(ValueError, match="beta must be in \\[0, 0.2\\]"):
+        PIController(beta=beta)
 
 
 def test_non_finite_derivative_at_the_start_is_a_typed_error():

@@ -155,22 +155,27 @@ def test_stats_as_dict_names_every_counter():
             "n_steps_backward"} <= set(stats)
 
 
-# --------------------------------------------------------------------------- the PID controller
+# --------------------------------------------------------------------------- the PID and PI controllers
 
 
-@pytest.mark.parametrize("name", ["van_der_pol", "kepler"])
-def test_pid_controller_rejects_fewer_steps_for_comparable_work_and_accuracy(name):
+def _against_i_control(name: str, controller: str, rtol: float, atol: float):
+    """``(stats, final error)`` of the I controller and of ``controller`` on a standard problem."""
     from scipy.integrate import solve_ivp
 
     problem = STANDARD_PROBLEMS[name]
     reference = solve_ivp(lambda t, y: problem.func(torch.tensor(t), torch.from_numpy(y)).numpy(), problem.t_span,
                           problem.y0, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
-    results = {}
-    for controller in ("i", "pid"):
-        sol = neurode.solve(problem.func, problem.initial_state(), torch.tensor(problem.t_span), controller=controller,
-                            rtol=1e-6, atol=1e-8)
-        results[controller] = (sol.stats, float(np.abs(sol.ys[-1].numpy() - reference).max()))
-    (i_stats, i_error), (pid_stats, pid_error) = results["i"], results["pid"]
+    results = []
+    for which in ("i", controller):
+        sol = neurode.solve(problem.func, problem.initial_state(), torch.tensor(problem.t_span), controller=which,
+                            rtol=rtol, atol=atol)
+        results.append((sol.stats, float(np.abs(sol.ys[-1].numpy() - reference).max())))
+    return results
+
+
+@pytest.mark.parametrize("name", ["van_der_pol", "kepler"])
+def test_pid_controller_rejects_fewer_steps_for_comparable_work_and_accuracy(name):
+    (i_stats, i_error), (pid_stats, pid_error) = _against_i_control(name, "pid", 1e-6, 1e-8)
     assert pid_stats.n_rejected < i_stats.n_rejected
     assert pid_stats.n_steps <= 1.3 * i_stats.n_steps
     assert pid_error <= 2 * i_error
@@ -181,6 +186,22 @@ def test_pid_coefficients_select_the_pid_controller():
     by_options = neurode.solve(Counting(), Y0, T, pcoeff=0.2, icoeff=0.5)
     assert torch.equal(by_name.ys, by_options.ys)
     assert by_name.stats.n_steps != neurode.solve(Counting(), Y0, T).stats.n_steps
+
+
+@pytest.mark.parametrize("name", ["van_der_pol", "arenstorf", "lotka_volterra", "lorenz"])
+def test_pi_controller_rejects_fewer_steps_with_no_more_work_or_error(name):
+    (i_stats, i_error), (pi_stats, pi_error) = _against_i_control(name, "pi", 1e-8, 1e-10)
+    assert pi_stats.n_rejected < 0.7 * i_stats.n_rejected
+    assert pi_stats.nfe <= i_stats.nfe
+    assert pi_error <= 2 * i_error
+
+
+def test_beta_selects_the_pi_controller():
+    by_name = neurode.solve(Counting(), Y0, T, controller="pi", beta=0.08)
+    by_option = neurode.solve(Counting(), Y0, T, beta=0.08)
+    default = neurode.solve(Counting(), Y0, T, controller="pi")
+    assert torch.equal(by_name.ys, by_option.ys)
+    assert by_name.stats.n_steps != default.stats.n_steps
 
 
 # --------------------------------------------------------------------------- refused input
@@ -241,7 +262,11 @@ def test_per_sample_times_must_match_the_batch():
     ({"first_step": 0.0}, "first_step must be a positive finite number"),
     ({"min_step": 2.0, "max_step": 1.0}, "min_step \\(2.0\\) must not exceed max_step \\(1.0\\)"),
     ({"max_num_steps": 0}, "max_num_steps must be a positive integer"),
-    ({"controller": "p"}, "controller must be 'i', 'pid' or a controller instance, got 'p'"),
+    ({"controller": "p"}, "controller must be 'i', 'pi', 'pid' or a controller instance, got 'p'"),
+    ({"controller": "pi", "pcoeff": 0.4}, "options \\['pcoeff'\\] need controller='pid', got controller='pi'"),
+    ({"controller": "i", "beta": 0.04}, "option 'beta' needs controller='pi', got controller='i'"),
+    ({"controller": "pi", "beta": 0.3}, "beta must be in \\[0, 0.2\\]"),
+    ({"solver": "dopri8", "beta": 0.2}, "non-positive exponent .* order q = 8; use beta < 0.167"),
     ({"safety": 1.5}, "safety must be in \\(0, 1\\]"),
     ({"step_size": 0.1, "grid_constructor": lambda f, y0, t: t}, "mutually exclusive"),
 ])
