@@ -36,10 +36,12 @@ DEFAULT_ADJOINT = "direct"
 #: gradient methods that run the batch-parallel loop
 PER_SAMPLE_ADJOINTS = ("direct", "checkpoint", "backsolve")
 
+#: options that configure the step-size controller
+CONTROLLER_OPTIONS = frozenset({"safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "beta"})
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
     {"first_step", "min_step", "max_step", "max_num_steps", "step_t", "jump_t", "step_size",
-     "grid_constructor", "norm", "safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "beta", "dtype"}
+     "grid_constructor", "norm", "dtype"} | CONTROLLER_OPTIONS
 )
 
 

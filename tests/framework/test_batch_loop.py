@@ -222,8 +222,9 @@ def test_checkpoint_gradcheck_in_the_batch_loop():
     assert torch.autograd.gradcheck(fn, (y0, A), atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("controller", ["i", "pi"])
 @pytest.mark.parametrize("adjoint, tol", [("checkpoint", 1e-10), ("backsolve", 1e-5)])
-def test_gradient_methods_with_args_and_compaction(adjoint, tol):
+def test_gradient_methods_with_args_and_compaction(adjoint, tol, controller):
     f, w, _, y0 = oscillators(8, low=0.1, high=10.0)
     scale = torch.tensor(1.0, dtype=F64, requires_grad=True)
 
@@ -234,7 +235,7 @@ def test_gradient_methods_with_args_and_compaction(adjoint, tol):
     for method in ("direct", adjoint):
         y = y0.clone().requires_grad_(True)
         sol = neurode.solve(g, y, torch.linspace(0, 3, 4, dtype=F64), per_sample=True, args=(w,), adjoint=method,
-                            rtol=1e-9, atol=1e-11, adjoint_params=(scale,))
+                            rtol=1e-9, atol=1e-11, adjoint_params=(scale,), controller=controller)
         grads.append(torch.autograd.grad((sol.ys ** 2).sum(), (y, scale)))
     for d, other in zip(*grads):
         assert torch.allclose(d, other, rtol=tol, atol=tol * 1e-2)

@@ -32,7 +32,7 @@ from neurode.framework.errors import InvalidInputError
 from neurode.framework.loop import integrate, rms_norm
 from neurode.framework.batch_loop import integrate_batch, raise_for_status
 from neurode.framework.solution import SolveStats
-from neurode.framework.solve import build_problem, make_solver
+from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver
 from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state
 
 
@@ -141,12 +141,16 @@ class _BacksolveFunction(torch.autograd.Function):
             options = {}
         norm_choice = options.pop("norm", None)
         aug_norm = _augmented_norm(norm_choice, problem.config.norm, y_shape, [p.shape for p in params])
+        # the backward solve keeps the forward step-size controller, unless its own options configure one
+        if method.options is None:
+            options = {k: v for k, v in options.items() if k not in CONTROLLER_OPTIONS}
+        controller = None if CONTROLLER_OPTIONS & options.keys() else problem.config.controller
         backward_problem, _ = build_problem(
             augmented_dynamics, aug0, t[-2:].flip(0) if len(t) >= 2 else t,
             solver=method.solver if method.solver is not None else (problem.solver_name or problem.solver),
             rtol=method.rtol if method.rtol is not None else problem.config.rtol,
             atol=method.atol if method.atol is not None else problem.config.atol,
-            params=(), options=options,
+            controller=controller, params=(), options=options,
         )
         backward_problem.config.norm = aug_norm
         shapes = backward_problem.shapes

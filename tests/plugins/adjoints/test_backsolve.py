@@ -27,9 +27,10 @@ def _grads(adjoint, **kwargs):
     return y0.grad, func.A.grad, sol.stats
 
 
-def test_backsolve_matches_direct_to_tolerance():
-    gy_d, ga_d, _ = _grads("direct", rtol=1e-10, atol=1e-12)
-    gy_b, ga_b, stats = _grads("backsolve", rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("controller", ["i", "pi", "pid"])
+def test_backsolve_matches_direct_to_tolerance(controller):
+    gy_d, ga_d, _ = _grads("direct", rtol=1e-10, atol=1e-12, controller=controller)
+    gy_b, ga_b, stats = _grads("backsolve", rtol=1e-10, atol=1e-12, controller=controller)
     assert torch.allclose(gy_b, gy_d, rtol=1e-6, atol=1e-8)
     assert torch.allclose(ga_b, ga_d, rtol=1e-6, atol=1e-8)
     assert stats.nfe_backward > 0 and stats.n_steps_backward > 0
@@ -55,3 +56,28 @@ def test_backsolve_inherits_fixed_step_options_of_the_forward_solve():
 def test_unknown_norm_is_rejected():
     with pytest.raises(neurode.NeurodeError, match="seminorm"):
         _grads("backsolve", adjoint_options={"options": {"norm": "l2"}})
+
+
+def test_the_backward_solve_keeps_the_forward_controller():
+    # as torchdiffeq's adjoint inherits the forward options: a controller instance is started again backwards
+    from neurode.framework.controller import PIController
+
+    class Spy(PIController):
+        starts = 0
+
+        def start(self):
+            Spy.starts += 1
+            return super().start()
+
+    func = Linear()
+    y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=F64, requires_grad=True)
+    sol = neurode.solve(func, y0, torch.linspace(0, 3, 4, dtype=F64), adjoint="backsolve", controller=Spy())
+    assert Spy.starts == 1
+    sol.ys.sum().backward()
+    assert Spy.starts == 1 + 3  # one backward solve per output interval
+    # options of its own that configure a controller replace it
+    Spy.starts = 0
+    sol = neurode.solve(func, y0, torch.linspace(0, 3, 4, dtype=F64), adjoint="backsolve", controller=Spy(),
+                        adjoint_options={"options": {"safety": 0.8}})
+    sol.ys.sum().backward()
+    assert Spy.starts == 1
