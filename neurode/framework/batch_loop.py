@@ -219,6 +219,8 @@ def integrate_batch(
     quadrature there).
     """
     stats = SolveStats() if stats is None else stats
+    if y0.requires_grad and not torch.is_grad_enabled():
+        y0 = y0.detach()  # f then sees the same kind of tensor at every call: no recompiles of a compiled f
     if not (solver.adaptive and getattr(solver, "supports_per_sample", False)):
         raise InvalidInputError(
             f"per-sample time grids need an adaptive solver with per-sample steps (an explicit Runge-Kutta pair "

@@ -182,9 +182,12 @@ def integrate(
 
     ``t`` is a 1-D tensor, strictly monotone. With ``event_fn`` only ``t[0]``
     is used and the solve runs until ``event_fn(t, y)`` changes sign.
-    Returns the states at the times of ``t`` as a list (``ys[0] is y0``).
+    Returns the states at the times of ``t`` as a list (``ys[0] is y0``, or
+    ``y0.detach()`` when gradients are off).
     """
     stats = SolveStats() if stats is None else stats
+    if y0.requires_grad and not torch.is_grad_enabled():
+        y0 = y0.detach()  # f then sees the same kind of tensor at every call: no recompiles of a compiled f
     nfe_start = func.nfe
     t_list = [float(v) for v in t.detach().to(dtype=torch.float64, device="cpu").tolist()]
     n_out = len(t_list)

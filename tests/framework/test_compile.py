@@ -35,3 +35,40 @@ def test_compiled_dynamics_give_the_eager_results_and_gradients():
         sol = neurode.solve(f, y, t, adjoint="checkpoint")
         grads.append(torch.autograd.grad(sol.ys.sum(), y)[0])
     assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+class ScaledMLP(MLP):
+    def forward(self, t, y, args):
+        return self.net(y) * args[0][:, None]
+
+
+def test_compiled_dynamics_in_the_per_sample_loop_compile_four_graphs_for_every_gradient_method():
+    # the active set shrinks as samples finish, so the compiled f sees every batch size from 16 down to 1; with
+    # dynamic=True that is one graph for all sizes > 1 and one for size 1 (torch specialises it), each with
+    # gradients off (the starting step, no-grad solves) and on (y requiring grad: direct, the checkpoint replay,
+    # the backsolve VJPs). The loops give f the same kind of tensor everywhere (no strided views, no y requiring
+    # grad under no_grad), so four graphs serve all four solves below, far from torch's recompile limit (8)
+    torch.manual_seed(0)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    func = ScaledMLP().double()
+    compiled = torch.compile(func, backend=counting_backend, dynamic=True)
+    y0 = torch.randn(16, 2, dtype=torch.float64)
+    w = torch.logspace(-1, 1, 16, dtype=torch.float64)
+    t = torch.linspace(0, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        eager = neurode.solve(func, y0, t, per_sample=True, args=(w,))
+        assert torch.equal(neurode.solve(compiled, y0, t, per_sample=True, args=(w,)).ys, eager.ys)
+    for adjoint in ("direct", "checkpoint", "backsolve"):
+        grads = []
+        for f in (func, compiled):
+            y = y0.clone().requires_grad_(True)
+            sol = neurode.solve(f, y, t, per_sample=True, args=(w,), adjoint=adjoint)
+            grads.append(torch.autograd.grad(sol.ys.sum(), (y, *func.parameters())))
+        for eager_grad, compiled_grad in zip(*grads):
+            assert torch.allclose(eager_grad, compiled_grad, rtol=1e-12, atol=1e-12)
+    assert len(graphs) <= 4  # 8 (the limit, then eager fallback) before the loops normalised what f receives

@@ -116,7 +116,8 @@ class _BacksolveFunction(torch.autograd.Function):
             _, y, a, *_ = aug
             with torch.enable_grad():
                 t_in = t_.detach().requires_grad_(t_requires_grad)
-                y_in = y.detach().requires_grad_(True)
+                # with the forward solve's strides: a compiled f would otherwise compile again for them
+                y_in = y.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
                 f = inner(t_in, y_in)
                 inputs = (t_in, y_in, *params) if t_requires_grad else (y_in, *params)
                 vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
@@ -255,7 +256,8 @@ class _BacksolveBatchFunction(torch.autograd.Function):
             a_args = maybe_args[0] if maybe_args else None
             y, a = z[:, 0], z[:, 1]
             with torch.enable_grad():
-                y_in = y.detach().requires_grad_(True)
+                # with the forward solve's strides: a compiled f would otherwise compile again for them
+                y_in = y.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
                 f = call(t_, y_in, a_args)
                 (vjp_y,) = torch.autograd.grad(f, y_in, -a, allow_unused=True, retain_graph=bool(params))
             if vjp_y is None:
@@ -292,7 +294,9 @@ class _BacksolveBatchFunction(torch.autograd.Function):
                         f_i, a_i = kept[i]
                     else:
                         t_i, z_i, _ = points[i]
-                        f_i, a_i = call(t_i, z_i[:, 0].detach(), a_args), z_i[:, 1]
+                        # y requires grad as in every other evaluation under grad mode (one graph of a compiled f)
+                        y_i = z_i[:, 0].detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+                        f_i, a_i = call(t_i, y_i, a_args), z_i[:, 1]
                     outs.append(f_i)
                     w = (weight * b_i).view(-1, *([1] * (a_i.ndim - 1)))
                     cotangents.append(-a_i * w)
