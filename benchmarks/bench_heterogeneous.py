@@ -60,7 +60,7 @@ Two vector fields are measured:
   error is reported on the first copy's x. (``--copies 64`` makes the per-row
   cost dominate further, at about 3 minutes per repeat for all libraries.)
 
-The default run takes about 5 minutes:
+The default run takes about 2 minutes:
 
     python benchmarks/bench_heterogeneous.py [--n 512] [--repeats 5] [--repeats-coupled 3] [--atol 1e-9 1e-8]
                                              [--variant cheap coupled] [--copies 16] [--pid-coeffs 0.4 0.3]
