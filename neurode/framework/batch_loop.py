@@ -361,11 +361,18 @@ def integrate_batch(
             code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
             code = torch.where(finished, SUCCESS, code)
 
-        for j in range(n_emit):
-            sel = torch.nonzero(count > j).flatten()
-            at = ptr[sel] + j
-            target = row_tau_out[sel, at]
-            theta = ((target - tau_prev[sel]) / (tau[sel] - tau_prev[sel])).clamp(0.0, 1.0)
+        if n_emit:
+            # every output passed in this step at once, as (row, output) pairs: a sample that passed several
+            # outputs in one step appears once per output (one round of tensor operations, not n_emit rounds)
+            if n_emit == 1:
+                sel = torch.nonzero(count).flatten()
+                at = ptr[sel]
+            else:
+                pairs = torch.nonzero(torch.arange(n_emit, device=device)[None, :] < count[:, None])
+                sel = pairs[:, 0]
+                at = ptr[sel] + pairs[:, 1]
+            start = tau_prev[sel]
+            theta = ((row_tau_out[sel, at] - start) / (tau[sel] - start)).clamp_(0.0, 1.0)
             out_value.append(solver.interpolate_per_sample(step, sel, theta))
             out_index.append(act[sel] * n_times + at)
             if records is not None:

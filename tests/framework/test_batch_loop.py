@@ -109,6 +109,29 @@ def test_a_sample_takes_the_same_steps_in_any_batch(solver, controller):
         assert torch.allclose(batch.ys[:, b], alone.ys[:, 0], rtol=1e-13, atol=1e-15)
 
 
+def test_several_outputs_in_one_step_values_and_checkpoint_gradients():
+    # the slow sample passes several outputs per step: they are interpolated as one batch of (row, output) pairs,
+    # a row repeated once per output, and the checkpointed adjoint replays the same pairs
+    w = torch.tensor([0.2, 5.0], dtype=F64)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, -0.5]], dtype=F64)
+    t = torch.linspace(0.0, 4.0, 41, dtype=F64)
+
+    def f(t_, y, w_):
+        return torch.stack([y[..., 1], -(w_**2) * y[..., 0]], dim=-1)
+
+    grads, solutions = [], []
+    for adjoint in ("direct", "checkpoint"):
+        y = y0.clone().requires_grad_(True)
+        sol = neurode.solve(f, y, t, per_sample=True, args=w, adjoint=adjoint, rtol=1e-8, atol=1e-10)
+        grads.append(torch.autograd.grad((sol.ys**2).sum(), y)[0])
+        solutions.append(sol)
+    assert int(solutions[0].sample_stats["n_accepted"][0]) < len(t) // 3  # about 3 or more outputs per step
+    assert torch.allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    for b in range(2):
+        own = neurode.odeint(lambda t_, y: f(t_, y, w[b]), y0[b], t, rtol=1e-8, atol=1e-10)
+        assert torch.allclose(solutions[0].ys[:, b], own.detach(), rtol=1e-6, atol=1e-8)
+
+
 def test_decreasing_per_sample_times():
     y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
     t = torch.tensor([[1.0, 0.0], [2.0, 1.5]], dtype=F64)
