@@ -331,9 +331,11 @@ def main() -> None:
         if not {checkpoint, direct} <= set(args.methods):
             continue  # the checkpoint-vs-direct comparison needs both
         print(f"  {checkpoint} vs direct at {hi:g}: peak MB {get(checkpoint, hi, 'peak_mb'):.1f} vs "
-              f"{get(direct, hi, 'peak_mb'):.1f} (ratio {ratio(get(checkpoint, hi, 'peak_mb'), get(direct, hi, 'peak_mb')):.2f}); "
+              f"{get(direct, hi, 'peak_mb'):.1f} (ratio "
+              f"{ratio(get(checkpoint, hi, 'peak_mb'), get(direct, hi, 'peak_mb')):.2f}); "
               f"graph MB ratio {ratio(get(checkpoint, hi, 'graph_mb'), get(direct, hi, 'graph_mb')):.3f}, "
-              f"tensor peak MB ratio {ratio(get(checkpoint, hi, 'tensor_peak_mb'), get(direct, hi, 'tensor_peak_mb')):.3f}")
+              "tensor peak MB ratio "
+              f"{ratio(get(checkpoint, hi, 'tensor_peak_mb'), get(direct, hi, 'tensor_peak_mb')):.3f}")
         for t_end in args.lengths:
             print(f"  {prefix} gradient error at {t_end:g}: checkpoint {get(checkpoint, t_end, 'err'):.1e}, "
                   f"direct {get(direct, t_end, 'err'):.1e}")

@@ -143,8 +143,9 @@ def median_time(fn, repeats: int) -> float:
 
 def run(variant: str, n: int, copies: int, n_out: int, t_end: float, rtol: float, atol: float,
         repeats: int, pid: tuple[float, float] = (0.4, 0.3)) -> tuple[list[dict], int, int]:
-    import neurode
     import torchdiffeq
+
+    import neurode
 
     p = Problem(n, copies if variant == "coupled" else 1)
     t = torch.linspace(0.0, t_end, n_out, dtype=F64)

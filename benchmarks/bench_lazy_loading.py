@@ -67,7 +67,9 @@ def write_store(path: Path, store_mb: int, chunk_trajectories: int) -> tuple[int
             "time": (("trajectory", "obs"), time, cf_attrs("s", "time")),
             "x": (("trajectory", "obs"), x, cf_attrs("m", "position")),
             "v": (("trajectory", "obs", "component"), v, cf_attrs("m s-1", "velocity")),
-            "damping": (("trajectory",), rng.uniform(0.1, 0.5, n, chunks=chunk_trajectories), cf_attrs("s-1", "damping")),
+            "damping": (
+                ("trajectory",), rng.uniform(0.1, 0.5, n, chunks=chunk_trajectories), cf_attrs("s-1", "damping")
+            ),
         },
         attrs=dict(DATASET_ATTRS),
     )
@@ -139,9 +141,11 @@ def main() -> None:
             sys.exit(f"streaming pass failed:\n{child.stderr}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"streamed: {result['trajectories']} trajectories, {result['observed_values']} observed values "
-              f"in {result['seconds']:.1f} s ({data_bytes / 2**20 / result['seconds']:.0f} MB/s); lazy={result['lazy']}")
+              f"in {result['seconds']:.1f} s ({data_bytes / 2**20 / result['seconds']:.0f} MB/s); "
+              f"lazy={result['lazy']}")
         print(f"peak RSS {result['peak_rss_mb']:.0f} MB (after imports {result['baseline_rss_mb']:.0f} MB) "
-              f"vs store {data_bytes / 2**20:.0f} MB: store / peak = {data_bytes / 2**20 / result['peak_rss_mb']:.1f}x; "
+              f"vs store {data_bytes / 2**20:.0f} MB: "
+              f"store / peak = {data_bytes / 2**20 / result['peak_rss_mb']:.1f}x; "
               f"cap {args.cap_mb} MB")
         if result["trajectories"] != n:
             sys.exit(f"FAIL: streamed {result['trajectories']} trajectories, expected {n}")

@@ -69,8 +69,9 @@ def median_time(fn, repeats: int, inner: int = 1) -> float:
 
 
 def run(batch: int, repeats: int, rtol: float, atol: float, t_end: float, compiled: bool = True) -> list[dict]:
-    import neurode
     import torchdiffeq
+
+    import neurode
 
     torch.manual_seed(0)
     f = MLPDynamics()
@@ -149,7 +150,8 @@ def main() -> None:
     parser.add_argument("--atol", type=float, default=1e-8)
     parser.add_argument("--t-end", type=float, default=5.0)
     parser.add_argument("--no-compile", action="store_true",
-                        help="skip the neurode-compiled row (solve(..., compile=True) compiles for seconds per batch size)")
+                        help="skip the neurode-compiled row "
+                             "(solve(..., compile=True) compiles for seconds per batch size)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol} atol={args.atol}")

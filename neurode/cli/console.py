@@ -53,4 +53,6 @@ def plugin_warnings_on_stderr() -> Iterator[None]:
         if issubclass(record.category, NeurodePluginWarning):
             print_warning(str(record.message))
         else:
-            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno, source=record.source)
+            warnings.warn_explicit(
+                record.message, record.category, record.filename, record.lineno, source=record.source
+            )

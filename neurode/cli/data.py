@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
 def info(
     path: Annotated[Path, typer.Argument(help="A dataset store: zarr, netCDF, or anything a loader plugin reads.")],
     loader: Annotated[
-        str | None, typer.Option("--loader", help="Loader name (default: chosen by path; see `neurode plugins --kind loader`).")
+        str | None,
+        typer.Option("--loader", help="Loader name (default: chosen by path; see `neurode plugins --kind loader`)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -93,7 +94,13 @@ def _print_report(report: dict[str, Any]) -> None:
     time = report["time"]
     span = "-" if time["min"] is None else f"{time['min']:g} to {time['max']:g}"
     console.print(f"time span: {span} ({time['units'] or 'no units'})", markup=False)
-    console.print(f"missing fraction (state variables, at observation times): {_percent(report['missing_fraction'])}", markup=False)
+    console.print(
+        f"missing fraction (state variables, at observation times): {_percent(report['missing_fraction'])}",
+        markup=False,
+    )
     provenance = {k: v for k, v in report["attrs"].items() if k.startswith("neurode_")}
     if provenance:
-        console.print("provenance: " + ", ".join(f"{k.removeprefix('neurode_')}={v}" for k, v in provenance.items()), markup=False)
+        console.print(
+            "provenance: " + ", ".join(f"{k.removeprefix('neurode_')}={v}" for k, v in provenance.items()),
+            markup=False,
+        )

@@ -66,29 +66,41 @@ def parse_span(text: str) -> tuple[float, float]:
 
 def simulate(
     system: Annotated[str | None, typer.Argument(help="System to simulate (see --list).", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Zarr store to write (e.g. data/oscillator.zarr).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Zarr store to write (e.g. data/oscillator.zarr).")
+    ] = None,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of trajectories.")] = 100,
-    obs: Annotated[int, typer.Option("--obs", min=1, help="Observations per trajectory (the maximum when irregular).")] = 100,
+    obs: Annotated[
+        int, typer.Option("--obs", min=1, help="Observations per trajectory (the maximum when irregular).")
+    ] = 100,
     t_span: Annotated[
         str | None, typer.Option("--t-span", help="Time span T0:T1 (default: the system's).", show_default=False)
     ] = None,
     sampling: Annotated[
-        Sampling, typer.Option("--sampling", help="regular: one shared grid; irregular: random times and counts per trajectory.")
+        Sampling,
+        typer.Option("--sampling", help="regular: one shared grid; irregular: random times and counts per trajectory."),
     ] = Sampling.regular,
     missing: Annotated[
-        float, typer.Option("--missing", min=0.0, max=0.999, help="Probability that a variable is unobserved at a time.")
+        float,
+        typer.Option("--missing", min=0.0, max=0.999, help="Probability that a variable is unobserved at a time."),
     ] = 0.0,
-    noise: Annotated[float, typer.Option("--noise", min=0.0, help="Std of Gaussian observation noise (variable units).")] = 0.0,
+    noise: Annotated[
+        float, typer.Option("--noise", min=0.0, help="Std of Gaussian observation noise (variable units).")
+    ] = 0.0,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Parameter range NAME=LOW:HIGH or value NAME=V; repeatable.", show_default=False),
+        typer.Option(
+            "--param", "-p", help="Parameter range NAME=LOW:HIGH or value NAME=V; repeatable.", show_default=False
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same options and seed, same data.")] = 0,
     rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Solver relative tolerance.")] = 1e-8,
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Solver absolute tolerance.")] = 1e-10,
     zarr_format: Annotated[int, typer.Option("--zarr-format", min=2, max=3, help="Zarr format version, 2 or 3.")] = 3,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at --out.")] = False,
-    list_systems: Annotated[bool, typer.Option("--list", help="List the systems and their parameters, then exit.")] = False,
+    list_systems: Annotated[
+        bool, typer.Option("--list", help="List the systems and their parameters, then exit.")
+    ] = False,
 ) -> None:
     """Simulate trajectories of a physical system and write them to a zarr store."""
     if list_systems:
@@ -113,7 +125,9 @@ def simulate(
     _run(spec, out, count, obs, span, sampling.value, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite)
 
 
-def _run(spec, out, count, obs, span, sampling, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite) -> None:
+def _run(
+    spec, out, count, obs, span, sampling, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -160,7 +174,8 @@ def _print_systems() -> None:
     table.add_column("description", overflow="fold", ratio=1)
     for spec in SYSTEMS.values():
         variables = "\n".join(
-            f"{v.name}[{len(v.indices)}] ({v.units})" if v.is_vector else f"{v.name} ({v.units})" for v in spec.variables
+            f"{v.name}[{len(v.indices)}] ({v.units})" if v.is_vector else f"{v.name} ({v.units})"
+            for v in spec.variables
         )
         parameters = "\n".join(
             f"{p.name}={p.low:g}" + ("" if p.fixed else f":{p.high:g}") + f" ({p.units})" for p in spec.parameters

@@ -39,7 +39,9 @@ def train(
     data: Annotated[
         Path | None,
         typer.Option(
-            "--data", exists=True, help="Dataset store (zarr, netCDF) to train on. Default: the built-in simulated dataset."
+            "--data",
+            exists=True,
+            help="Dataset store (zarr, netCDF) to train on. Default: the built-in simulated dataset.",
         ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Registered model name (see `neurode plugins`).")] = None,
@@ -54,7 +56,9 @@ def train(
     ] = None,
     device: Annotated[
         str,
-        typer.Option("--device", callback=_check_device, help="auto (CUDA, then MPS, then CPU), cpu, mps, cuda or cuda:N."),
+        typer.Option(
+            "--device", callback=_check_device, help="auto (CUDA, then MPS, then CPU), cpu, mps, cuda or cuda:N."
+        ),
     ] = "auto",
 ) -> None:
     """Train a model on a trajectory dataset (NOT YET IMPLEMENTED).

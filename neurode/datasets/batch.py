@@ -96,7 +96,9 @@ class TrajectoryBatch:
             return self.times
         return torch.where(self.time_mask, self.times, torch.full_like(self.times, float("nan")))
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, *, non_blocking: bool = False) -> TrajectoryBatch:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, *, non_blocking: bool = False
+    ) -> TrajectoryBatch:
         """A copy on ``device``; floating tensors (times, values, static) also cast to ``dtype``."""
         moved = {}
         for f in fields(self):
@@ -108,7 +110,14 @@ class TrajectoryBatch:
 
     def pin_memory(self) -> TrajectoryBatch:
         """Pinned copy, so ``DataLoader(pin_memory=True)`` works with this type."""
-        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).pin_memory()
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+        )
 
 
 def _common(items: Sequence[Trajectory]) -> tuple[torch.Tensor, torch.Tensor, int, torch.dtype]:
@@ -131,7 +140,9 @@ def collate_union(items: Sequence[Trajectory], *, feature_names=(), static_names
         where = torch.searchsorted(times, item.times)
         values[b, where] = item.values
         mask[b, where] = item.mask
-    return TrajectoryBatch(UNION, times, values, mask, mask.any(-1), static, index, tuple(feature_names), tuple(static_names))
+    return TrajectoryBatch(
+        UNION, times, values, mask, mask.any(-1), static, index, tuple(feature_names), tuple(static_names)
+    )
 
 
 def collate_padded(items: Sequence[Trajectory], *, feature_names=(), static_names=()) -> TrajectoryBatch:
@@ -151,7 +162,9 @@ def collate_padded(items: Sequence[Trajectory], *, feature_names=(), static_name
         values[b, :n] = item.values
         mask[b, :n] = item.mask
         time_mask[b, :n] = True
-    return TrajectoryBatch(PADDED, times, values, mask, time_mask, static, index, tuple(feature_names), tuple(static_names))
+    return TrajectoryBatch(
+        PADDED, times, values, mask, time_mask, static, index, tuple(feature_names), tuple(static_names)
+    )
 
 
 def collate(items: Sequence[Trajectory], *, mode: str = UNION, feature_names=(), static_names=()) -> TrajectoryBatch:

@@ -45,7 +45,10 @@ class SchemaError(DataError, ValueError):
         where = f"{source}: " if source else ""
         count = len(self.violations)
         lines = "\n".join(f"  - {v}" for v in self.violations)
-        message = f"{where}dataset does not match the neurode trajectory schema ({count} problem{'s' * (count != 1)}):\n{lines}"
+        message = (
+            f"{where}dataset does not match the neurode trajectory schema "
+            f"({count} problem{'s' * (count != 1)}):\n{lines}"
+        )
         super().__init__(message)
 
 

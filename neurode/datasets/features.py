@@ -17,7 +17,14 @@ import numpy as np
 import xarray as xr
 
 from neurode.datasets.errors import SchemaError
-from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, per_trajectory_variables, select_variables, state_variables
+from neurode.datasets.schema import (
+    COMPONENT,
+    OBS,
+    TRAJECTORY,
+    per_trajectory_variables,
+    select_variables,
+    state_variables,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,9 @@ class FeatureLayout:
         problems = []
         for name in variables:
             if ds[name].dims[:2] != (TRAJECTORY, OBS):
-                problems.append(f"{name!r} has dims {ds[name].dims}; a state variable needs (trajectory, obs[, component])")
+                problems.append(
+                    f"{name!r} has dims {ds[name].dims}; a state variable needs (trajectory, obs[, component])"
+                )
         for name in static:
             if ds[name].dims != (TRAJECTORY,):
                 problems.append(f"{name!r} has dims {ds[name].dims}; a static variable needs (trajectory,)")

@@ -141,7 +141,9 @@ def open_netcdf(path: Path, *, engine: str | None = None, chunks: Any = None) ->
     raise UnreadableStoreError(f"{path}: cannot read as netCDF ({'; '.join(failures)})")
 
 
-def open_raw(path: str | os.PathLike, *, format: str | None = None, chunks: Any = None, engine: str | None = None) -> xr.Dataset:
+def open_raw(
+    path: str | os.PathLike, *, format: str | None = None, chunks: Any = None, engine: str | None = None
+) -> xr.Dataset:
     """Open ``path`` lazily as stored, in whatever layout it has."""
     path = Path(os.fspath(path))
     if not path.exists():

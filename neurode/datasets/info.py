@@ -50,7 +50,12 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
 
     variables = []
     for name, var in ds.data_vars.items():
-        role = "time" if name == TIME else "state" if name in states else "per_trajectory" if name in per_trajectory_variables(ds) else "other"
+        role = (
+            "time" if name == TIME
+            else "state" if name in states
+            else "per_trajectory" if name in per_trajectory_variables(ds)
+            else "other"
+        )
         entry = {
             "name": str(name),
             "role": role,

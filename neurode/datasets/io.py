@@ -21,7 +21,14 @@ from typing import Any
 
 import xarray as xr
 
-from neurode.datasets.errors import DataError, NoLoaderError, SchemaError, StoreExistsError, StoreNotFoundError, UnreadableStoreError
+from neurode.datasets.errors import (
+    DataError,
+    NoLoaderError,
+    SchemaError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnreadableStoreError,
+)
 from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, validate
 from neurode.framework.errors import NeurodeError
 from neurode.framework.loader import AbstractLoader

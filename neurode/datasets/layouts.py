@@ -158,7 +158,12 @@ def _find_time(ds: xr.Dataset, sample_dim: Hashable) -> Hashable:
     for name, var in ds.variables.items():
         if var.dims[:1] == (sample_dim,) and (var.attrs.get("standard_name") == "time" or var.attrs.get("axis") == "T"):
             return name
-    raise SchemaError([f"no time variable along the sample dimension {sample_dim!r} (named 'time', or with standard_name='time' or axis='T')"])
+    raise SchemaError(
+        [
+            f"no time variable along the sample dimension {sample_dim!r} "
+            "(named 'time', or with standard_name='time' or axis='T')"
+        ]
+    )
 
 
 def _assemble(
@@ -215,7 +220,9 @@ def _bookkeeping(ds: xr.Dataset, attr: str, what: str, layout: str) -> tuple[Has
     if var.ndim != 1:
         raise SchemaError([f"{what} variable {name!r} has dims {var.dims}, expected one dimension"])
     if named not in ds.dims:
-        raise SchemaError([f"{what} variable {name!r} names {attr} {named!r}, which is not a dimension; found {list(ds.dims)}"])
+        raise SchemaError(
+            [f"{what} variable {name!r} names {attr} {named!r}, which is not a dimension; found {list(ds.dims)}"]
+        )
     return name, var, named
 
 
@@ -228,7 +235,10 @@ def from_ragged_contiguous(ds: xr.Dataset) -> xr.Dataset:
     counts = counts.astype(np.int64)
     if (counts < 0).any() or counts.sum() != ds.sizes[sample_dim]:
         raise SchemaError(
-            [f"row sizes in {count_name!r} sum to {int(counts.sum())}, but dimension {sample_dim!r} has {ds.sizes[sample_dim]} samples"]
+            [
+                f"row sizes in {count_name!r} sum to {int(counts.sum())}, "
+                f"but dimension {sample_dim!r} has {ds.sizes[sample_dim]} samples"
+            ]
         )
     index, valid = _row_positions(counts)
     time_name = _find_time(ds, sample_dim)
@@ -247,7 +257,10 @@ def from_ragged_indexed(ds: xr.Dataset) -> xr.Dataset:
     owner = np.asarray(index_var.values).astype(np.int64)
     if owner.size and (owner.min() < 0 or owner.max() >= n_instances):
         raise SchemaError(
-            [f"index variable {index_name!r} holds values in [{owner.min()}, {owner.max()}], expected [0, {n_instances - 1}]"]
+            [
+                f"index variable {index_name!r} holds values in [{owner.min()}, {owner.max()}], "
+                f"expected [0, {n_instances - 1}]"
+            ]
         )
     time_name = _find_time(ds, sample_dim)
     times = np.asarray(ds[time_name].values, dtype=np.float64)
@@ -277,12 +290,18 @@ def from_gridded(
             remaining dimension if exactly one remains.
     """
     if time_dim not in ds.dims or time_dim not in ds.variables or ds[time_dim].ndim != 1:
-        raise SchemaError([f"no 1-d coordinate {time_dim!r} to serve as the shared time axis; found dims {dict(ds.sizes)}"])
+        raise SchemaError(
+            [f"no 1-d coordinate {time_dim!r} to serve as the shared time axis; found dims {dict(ds.sizes)}"]
+        )
     if trajectory_dim is None:
         if TRAJECTORY in ds.dims:
             trajectory_dim = TRAJECTORY
         else:
-            roles = [var.dims[0] for var in ds.variables.values() if var.attrs.get("cf_role") == "trajectory_id" and var.ndim == 1]
+            roles = [
+                var.dims[0]
+                for var in ds.variables.values()
+                if var.attrs.get("cf_role") == "trajectory_id" and var.ndim == 1
+            ]
             trajectory_dim = str(roles[0]) if roles else None
     if trajectory_dim is not None and trajectory_dim not in ds.dims:
         raise SchemaError([f"trajectory_dim {trajectory_dim!r} is not a dimension; found {list(ds.dims)}"])
@@ -300,7 +319,10 @@ def from_gridded(
     leftover = [d for d in others if d != component_dim]
     if leftover:
         raise SchemaError(
-            [f"dimensions {leftover} are neither time ({time_dim!r}), trajectory ({trajectory_dim!r}) nor component ({component_dim!r}); pass trajectory_dim= or component_dim="]
+            [
+                f"dimensions {leftover} are neither time ({time_dim!r}), trajectory ({trajectory_dim!r}) "
+                f"nor component ({component_dim!r}); pass trajectory_dim= or component_dim="
+            ]
         )
 
     time_values = ds[time_dim]

@@ -317,7 +317,9 @@ SYSTEMS: dict[str, System] = {
             reference="Guckenheimer & Holmes (1983), Nonlinear Oscillations, Dynamical Systems, sec. 2.2",
             state_dim=2,
             variables=(Variable("z", (0, 1), _DIMENSIONLESS, "spiral state"),),
-            parameters=(Parameter("damping", 0.1, 0.3, _DIMENSIONLESS, "damping coefficient delta", domain=NONNEGATIVE),),
+            parameters=(
+                Parameter("damping", 0.1, 0.3, _DIMENSIONLESS, "damping coefficient delta", domain=NONNEGATIVE),
+            ),
             t_span=(0.0, 30.0),
             time_units=_DIMENSIONLESS,
             vector_field=_spiral_bistable,
@@ -455,7 +457,9 @@ SYSTEMS: dict[str, System] = {
             reference="e.g. LeVeque (2007), Finite Difference Methods for ODEs and PDEs, ch. 9",
             state_dim=HEAT_POINTS,
             variables=(Variable("u", tuple(range(HEAT_POINTS)), _DIMENSIONLESS, "temperature"),),
-            parameters=(Parameter("diffusivity", 0.01, 0.1, _DIMENSIONLESS, "thermal diffusivity kappa", domain=POSITIVE),),
+            parameters=(
+                Parameter("diffusivity", 0.01, 0.1, _DIMENSIONLESS, "thermal diffusivity kappa", domain=POSITIVE),
+            ),
             t_span=(0.0, 1.0),
             time_units=_DIMENSIONLESS,
             vector_field=_heat,

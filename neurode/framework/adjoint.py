@@ -62,7 +62,9 @@ class Problem:
     def vector_field(self) -> VectorField:
         return VectorField(self.func, self.y0, self.shapes, self.args)
 
-    def run_loop(self, func: VectorField | None = None, *, record: str | None = None, t_requires_grad=False) -> LoopResult:
+    def run_loop(
+        self, func: VectorField | None = None, *, record: str | None = None, t_requires_grad=False
+    ) -> LoopResult:
         return integrate(
             self.solver,
             func if func is not None else self.vector_field(),

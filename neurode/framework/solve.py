@@ -142,7 +142,9 @@ def _make_controller(controller, options: dict) -> IController | PIController | 
 def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSolver, str]:
     if isinstance(solver, AbstractSolver):
         if options:
-            raise InvalidInputError(f"solver options {sorted(options)} given with a solver instance; configure the instance")
+            raise InvalidInputError(
+                f"solver options {sorted(options)} given with a solver instance; configure the instance"
+            )
         return solver, getattr(solver, "name", type(solver).__name__)
     if not isinstance(solver, str):
         raise InvalidInputError(f"solver must be a registered name or an AbstractSolver, got {solver!r}")
@@ -308,7 +310,10 @@ def build_problem(
     for key in ("step_t", "jump_t"):
         if loop_kwargs.get(key) is not None:
             value = loop_kwargs[key]
-            loop_kwargs[key] = [float(v) for v in (value.detach().cpu().reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)]
+            loop_kwargs[key] = [
+                float(v)
+                for v in (value.detach().cpu().reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)
+            ]
     for key in ("first_step", "min_step", "max_step", "step_size"):
         if loop_kwargs.get(key) is not None:
             loop_kwargs[key] = float(loop_kwargs[key])

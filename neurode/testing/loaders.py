@@ -21,7 +21,9 @@ def _loader(loader: str | AbstractLoader) -> AbstractLoader:
         return loader
     instance = get_registry().get("loader", loader).obj()
     if not isinstance(instance, AbstractLoader):
-        raise AssertionError(f"loader {loader!r}: its factory returned {type(instance).__name__}, not an AbstractLoader")
+        raise AssertionError(
+            f"loader {loader!r}: its factory returned {type(instance).__name__}, not an AbstractLoader"
+        )
     return instance
 
 
@@ -64,7 +66,9 @@ def check_loader(loader: str | AbstractLoader, path: str | os.PathLike, *, varia
         kept = set(selected.data_vars) - {"time"}
         if kept != {chosen}:
             raise AssertionError(f"loader {name!r}: variables=[{chosen!r}] kept {sorted(kept)}")
-    missing = Path(tempfile.gettempdir()) / f"neurode-check-loader-missing-{os.getpid()}{(instance.suffixes or ('',))[0]}"
+    missing = Path(tempfile.gettempdir()) / (
+        f"neurode-check-loader-missing-{os.getpid()}{(instance.suffixes or ('',))[0]}"
+    )
     try:
         instance.open(missing)
     except NeurodeError as exc:

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from neurode.framework.errors import SolverError
-
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
 from neurode.framework.solver import AbstractSolver
@@ -334,7 +333,8 @@ def check_batch(solver, *, options: dict | None = None, **declared) -> None:
         if same_steps:
             for k in (0, problem.batch - 1):
                 single = subject.solve(member(k), y0[k], _times(), **kwargs).ys
-                _same(subject.name, batched[:, k], single, f"batch member {k} of a {label} solve, against its own solve,")
+                _same(subject.name, batched[:, k], single,
+                      f"batch member {k} of a {label} solve, against its own solve,")
         else:
             own = max(_max(subject.solve(member(k), y0[k], _times(), **kwargs).ys[-1] - exact[k])
                       for k in range(problem.batch))

@@ -150,7 +150,8 @@ def check_tableau(tableau: ButcherTableau, *, tol: float = 1e-12) -> dict[str, i
     if bad:
         i = bad[0]
         raise AssertionError(
-            f"tableau {name!r}: stage {i} has c_{i} = {tableau.c[i]!r} but its row of a sums to {float(row_sums[i])!r}; "
+            f"tableau {name!r}: stage {i} has c_{i} = {tableau.c[i]!r} "
+            f"but its row of a sums to {float(row_sums[i])!r}; "
             f"expected c_i = sum_j a_ij for every stage (wrong stages: {bad})"
         )
     residuals = order_residuals(a, tableau.b, tableau.order + 1)

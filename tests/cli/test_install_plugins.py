@@ -120,7 +120,9 @@ def test_console_script_lists_the_example_component(site_dir):
 
 
 def test_disabling_plugins_by_distribution_name(site_dir):
-    result = run_neurode(site_dir, "plugins", "--json", env={"NEURODE_DISABLE_PLUGINS": f"{BROKEN},neurode_example_plugin"})
+    result = run_neurode(
+        site_dir, "plugins", "--json", env={"NEURODE_DISABLE_PLUGINS": f"{BROKEN},neurode_example_plugin"}
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {d["distribution"] for d in report["disabled"]} == {EXAMPLE, BROKEN}

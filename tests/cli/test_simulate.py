@@ -54,7 +54,10 @@ def test_simulate_writes_a_store_with_the_requested_options(runner, tmp_path):
 
 def test_same_seed_same_store(runner, tmp_path):
     for name in ("a.zarr", "b.zarr"):
-        assert runner.invoke(app, ["simulate", "pendulum", "-o", str(tmp_path / name), "-n", "4", "--obs", "8"]).exit_code == 0
+        assert (
+            runner.invoke(app, ["simulate", "pendulum", "-o", str(tmp_path / name), "-n", "4", "--obs", "8"]).exit_code
+            == 0
+        )
     a, b = neurode.load(tmp_path / "a.zarr").compute(), neurode.load(tmp_path / "b.zarr").compute()
     assert a.drop_attrs().equals(b.drop_attrs())
 
@@ -85,7 +88,10 @@ def test_an_existing_store_is_kept_unless_overwrite(runner, tmp_path):
     ("args", "message"),
     [
         (["oscilator"], "error: unknown system 'oscilator'; did you mean 'oscillator'?"),
-        (["oscillator", "-p", "spring=1"], "error: system 'oscillator' has no parameter 'spring'; its parameters: mass, stiffness, damping"),
+        (
+            ["oscillator", "-p", "spring=1"],
+            "error: system 'oscillator' has no parameter 'spring'; its parameters: mass, stiffness, damping",
+        ),
         (["oscillator", "-p", "mass=0:1"], "error: parameter 'mass' must be positive, got range 0:1"),
     ],
 )

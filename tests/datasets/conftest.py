@@ -22,7 +22,9 @@ class ReadLog:
 
     def chunks(self, variable: str) -> list[str]:
         """Chunk keys (not metadata) read for ``variable``."""
-        return [k for k in self.keys if k.startswith(f"{variable}/") and not k.endswith(("zarr.json", ".zarray", ".zattrs"))]
+        return [
+            k for k in self.keys if k.startswith(f"{variable}/") and not k.endswith(("zarr.json", ".zarray", ".zattrs"))
+        ]
 
     def clear(self) -> None:
         self.keys.clear()

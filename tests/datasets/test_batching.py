@@ -76,7 +76,11 @@ def test_variables_and_static_can_be_chosen_and_ordered(example):
     item = data[4]
     assert data.feature_names == ("x", "v[0]", "v[1]") and item.static.shape == (0,)
     n = int(np.isfinite(example.time.values[4]).sum())
-    np.testing.assert_allclose(item.values[:, 0][item.mask[:, 0]].numpy(), example.x.values[4, :n][np.isfinite(example.x.values[4, :n])], rtol=1e-6)
+    np.testing.assert_allclose(
+        item.values[:, 0][item.mask[:, 0]].numpy(),
+        example.x.values[4, :n][np.isfinite(example.x.values[4, :n])],
+        rtol=1e-6,
+    )
 
 
 def test_feature_layout_refuses_variables_in_the_wrong_role(example):

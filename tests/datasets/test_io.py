@@ -61,7 +61,11 @@ def test_path_no_loader_recognises(tmp_path):
     ("name", "make", "expected"),
     [
         ("empty.zarr", lambda p: p.mkdir(), "not a zarr store"),
-        ("corrupt.zarr", lambda p: (p.mkdir(), (p / "zarr.json").write_text("{not json")), "cannot read as a zarr format 3"),
+        (
+            "corrupt.zarr",
+            lambda p: (p.mkdir(), (p / "zarr.json").write_text("{not json")),
+            "cannot read as a zarr format 3",
+        ),
         ("junk.nc", lambda p: p.write_bytes(b"definitely not netCDF"), "cannot read as netCDF"),
     ],
 )
@@ -95,7 +99,9 @@ def test_value_problems_are_found_on_request(example, tmp_path):
 
 
 def test_unknown_variables_are_named_with_the_available_ones(store):
-    with pytest.raises(UnknownVariableError, match=r"example.zarr: no variable 'speed' to select; available: damping, v, x"):
+    with pytest.raises(
+        UnknownVariableError, match=r"example.zarr: no variable 'speed' to select; available: damping, v, x"
+    ):
         neurode.load(store, variables=["speed"])
 
 

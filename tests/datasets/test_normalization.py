@@ -39,7 +39,9 @@ def test_validation_items_are_normalised_with_training_statistics(parts):
     raw = np.concatenate([val.v.values[0, :n], val.x.values[0, :n, None]], axis=-1)
     expected = (raw - np.asarray(stats.mean)) / np.asarray(stats.std)
     np.testing.assert_allclose(item.values.numpy()[item.mask.numpy()], expected[~np.isnan(expected)])
-    np.testing.assert_allclose(item.static.numpy(), (val.damping.values[0] - stats.static_mean[0]) / stats.static_std[0])
+    np.testing.assert_allclose(
+        item.static.numpy(), (val.damping.values[0] - stats.static_mean[0]) / stats.static_std[0]
+    )
     np.testing.assert_allclose(stats.denormalize(stats.normalize(raw)), raw)
 
 
@@ -64,7 +66,9 @@ def test_constant_or_unobserved_columns_are_left_unscaled(parts):
 
 def test_statistics_refuse_other_columns(parts):
     stats = NormalizationStats.compute(parts["train"])
-    with pytest.raises(DataError, match=r"statistics are for features \['v\[0\]', 'v\[1\]', 'x'\].*data has features \['x'\]"):
+    with pytest.raises(
+        DataError, match=r"statistics are for features \['v\[0\]', 'v\[1\]', 'x'\].*data has features \['x'\]"
+    ):
         TrajectoryDataset(parts["val"], variables=["x"], normalization=stats)
     layout = FeatureLayout.from_dataset(parts["train"], variables=["x"], static=[])
     assert NormalizationStats.compute(parts["train"], layout).feature_names == ("x",)

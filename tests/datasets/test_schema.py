@@ -85,11 +85,16 @@ VIOLATIONS = {
         "variable 'w' has dims (obs)",
     ),
     "static dtype": (
-        lambda ds: ds.assign(label=(("trajectory",), np.array(["a"] * ds.sizes["trajectory"]), {"units": "1", "long_name": "l"})),
+        lambda ds: ds.assign(
+            label=(("trajectory",), np.array(["a"] * ds.sizes["trajectory"]), {"units": "1", "long_name": "l"})
+        ),
         "per-trajectory variable 'label' has dtype <U1, expected a numeric dtype",
     ),
     "no units": (_no_units, "variable 'x' has no 'units' attribute"),
-    "no long_name": (lambda ds: ds.assign(damping=ds.damping.assign_attrs(long_name=None)), "'damping' has no 'long_name'"),
+    "no long_name": (
+        lambda ds: ds.assign(damping=ds.damping.assign_attrs(long_name=None)),
+        "'damping' has no 'long_name'",
+    ),
     "empty trajectory": (_empty_trajectory, "trajectories 4 have no observation times"),
     "infinite time": (_infinite_time, "variable 'time' has infinite values in trajectories 0"),
 }

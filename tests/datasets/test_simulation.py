@@ -74,7 +74,11 @@ def test_noise_is_gaussian_with_the_requested_std_and_moves_nothing_else():
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    a, b, c = _oscillator(sampling="irregular"), _oscillator(sampling="irregular"), _oscillator(sampling="irregular", seed=6)
+    a, b, c = (
+        _oscillator(sampling="irregular"),
+        _oscillator(sampling="irregular"),
+        _oscillator(sampling="irregular", seed=6),
+    )
     xr.testing.assert_equal(a, b)
     assert not a.position.equals(c.position)
 
@@ -83,7 +87,11 @@ def test_parameter_ranges_and_fixed_values():
     ds = _oscillator(parameters={"damping": (0.1, 0.5), "mass": 2.0})
     assert np.all(ds.mass.values == 2.0)
     assert np.all((ds.damping.values >= 0.1) & (ds.damping.values <= 0.5)) and ds.damping.values.std() > 0.05
-    assert json.loads(ds.attrs["neurode_parameters"]) == {"mass": [2.0, 2.0], "stiffness": [1.0, 4.0], "damping": [0.1, 0.5]}
+    assert json.loads(ds.attrs["neurode_parameters"]) == {
+        "mass": [2.0, 2.0],
+        "stiffness": [1.0, 4.0],
+        "damping": [0.1, 0.5],
+    }
 
 
 def test_provenance_attributes_say_how_to_regenerate_the_data():
@@ -109,7 +117,10 @@ def test_provenance_attributes_say_how_to_regenerate_the_data():
         ({"sampling": "random"}, "sampling must be one of regular, irregular, got 'random'"),
         ({"missing": 1.0}, r"missing fraction must be in [0, 1), got 1.0"),
         ({"noise": -1.0}, "noise standard deviation must be finite and >= 0, got -1.0"),
-        ({"parameters": {"spring": 1.0}}, "system 'oscillator' has no parameter 'spring'; its parameters: mass, stiffness, damping"),
+        (
+            {"parameters": {"spring": 1.0}},
+            "system 'oscillator' has no parameter 'spring'; its parameters: mass, stiffness, damping",
+        ),
         ({"parameters": {"mass": (0.0, 1.0)}}, "parameter 'mass' must be positive, got range 0:1"),
         ({"parameters": {"damping": (0.5, 0.1)}}, "parameter 'damping' range 0.5:0.1 is not a finite range"),
     ],

@@ -39,7 +39,9 @@ def _assert_constant(quantity, rtol=2e-6):
 
 #: Systems whose whole state is stored (``periodic`` hides its second coordinate).
 FULLY_OBSERVED = [
-    name for name, system in SYSTEMS.items() if sorted(i for v in system.variables for i in v.indices) == list(range(system.state_dim))
+    name
+    for name, system in SYSTEMS.items()
+    if sorted(i for v in system.variables for i in v.indices) == list(range(system.state_dim))
 ]
 
 
@@ -163,7 +165,9 @@ def test_heat_equation_decays_each_sine_mode_at_its_discrete_rate():
 
 
 def test_bistable_spiral_settles_into_both_wells():
-    ds = simulate("spiral_bistable", n_trajectories=16, n_obs=5, t_span=(0.0, 80.0), parameters={"damping": 0.3}, seed=2)
+    ds = simulate(
+        "spiral_bistable", n_trajectories=16, n_obs=5, t_span=(0.0, 80.0), parameters={"damping": 0.3}, seed=2
+    )
     final = ds.z.values[:, -1]
     np.testing.assert_allclose(np.abs(final[:, 0]), 1.0, atol=1e-4)
     np.testing.assert_allclose(final[:, 1], 0.0, atol=1e-4)

@@ -247,7 +247,8 @@ def test_backsolve_reuses_the_stage_evaluations_for_the_parameter_integral():
     # the parameter quadrature takes the graphs of the backward step's own stages; only the carried first
     # stage is evaluated again, so the backward pass costs about 7/6 of the forward one, not 11/6
     _, stats = _ragged_gradients("backsolve", 1e-8, 1e-10)
-    assert stats.nfe_backward <= 1.7 * stats.nfe  # 1.47 here (each ragged round starts anew); 2.31 when f was re-evaluated
+    # 1.47 here (each ragged round starts anew); 2.31 when f was re-evaluated
+    assert stats.nfe_backward <= 1.7 * stats.nfe
 
 
 def test_checkpoint_equals_direct_in_the_batch_loop():

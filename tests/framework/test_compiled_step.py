@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import neurode
-from neurode.framework.errors import InvalidInputError
 from neurode.framework.compiled_step import CompiledRungeKutta
+from neurode.framework.errors import InvalidInputError
 from neurode.framework.solve import make_solver
 
 F64 = torch.float64

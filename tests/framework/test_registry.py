@@ -155,7 +155,9 @@ def test_component_remembers_kind_name_distribution_and_version(builtin_module):
 
 
 def test_each_hook_registers_its_own_kind():
-    hooks = {hook: (lambda kind: lambda register: register(f"my_{kind}", Euler))(kind) for kind, hook in KIND_HOOKS.items()}
+    hooks = {
+        hook: (lambda kind: lambda register: register(f"my_{kind}", Euler))(kind) for kind, hook in KIND_HOOKS.items()
+    }
     ep = FakeEntryPoint("all", "neurode-all", "0.1", make_plugin(**hooks))
 
     reg = Registry(builtins=(), entry_points=[ep])
@@ -171,7 +173,9 @@ def test_description_is_given_or_first_docstring_line():
         register("custom", Euler, description="my own words")
         register("rk", functools.partial(ExplicitRK, tableau="rk4"))
 
-    reg = Registry(builtins=(), entry_points=[FakeEntryPoint("p", "neurode-p", "1", make_plugin(register_solvers=hook))])
+    reg = Registry(
+        builtins=(), entry_points=[FakeEntryPoint("p", "neurode-p", "1", make_plugin(register_solvers=hook))]
+    )
 
     assert reg.get("solver", "euler").description == "Forward Euler, order 1."
     assert reg.get("solver", "custom").description == "my own words"
@@ -193,7 +197,9 @@ def test_same_name_in_two_kinds_is_not_a_conflict():
 
 def test_duplicate_name_is_an_error_naming_both_sources_and_the_rest_works(builtin_module):
     builtin_module("fake_builtin", **registering("solver", ("dopri5", Dopri5), ("euler", Euler)))
-    ep = FakeEntryPoint("fast", "neurode-fast", "2.0", make_plugin(**registering("solver", ("dopri5", Euler), ("rk_fast", Euler))))
+    ep = FakeEntryPoint(
+        "fast", "neurode-fast", "2.0", make_plugin(**registering("solver", ("dopri5", Euler), ("rk_fast", Euler)))
+    )
 
     with pytest.warns(NeurodePluginWarning, match=r"solver 'dopri5' is registered twice") as record:
         reg = Registry(builtins=("fake_builtin",), entry_points=[ep])
@@ -277,7 +283,9 @@ def test_a_plugin_whose_hook_raises_registers_nothing():
     [("", Euler, "name must be a non-empty string"), ("bad", 42, "must be a factory")],
 )
 def test_malformed_registration_is_a_plugin_failure(name, component, expected):
-    ep = FakeEntryPoint("bad", "neurode-bad", "1", make_plugin(register_models=lambda register: register(name, component)))
+    ep = FakeEntryPoint(
+        "bad", "neurode-bad", "1", make_plugin(register_models=lambda register: register(name, component))
+    )
     with pytest.warns(NeurodePluginWarning, match=expected):
         reg = Registry(builtins=(), entry_points=[ep])
     assert reg.failures[0].error.startswith("TypeError")

@@ -276,7 +276,9 @@ def test_bad_settings_are_refused(kwargs, match):
 
 
 def test_unknown_option_is_refused_with_the_options_that_exist():
-    with pytest.raises(InvalidInputError, match="solver 'dopri5' does not accept options \\['bogus'\\].*interp, perturb"):
+    with pytest.raises(
+        InvalidInputError, match="solver 'dopri5' does not accept options \\['bogus'\\].*interp, perturb"
+    ):
         _solve(bogus=3)
 
 

@@ -178,13 +178,17 @@ class _BatchCouplingRK(ExplicitRungeKutta):
 
 
 def test_check_batch_rejects_a_solver_that_couples_batch_members():
-    with pytest.raises(AssertionError, match="batch member 0 of a fixed-step \\(16 steps\\) solve, against its own solve, differs"):
+    with pytest.raises(
+        AssertionError, match="batch member 0 of a fixed-step \\(16 steps\\) solve, against its own solve, differs"
+    ):
         check_batch(_BatchCouplingRK(RK4_38))
 
 
 def test_check_tolerance_rejects_an_error_estimate_that_is_always_zero():
     blind = dataclasses.replace(DOPRI5, name="blind_dopri5", b_error=(0,) * DOPRI5.stages)
-    with pytest.raises(AssertionError, match="'blind_dopri5': at rtol=atol=1e-6 the error is .* is the error estimate right"):
+    with pytest.raises(
+        AssertionError, match="'blind_dopri5': at rtol=atol=1e-6 the error is .* is the error estimate right"
+    ):
         check_tolerance(ExplicitRungeKutta(blind))
 
 

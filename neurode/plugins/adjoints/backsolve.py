@@ -28,9 +28,9 @@ import torch
 
 from neurode import hookimpl
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem
+from neurode.framework.batch_loop import integrate_batch, raise_for_status
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.loop import integrate, rms_norm
-from neurode.framework.batch_loop import integrate_batch, raise_for_status
 from neurode.framework.solution import SolveStats
 from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver
 from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state

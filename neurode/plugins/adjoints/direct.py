@@ -11,8 +11,8 @@ times ``t[1:]`` flow through the dense interpolant, and to ``t[0]`` through
 import torch
 
 from neurode import hookimpl
-from neurode.framework.batch_loop import integrate_batch
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem, start_time_coupled
+from neurode.framework.batch_loop import integrate_batch
 
 
 class Direct(AbstractAdjoint):

@@ -42,7 +42,14 @@ def test_builtin_loaders_are_registered_by_neurode_through_the_hook():
 
 @pytest.mark.parametrize(
     ("path", "claimed_by"),
-    [("a.zarr", {"zarr"}), ("A.ZARR", {"zarr"}), ("b.nc", {"netcdf"}), ("b.nc4", {"netcdf"}), ("c.h5", {"netcdf"}), ("d.csv", set())],
+    [
+        ("a.zarr", {"zarr"}),
+        ("A.ZARR", {"zarr"}),
+        ("b.nc", {"netcdf"}),
+        ("b.nc4", {"netcdf"}),
+        ("c.h5", {"netcdf"}),
+        ("d.csv", set()),
+    ],
 )
 def test_loaders_claim_paths_by_suffix(path, claimed_by):
     registry = neurode.get_registry()
@@ -76,7 +83,10 @@ def test_ragged_loader_reads_both_ragged_layouts_and_refuses_others(example, tmp
     for name in ("contiguous.zarr", "indexed.nc"):
         ds = neurode.load(tmp_path / name, loader="ragged", variables=["x"])
         xr.testing.assert_identical(ds.x.compute(), example.x)
-    with pytest.raises(SchemaError, match="(?s)padded.zarr: .*stored in the canonical layout, expected ragged_contiguous or ragged_indexed"):
+    with pytest.raises(
+        SchemaError,
+        match="(?s)padded.zarr: .*stored in the canonical layout, expected ragged_contiguous or ragged_indexed",
+    ):
         neurode.load(tmp_path / "padded.zarr", loader="ragged")
 
 
@@ -94,7 +104,9 @@ def test_gridded_loader_takes_dimension_names(tmp_path):
 
 
 def test_gridded_store_is_also_detected_by_the_format_loaders(example, tmp_path):
-    shared = example.assign(time=(example.time.dims, np.broadcast_to(np.arange(5.0), (6, 5)).copy(), example.time.attrs))
+    shared = example.assign(
+        time=(example.time.dims, np.broadcast_to(np.arange(5.0), (6, 5)).copy(), example.time.attrs)
+    )
     shared = shared.fillna(0.0)
     write_zarr(to_gridded(shared), tmp_path / "grid.zarr", zarr_format=2)
     xr.testing.assert_identical(neurode.load(tmp_path / "grid.zarr").compute(), canonical_order(shared))

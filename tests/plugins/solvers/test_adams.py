@@ -105,7 +105,8 @@ def test_unconverged_corrector_warns_and_still_matches_torchdiffeq():
 def test_solve_tolerances_reach_the_corrector():
     y0, t = torch.tensor([1.0, 0.5], dtype=F64), torch.linspace(0, 2, 5, dtype=F64)
     kwargs = dict(rtol=1e-3, atol=1e-4, method="implicit_adams", options=dict(step_size=0.05))
-    torch.testing.assert_close(neurode.odeint(Counted(), y0, t, **kwargs), torchdiffeq.odeint(Counted(), y0, t, **kwargs),
+    torch.testing.assert_close(neurode.odeint(Counted(), y0, t, **kwargs),
+                               torchdiffeq.odeint(Counted(), y0, t, **kwargs),
                                rtol=1e-13, atol=1e-13)
 
 
