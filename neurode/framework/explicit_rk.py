@@ -93,8 +93,9 @@ class ExplicitRungeKutta(AbstractSolver):
         self.interp = interp
         self.perturb = bool(perturb)
         # torchdiffeq evaluates stages with c == 1 just before t1 (for jump_t).
-        # stages 1..s-1 as (nonzero a_ij terms, c_i, evaluated just before t1?): torchdiffeq evaluates stages with
-        # c == 1 just before t1 in adaptive (and perturbed) solves, so that jump_t discontinuities are seen from the left
+        # stages 1..s-1 as (nonzero a_ij terms, c_i, evaluated just before t1?): torchdiffeq evaluates stages
+        # with c == 1 just before t1 in adaptive (and perturbed) solves, so that jump_t discontinuities are seen
+        # from the left
         self._stages = tuple(
             (tableau.stage_terms[i], tableau.c[i], tableau.c[i] == 1.0 and (tableau.adaptive or self.perturb))
             for i in range(1, tableau.stages)

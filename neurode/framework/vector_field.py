@@ -26,7 +26,9 @@ def flatten_state(y: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tenso
     return torch.cat([v.reshape(-1) for v in y]), shapes
 
 
-def unflatten_state(y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+def unflatten_state(
+    y: torch.Tensor, shapes: Sequence[torch.Size], lead: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, ...]:
     """The tuple back from :func:`flatten_state`; ``lead`` are leading dims (e.g. time)."""
     out, offset = [], 0
     for shape in shapes:
