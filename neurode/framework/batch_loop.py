@@ -141,7 +141,7 @@ def _adapt(controller, h, ratio, order, history=None):
     accept = ratio <= 1.0  # NaN compares False: a non-finite error rejects
     if isinstance(controller, PIController):
         # Hairer's DOPRI5: accepted h * clip(safety r^-expo r_prev^beta, dfactor, ifactor), no growth right after
-        # a rejection; rejected h * clip(safety r^-expo, dfactor, 1) (Hairer & Wanner II, eq. IV.2.43c)
+        # a rejection; rejected h * clip(safety r^-expo, dfactor, 1) (Hairer & Wanner II, §IV.2)
         integral = ratio.clamp_min(1e-300).pow_(-controller.exponent(order)).mul_(controller.safety)
         kept = (integral * history[0]).clamp_(controller.dfactor, controller.ifactor)
         factor = torch.where(accept, torch.minimum(kept, history[1]), integral.clamp_(controller.dfactor, 1.0))

@@ -15,7 +15,7 @@ every adaptive method. Three are provided:
   ``β1 = p + i + d``, ``β2 = -(p + 2d)``, ``β3 = d``.
 * :class:`PIController`, the Lund-stabilised PI controller of Hairer's DOPRI5
   code (Gustafsson, Lundh & Söderlind 1988, BIT 28; Hairer & Wanner II,
-  §IV.2, eq. 2.43c; also the default of OrdinaryDiffEq.jl's explicit pairs):
+  §IV.2; OrdinaryDiffEq.jl's ``PIController`` has the same form):
   ``h_new = h * clip(safety * r_n^-(1/q - 0.75 β) * r_{n-1}^β, dfactor, ifactor)``.
   Unlike the two above, an accepted step may be followed by a *smaller* one,
   so a rising error is answered before it causes a rejection; after a
