@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--t-end", type=float, default=10.0)
     parser.add_argument("--outputs", type=int, default=5, help="number of output times in [0, t_end]")
     parser.add_argument("--pid-coeffs", type=float, nargs=2, default=[0.4, 0.3], metavar=("PCOEFF", "ICOEFF"),
-                        help="the neurode-pid row's PID coefficients (default: neurode's, 0.4 0.3)")
+                        help="the neurode pid row's PID coefficients (default: neurode's, 0.4 0.3)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dopri5 rtol={args.rtol}, float64, "

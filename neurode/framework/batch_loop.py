@@ -234,8 +234,6 @@ def integrate_batch(
     if not isinstance(config.controller, (IController, PIController, PIDController)):
         raise InvalidInputError(
             f"the batch-parallel loop needs an IController, PIController or PIDController, got {config.controller!r}")
-    if isinstance(config.controller, PIController):
-        config.controller.exponent(solver.error_order)  # a beta too large for this method's order: say so now
     batch = y0.shape[0]
     tt, n_out, direction = check_batch_times(t, batch)
     device = y0.device

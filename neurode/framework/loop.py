@@ -205,8 +205,6 @@ def integrate(
     controller = config.controller.start()
     rtol, atol, norm = config.rtol, config.atol, config.norm
     order = solver.error_order
-    if isinstance(controller, PIController) and solver.adaptive:
-        controller.exponent(order)  # a beta too large for this method's order: say so before stepping
 
     tau = tau_out[0]
     y = y0

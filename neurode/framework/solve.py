@@ -36,8 +36,9 @@ DEFAULT_ADJOINT = "direct"
 #: gradient methods that run the batch-parallel loop
 PER_SAMPLE_ADJOINTS = ("direct", "checkpoint", "backsolve")
 
-#: options that configure the step-size controller
-CONTROLLER_OPTIONS = frozenset({"safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "beta"})
+#: options that configure the step-size controller: every controller's factors, the PID's and the PI's coefficients
+_FACTOR_OPTIONS, _PID_OPTIONS, _PI_OPTIONS = ("safety", "ifactor", "dfactor"), ("pcoeff", "icoeff", "dcoeff"), ("beta",)
+CONTROLLER_OPTIONS = frozenset(_FACTOR_OPTIONS + _PID_OPTIONS + _PI_OPTIONS)
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
     {"first_step", "min_step", "max_step", "max_num_steps", "step_t", "jump_t", "step_size",
@@ -108,9 +109,9 @@ def _as_tolerance(name: str, value, y0: torch.Tensor):
 
 
 def _make_controller(controller, options: dict) -> IController | PIController | PIDController:
-    factors = {k: float(options.pop(k)) for k in ("safety", "ifactor", "dfactor") if k in options}
-    pid = {k: float(options.pop(k)) for k in ("pcoeff", "icoeff", "dcoeff") if k in options}
-    pi = {k: float(options.pop(k)) for k in ("beta",) if k in options}
+    factors = {k: float(options.pop(k)) for k in _FACTOR_OPTIONS if k in options}
+    pid = {k: float(options.pop(k)) for k in _PID_OPTIONS if k in options}
+    pi = {k: float(options.pop(k)) for k in _PI_OPTIONS if k in options}
     try:
         if controller is None:
             controller = "pid" if pid else "pi" if pi else "i"
@@ -338,6 +339,8 @@ def build_problem(
             if name in accepted and name not in options:
                 options[name] = value
     solver_obj, solver_name = make_solver(solver, options)
+    if isinstance(controller, PIController) and getattr(solver_obj, "adaptive", False):
+        controller.exponent(solver_obj.error_order)  # a beta too large for this method's order: say so now
     if compile:
         from neurode.framework.compiled_step import CompiledRungeKutta
 

@@ -116,8 +116,7 @@ class _BacksolveFunction(torch.autograd.Function):
             _, y, a, *_ = aug
             with torch.enable_grad():
                 t_in = t_.detach().requires_grad_(t_requires_grad)
-                # with the forward solve's strides: a compiled f would otherwise compile again for them
-                y_in = y.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+                y_in = y.detach().requires_grad_(True)  # a view of the flat state with the forward solve's strides
                 f = inner(t_in, y_in)
                 inputs = (t_in, y_in, *params) if t_requires_grad else (y_in, *params)
                 vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
