@@ -40,6 +40,7 @@ from neurode.framework.errors import (
 from neurode.framework.loop import LoopConfig
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver
+from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, slice_args
 
 #: per-sample status codes of a batch-parallel solve
@@ -209,6 +210,7 @@ def integrate_batch(
     stats: SolveStats | None = None,
     record: bool = False,
     on_step=None,
+    tangent: bool | str = False,
 ) -> BatchResult:
     """Integrate each sample ``y0[b]`` through its own output times ``t[b]`` (see the module docstring).
 
@@ -216,7 +218,8 @@ def integrate_batch(
     (state going in, decisions, outputs) for the checkpointed adjoint.
     ``on_step(step, accept, act)``, if given, is called after every step's
     accept/reject decision (the continuous adjoint accumulates its parameter
-    quadrature there).
+    quadrature there). ``tangent``: steps also control the error of a tangent of
+    each sample's solution (see ``tangent.py``).
     """
     stats = SolveStats() if stats is None else stats
     if y0.requires_grad and not torch.is_grad_enabled():
@@ -274,7 +277,8 @@ def integrate_batch(
     iteration = 0  # every active sample attempts one step per iteration: its attempted steps
     h_last = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
     y = y0
-    state = solver.init(func, direction * tau, y0)
+    stepper = make_stepper(solver, y0, tangent=tangent, per_sample=True)
+    state = stepper.init(func, direction * tau, y0)
     rows = batch
     if config.first_step is not None:
         h = torch.full((batch,), float(config.first_step), dtype=torch.float64, device=device)
@@ -303,6 +307,7 @@ def integrate_batch(
                 x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out))
             history = history[:, keep]
             state = tuple(v[keep] for v in state)
+            stepper.compact(keep)
             func.args = slice_args(full_args, act)
             if act.numel() == 0:
                 break
@@ -315,7 +320,7 @@ def integrate_batch(
         if records is not None:
             records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))
         step = None  # the last iteration's stages must not stay alive while this one runs
-        step = solver.step(func, t0, signed_h, y, state)
+        step, tangent_error = stepper.step(func, t0, signed_h, y, state)
         rows += act.numel() * evals_per_step
         iteration += 1
         with torch.no_grad():
@@ -326,12 +331,15 @@ def integrate_batch(
             ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
             if ratio.dtype != torch.float64:
                 ratio = ratio.double()
+            if tangent_error is not None:
+                ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
         accept, h_next, history = _adapt(controller, h, ratio, order, history)
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
 
         if on_step is not None:
             on_step(step, accept, act)
+        stepper.accept(accept)
         acc_col = accept.view(-1, *([1] * (state_ndim - 1)))
         tau_prev = tau
         y = torch.where(acc_col, step.y1, y)

@@ -84,6 +84,8 @@ class CompiledRungeKutta(AbstractSolver):
     """
 
     supports_per_sample = False
+    #: the compiled step takes plain tensors only: no tangent error control (documented at ``solve(compile=...)``)
+    supports_tangent = False
 
     def __init__(self, solver: ExplicitRungeKutta, **compile_options) -> None:
         if not isinstance(solver, ExplicitRungeKutta):

@@ -58,7 +58,8 @@ def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_op
     method = _method_name(method)
     options = _filter_options(method, options)
     problem, _ = build_problem(
-        func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options
+        func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options,
+        tangent_control=False,  # torchdiffeq's step sizes, for parity (neurode.solve controls the tangent too)
     )
     # torchdiffeq counts max_num_steps per output interval; so does its drop-in
     problem.config.max_steps_per_output = True
@@ -96,9 +97,10 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
     Memory is independent of the number of steps; the backward pass solves
     the augmented system ``[y, a = dL/dy, dL/dθ, dL/dt]`` in reverse time with
     ``adjoint_method`` at ``adjoint_rtol``/``adjoint_atol`` (defaulting to the
-    forward ones). ``adjoint_options={"norm": "seminorm"}`` leaves the
-    parameter part out of the error norm (Kidger, Chen & Lyons 2021), which
-    usually saves many backward steps.
+    forward ones). As in torchdiffeq, the backward error norm includes the
+    parameter part; ``adjoint_options={"norm": "seminorm"}`` leaves it out
+    (Kidger, Chen & Lyons 2021), which usually saves many backward steps and
+    is the default of ``neurode.solve(..., adjoint="backsolve")``.
     """
     if adjoint_params is None and not isinstance(func, torch.nn.Module):
         raise ValueError(
@@ -113,6 +115,8 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
         )
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    # torchdiffeq's default backward norm includes the parameter part (neurode.solve's default is the seminorm)
+    adjoint_options = {"norm": "full", **adjoint_options}
     backsolve_options = {
         "rtol": rtol if adjoint_rtol is None else adjoint_rtol,
         "atol": atol if adjoint_atol is None else adjoint_atol,
@@ -203,6 +207,7 @@ def odeint_dense(func: Callable, y0: torch.Tensor, t0: torch.Tensor, t1: torch.T
     method = _method_name(method)
     options = _filter_options(method, options)
     t = torch.stack([torch.as_tensor(t0).reshape(()), torch.as_tensor(t1).reshape(())]).to(torch.float64)
-    problem, _ = build_problem(func, y0, t, solver=method, rtol=rtol, atol=atol, options=options, dense=True)
+    problem, _ = build_problem(func, y0, t, solver=method, rtol=rtol, atol=atol, options=options, dense=True,
+                               tangent_control=False)
     result, _ = run_problem(problem, "direct", None)
     return DenseOutput(problem.solver, result.dense, t, problem.shapes)

@@ -36,6 +36,7 @@ from neurode.framework.errors import (
 )
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver, Step
+from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, unflatten_state
 
 #: Default step limit of a solve. Finite on purpose (diffrax's lesson): an
@@ -177,13 +178,16 @@ def integrate(
     record: str | None = None,
     stats: SolveStats | None = None,
     t_requires_grad: bool = False,
+    tangent: bool | str = False,
 ) -> LoopResult:
     """Integrate ``func`` from ``t[0]`` through every time in ``t``.
 
     ``t`` is a 1-D tensor, strictly monotone. With ``event_fn`` only ``t[0]``
     is used and the solve runs until ``event_fn(t, y)`` changes sign.
     Returns the states at the times of ``t`` as a list (``ys[0] is y0``, or
-    ``y0.detach()`` when gradients are off).
+    ``y0.detach()`` when gradients are off). ``tangent`` (``True``, ``False`` or
+    ``"auto"``): adaptive steps also control the error of a tangent of the
+    solution (see ``tangent.py``).
     """
     stats = SolveStats() if stats is None else stats
     if y0.requires_grad and not torch.is_grad_enabled():
@@ -208,7 +212,8 @@ def integrate(
 
     tau = tau_out[0]
     y = y0
-    state = solver.init(func, direction * tau, y0)
+    stepper = make_stepper(solver, y0, tangent=False if fixed else tangent, per_sample=False)
+    state = stepper.init(func, direction * tau, y0)
     ys: list[torch.Tensor] = [y0]
     records: list[Any] = []
     out_index = 1
@@ -323,7 +328,7 @@ def integrate(
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(h))
         # a rejected attempt's stages must not stay alive while the next one runs (constant memory for backsolve)
         step = abs_y1 = None
-        step = solver.step(func, direction * tau, direction * h, y, state)
+        step, tangent_error = stepper.step(func, direction * tau, direction * h, y, state)
         n_steps += 1
         stats.n_steps += 1
         steps_since_output += 1
@@ -333,6 +338,8 @@ def integrate(
             accept, h_next = True, h
         else:
             ratio, abs_y1 = _error_ratio(step, rtol, atol, norm, abs_y)
+            if tangent_error is not None and math.isfinite(ratio):
+                ratio = max(ratio, stepper.ratio(tangent_error, rtol, atol, norm))
             accept, h_next = controller.adapt(h, ratio, order)
             if not math.isfinite(ratio):
                 accept = False
@@ -350,6 +357,7 @@ def integrate(
             if cb_accept is not None:
                 cb_accept(func.time(direction * tau), _user_state(y, func), func.time(h))
             stats.n_accepted += 1
+            stepper.accept()
             if record == "steps":
                 records.append(StepRecord(direction * tau, direction * h, y, state, []))
             elif record == "dense":
@@ -365,7 +373,7 @@ def integrate(
                 step_t.pop(0)
             if on_jump:
                 jump_t.pop(0)
-                state = solver.after_jump(func, direction * tau, y, state)
+                state = stepper.after_jump(func, direction * tau, y, state)
                 if record == "steps":
                     records[-1].jump = True
             # ---- events: a sign change of event_fn inside the step

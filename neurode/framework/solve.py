@@ -262,6 +262,7 @@ def build_problem(
     per_sample: bool = False,
     args=None,
     compile: bool | dict = False,
+    tangent_control: bool | None = None,
 ) -> tuple[Problem, str]:
     """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``)."""
     if not callable(func):
@@ -350,6 +351,9 @@ def build_problem(
             raise InvalidInputError("compile=True needs a tensor state, not a tuple of tensors")
         if not isinstance(solver_obj, ExplicitRungeKutta):
             raise InvalidInputError(f"compile=True needs an explicit Runge-Kutta solver, got {solver_name!r}")
+        if tangent_control:
+            raise InvalidInputError("tangent_control=True is not supported with compile=True (the compiled step "
+                                    "takes no forward-mode tangent); use one or the other")
         solver_obj = CompiledRungeKutta(solver_obj, **(compile if isinstance(compile, dict) else {}))
     if event_fn is not None and shapes is not None:
         user_event_fn = event_fn
@@ -357,6 +361,16 @@ def build_problem(
         def event_fn(t_, y_, _shapes=shapes, _user=user_event_fn):
             return _user(t_, unflatten_state(y_, _shapes))
 
+    if tangent_control not in (None, True, False):
+        raise InvalidInputError(f"tangent_control must be None (automatic), True or False, got {tangent_control!r}")
+    params_explicit = params is not None
+    if params_explicit:
+        if isinstance(params, torch.Tensor):
+            raise InvalidInputError("adjoint_params must be a sequence of tensors (e.g. a tuple), got one Tensor")
+        params = tuple(params)  # may be a generator such as net.parameters()
+        others = sorted({type(p).__name__ for p in params if not isinstance(p, torch.Tensor)})
+        if others:
+            raise InvalidInputError(f"adjoint_params must hold tensors only, got {others}")
     if params is None:
         # the parameters of func are only needed for a backward pass, i.e. when gradients are recorded
         params = default_params(func) if torch.is_grad_enabled() else ()
@@ -365,7 +379,7 @@ def build_problem(
         func=func, y0=y0_flat, t=t, solver=solver_obj, config=config, shapes=shapes, event_fn=event_fn,
         params=params, stats=SolveStats(), dense=dense, options=raw_options,
         solver_name=solver if isinstance(solver, str) else None, per_sample=per_sample,
-        args=args,
+        args=args, params_explicit=params_explicit, tangent_control=tangent_control,
     )
     return problem, solver_name
 
@@ -388,6 +402,7 @@ def solve(
     on_failure: str = "raise",
     args=None,
     compile: bool | dict = False,
+    tangent_control: bool | None = None,
     **options,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and report what it took.
@@ -412,8 +427,12 @@ def solve(
         adjoint_options: options of the gradient method (e.g. for
             ``backsolve``: ``rtol``, ``atol``, ``solver``, ``options``,
             ``norm="seminorm"``).
-        adjoint_params: tensors to differentiate besides ``y0`` (default: the
-            parameters of ``func`` if it is an ``nn.Module``).
+        adjoint_params: tensors to differentiate besides ``y0`` and the tensors
+            of ``args``. Default: every tensor that requires grad and that
+            ``func`` reads — its parameters, and what a closure or module
+            captures (the ``checkpoint`` and ``backsolve`` methods watch the
+            forward solve to find them; ``direct`` needs no list). Given, exactly
+            these are differentiated, as with torchdiffeq's ``odeint_adjoint``.
         dense: also return a dense-output callable ``Solution.dense(t)``
             (``direct`` gradient method only).
         per_sample: solve every sample of the batch (the leading dimension of
@@ -433,9 +452,19 @@ def solve(
             small states, where eager PyTorch spends more time dispatching the
             stage combinations than evaluating ``func``; the first solve
             compiles for seconds, and a new state shape or dtype compiles again.
-            Tensor states only; not with per-sample solving. A dict is passed
+            Tensor states only; not with per-sample solving; no
+            ``tangent_control`` (the steps control the solution's error only). A dict is passed
             to ``torch.compile`` as options. See
             ``neurode/framework/compiled_step.py``.
+        tangent_control: with an adaptive solver and the ``direct`` or
+            ``checkpoint`` gradient method, also control the local error of a
+            tangent of the solution (forward-mode AD), so that the steps resolve
+            the derivative that backpropagation computes, not only the values.
+            Without it a component that is exactly zero (an oscillator started
+            at rest) gives no error, the steps grow without bound, and the
+            gradient can be off by orders of magnitude. ``None`` (default): on
+            when gradients are recorded. Costs about one Jacobian-vector product
+            per evaluation of ``func``. See ``neurode/framework/tangent.py``.
         on_failure: in per-sample mode, ``"raise"`` (default) raises the
             typed error of the first failed sample; ``"report"`` returns the
             others' results with NaN after a failure and ``Solution.status``.
@@ -456,6 +485,7 @@ def solve(
     problem, solver_name = build_problem(
         func, y0, t, solver=solver, rtol=rtol, atol=atol, controller=controller, event_fn=event_fn,
         params=adjoint_params, options=options, dense=dense, per_sample=per_sample, args=args, compile=compile,
+        tangent_control=tangent_control,
     )
     result, adjoint_name = run_problem(problem, adjoint, adjoint_options)
     ys = result.ys

@@ -75,6 +75,9 @@ class AbstractSolver(abc.ABC):
     #: solver has ``interpolate_per_sample`` (the batch-parallel loop needs both), and
     #: ``stage_weights`` / ``stage_points_per_sample`` (per-sample backsolve's quadrature)
     supports_per_sample: bool = False
+    #: whether ``step``, ``init`` and ``after_jump`` work on forward-mode dual tensors (plain torch arithmetic
+    #: does), so that the loops can carry a tangent through them for tangent error control (``tangent.py``)
+    supports_tangent: bool = True
 
     @abc.abstractmethod
     def init(self, func: VectorFieldFn, t0: float, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -41,11 +41,13 @@ def unflatten_state(
 class VectorField:
     """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
 
-    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction", "args")
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction", "args", "capture")
 
     def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None,
-                 args=None) -> None:
+                 args=None, capture=None) -> None:
         self.func = func
+        # a TensorCapture (capture.py) to enter around every evaluation, recording what f reads, or None
+        self.capture = capture
         # extra arguments, passed as func(t, y, args) when given (diffrax's ``args``); in the
         # batch-parallel loop, tensors in args are sliced to the active samples with the state
         self.args = args
@@ -62,6 +64,12 @@ class VectorField:
         return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
 
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        if self.capture is not None:
+            with self.capture:
+                return self._evaluate(t, y, perturb)
+        return self._evaluate(t, y, perturb)
+
+    def _evaluate(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int) -> torch.Tensor:
         self.nfe += 1
         if isinstance(t, torch.Tensor):
             tt = t if t.dtype == self.time_dtype else t.to(self.time_dtype)

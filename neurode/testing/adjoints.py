@@ -110,11 +110,11 @@ def _weights(ys, seed: int):
     return tuple(torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in parts)
 
 
-def _run(case: AdjointCase, adjoint, adjoint_options, solver, options, rtol, atol):
+def _run(case: AdjointCase, adjoint, adjoint_options, solver, options, rtol, atol, tangent_control):
     func, y0, t, params = case.make()
     t_input = t if case.wrt_t else t.detach()
     sol = solve(func, y0, t_input, solver=solver, adjoint=adjoint, adjoint_options=adjoint_options,
-                adjoint_params=params, rtol=rtol, atol=atol, **options)
+                adjoint_params=params, rtol=rtol, atol=atol, tangent_control=tangent_control, **options)
     ys = sol.ys if isinstance(sol.ys, tuple) else (sol.ys,)
     loss = sum((y * w).sum() for y, w in zip(ys, _weights(sol.ys, 0)))
     inputs = {}
@@ -134,7 +134,8 @@ def _run(case: AdjointCase, adjoint, adjoint_options, solver, options, rtol, ato
 
 def check_adjoint(adjoint, *, adjoint_options: dict | None = None, solver: str = "dopri5",
                   options: dict | None = None, rtol: float = 1e-10, atol: float = 1e-10,
-                  gradient_rtol: float = 1e-6, cases: Sequence[AdjointCase] = CASES) -> AdjointReport:
+                  gradient_rtol: float = 1e-6, cases: Sequence[AdjointCase] = CASES,
+                  tangent_control: bool = False) -> AdjointReport:
     """Check that a gradient method agrees with ``direct``; raise ``AssertionError`` if not.
 
     For every case in ``cases`` (by default :data:`CASES`: a pendulum with
@@ -158,6 +159,10 @@ def check_adjoint(adjoint, *, adjoint_options: dict | None = None, solver: str =
             far below ``gradient_rtol``.
         gradient_rtol: allowed relative difference of the gradients. Use
             about ``1e-10`` for a method that claims exact discrete gradients.
+        tangent_control: ``solve``'s option, the same for both solves. Off by
+            default so that both take the same steps: ``direct`` would
+            otherwise also control a tangent's error (``framework/tangent.py``)
+            and step differently from a method that does not.
 
     Returns an :class:`AdjointReport`. Example::
 
@@ -170,8 +175,8 @@ def check_adjoint(adjoint, *, adjoint_options: dict | None = None, solver: str =
     options = dict(options or {})
     report = AdjointReport(label)
     for case in cases:
-        ys_ref, grads_ref = _run(case, "direct", None, solver, options, rtol, atol)
-        ys, grads = _run(case, adjoint, adjoint_options, solver, options, rtol, atol)
+        ys_ref, grads_ref = _run(case, "direct", None, solver, options, rtol, atol, tangent_control)
+        ys, grads = _run(case, adjoint, adjoint_options, solver, options, rtol, atol, tangent_control)
         for i, (got, want) in enumerate(zip(ys, ys_ref)):
             diff = float((got - want).abs().max())
             if not diff <= 1e-12 * max(1.0, float(want.abs().max())):

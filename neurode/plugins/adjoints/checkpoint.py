@@ -10,6 +10,11 @@ step map; Griewank & Walther 2008, "Evaluating Derivatives", ch. 12,
 checkpointing every step). The arithmetic is the forward pass's own, so the
 gradients equal ``direct``'s up to round-off, while peak memory holds the
 stored step states plus the activations of a single step.
+
+The forward solve is watched (``framework/capture.py``): every tensor that
+requires grad and that ``f`` reads — its parameters, what a closure captures,
+``args`` — becomes an input of the autograd function, so that any callable
+gets exactly ``direct``'s gradients, not only an ``nn.Module``'s parameters.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ class Checkpoint(AbstractAdjoint):
 
     def solve(self, problem: Problem) -> AdjointResult:
         holder = _Holder(problem)
+        func, capture = problem.watched_vector_field()
+        tangent = problem.wants_tangent(capture)
         if problem.per_sample:
-            ys = _CheckpointBatchFunction.apply(holder, problem.y0, *problem.params)
+            with torch.no_grad():
+                holder.batch = integrate_batch(problem.solver, func, problem.y0, problem.t, problem.config,
+                                               stats=problem.stats, record=True, tangent=tangent)
+            ys = _CheckpointBatchFunction.apply(holder, problem.y0, *problem.gradient_inputs(capture))
             return AdjointResult(ys, batch=holder.batch)
         y0 = start_time_coupled(problem)
-        out = _CheckpointFunction.apply(holder, y0, problem.t, *problem.params)
+        with torch.no_grad():
+            holder.result = problem.run_loop(func, record="steps", tangent=tangent)
+        out = _CheckpointFunction.apply(holder, y0, problem.t, *problem.gradient_inputs(capture))
         ys, event_t = (out[0], out[1]) if problem.event_fn is not None else (out, None)
         # the output at t[0] is y0 itself: its gradient must not reach t[0] through the coupling
         ys = torch.cat([problem.y0[None], ys[1:]])
@@ -40,9 +52,12 @@ class Checkpoint(AbstractAdjoint):
 
 
 class _Holder:
+    """The forward solve, run before the autograd function is applied (its inputs are known only then)."""
+
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         self.batch = None
+        self.result = None
 
 
 def _detached(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -53,10 +68,8 @@ class _CheckpointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, holder: _Holder, y0, t, *params):
         problem = holder.problem
-        with torch.no_grad():
-            func = problem.vector_field()
-            result = problem.run_loop(func, record="steps")
-            ys = torch.stack(result.ys)
+        result, holder.result = holder.result, None  # the autograd context owns the records now
+        ys = torch.stack(result.ys)
         ctx.holder = holder
         ctx.records = result.records
         ctx.t_requires_grad = t.requires_grad
@@ -164,11 +177,7 @@ class _CheckpointBatchFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, holder: _Holder, y0, *params):
-        problem = holder.problem
-        with torch.no_grad():
-            batch = integrate_batch(problem.solver, problem.vector_field(), problem.y0, problem.t, problem.config,
-                                    stats=problem.stats, record=True)
-        holder.batch = batch
+        batch = holder.batch
         ctx.holder = holder
         ctx.records = batch.records
         batch.records = None  # the autograd context owns them now
@@ -189,8 +198,8 @@ class _CheckpointBatchFunction(torch.autograd.Function):
         a_state: tuple = ()
         n_steps = 0
         for rec in reversed(ctx.records):
-            func.args = slice_args(full_args, rec.act)
             with torch.enable_grad():
+                func.args = slice_args(full_args, rec.act)  # with its graph: tensors of args get gradients
                 y = rec.y.detach().requires_grad_(True)
                 state = _detached(rec.state)
                 step = solver.step(func, rec.t0, rec.h, y, state)

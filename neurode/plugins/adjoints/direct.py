@@ -3,7 +3,9 @@
 The "RK-Net" of Chen et al. (2018, §3): exact gradients of the discretised
 solve, memory growing with the number of steps. Step sizes are chosen from
 detached error estimates (as in torchdiffeq), so gradients do not flow
-through the step-size controller. Gradients with respect to the output
+through the step-size controller; when gradients are recorded the steps also
+control a tangent's error (``framework/tangent.py``), so that the discrete
+derivative is an accurate derivative of the ODE's solution. Gradients with respect to the output
 times ``t[1:]`` flow through the dense interpolant, and to ``t[0]`` through
 ``-f(t0, y0)`` (see ``start_time_coupled``).
 """
@@ -21,14 +23,15 @@ class Direct(AbstractAdjoint):
     def solve(self, problem: Problem) -> AdjointResult:
         if problem.per_sample:
             batch = integrate_batch(problem.solver, problem.vector_field(), problem.y0, problem.t, problem.config,
-                                    stats=problem.stats)
+                                    stats=problem.stats, tangent=problem.wants_tangent())
             return AdjointResult(batch.ys, batch=batch)
         t_requires_grad = problem.t.requires_grad and torch.is_grad_enabled()
         y0 = problem.y0
         if t_requires_grad:
             problem.y0 = start_time_coupled(problem)
         try:
-            result = problem.run_loop(record="dense" if problem.dense else None, t_requires_grad=t_requires_grad)
+            result = problem.run_loop(record="dense" if problem.dense else None, t_requires_grad=t_requires_grad,
+                                      tangent=problem.wants_tangent())
         finally:
             problem.y0 = y0
         event_t = None
