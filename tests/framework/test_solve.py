@@ -111,17 +111,24 @@ def test_nfe_is_the_number_of_evaluations_of_f(solver):
     assert sol.stats.nfe == func.calls > 0
 
 
-@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "rk4"])
+@pytest.mark.parametrize("solver", ["dopri5", "bosh3"])
 def test_step_counts_are_the_steps_taken(solver):
     func = Counting()
-    options = {"first_step": 1.0} if solver != "rk4" else {"step_size": 0.1}  # a first step that is rejected
-    stats = neurode.solve(func, Y0, T, solver=solver, **options).stats
+    stats = neurode.solve(func, Y0, T, solver=solver, first_step=1.0).stats  # a first step that is rejected
     assert stats.n_steps == stats.n_accepted + stats.n_rejected == func.attempted
     assert (stats.n_accepted, stats.n_rejected) == (func.accepted, func.rejected)
-    if solver != "rk4":
-        assert stats.n_rejected >= 1
+    assert stats.n_rejected >= 1
     assert stats.h_last == func.steps[-1]
     assert stats.nfe_backward == 0 and stats.n_steps_backward == 0  # no backward pass ran
+
+
+def test_fixed_step_counts_are_the_steps_taken_all_accepted():
+    func = Counting()
+    with pytest.warns(UserWarning, match="does not support callbacks"):  # fixed steps: no accept/reject callbacks
+        stats = neurode.solve(func, Y0, T, solver="rk4", step_size=0.1).stats
+    assert stats.n_steps == stats.n_accepted == func.attempted == 20
+    assert stats.n_rejected == func.accepted == func.rejected == 0
+    assert stats.h_last == pytest.approx(0.1)
 
 
 def test_dopri5_costs_six_evaluations_per_step_plus_two_to_start():
