@@ -44,7 +44,7 @@ def _combine(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: float) 
 
 
 def _combine_per_sample(base: torch.Tensor | None, terms, k: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-    """``base + h_b Σ coef_j k_j`` with a step size per sample (``h`` broadcastable to ``k``); summed as :func:`_combine`."""
+    """``base + h_b Σ coef_j k_j``, a step size per sample (``h`` broadcastable to ``k``), summed as `_combine`."""
     if not terms:
         return torch.zeros_like(k[0]) if base is None else base.clone()
     j, coef = terms[0]
