@@ -282,11 +282,39 @@ def test_bad_settings_are_refused(kwargs, match):
         _solve(**kwargs)
 
 
-def test_unknown_option_is_refused_with_the_options_that_exist():
-    with pytest.raises(
-        InvalidInputError, match="solver 'dopri5' does not accept options \\['bogus'\\].*interp, perturb"
-    ):
-        _solve(bogus=3)
+@pytest.mark.parametrize("solver", ["dopri5", "rk4"])
+def test_unknown_option_is_refused_with_the_options_that_exist(solver):
+    with pytest.raises(InvalidInputError, match=f"solver '{solver}' does not accept the options \\['bogus'\\]") as info:
+        _solve(solver=solver, bogus=3)
+    message = str(info.value)
+    assert "its options are: interp, perturb;" in message and "step_size" in message  # and the loop's
+    # the tableau is bound by the registration, and Python's own TypeError is no explanation
+    assert "tableau" not in message and "unexpected keyword" not in message and "__init__" not in message
+
+
+def test_the_tableau_bound_at_registration_is_not_an_option():
+    with pytest.raises(InvalidInputError, match="does not accept the options \\['tableau'\\]"):
+        _solve(solver="rk4", tableau=None)
+
+
+def test_an_unknown_gradient_method_option_is_refused_with_a_suggestion():
+    with pytest.raises(InvalidInputError, match="'rtl' -> did you mean 'rtol'.*its options are: rtol, atol") as info:
+        _solve(adjoint="backsolve", adjoint_options={"rtl": 1e-3})
+    assert "unexpected keyword" not in str(info.value)
+
+
+def test_a_type_error_raised_inside_a_solver_factory_is_reported_with_its_message(monkeypatch):
+    from neurode.framework import solve as solve_module
+
+    class Registered:
+        def __init__(self, *, interp="linear"):
+            raise TypeError("interp must be a string")
+
+    real_get = solve_module.get_registry().get
+    monkeypatch.setattr(solve_module.get_registry(), "get", lambda kind, name: (
+        type("Component", (), {"obj": Registered})() if name == "picky" else real_get(kind, name)))
+    with pytest.raises(InvalidInputError, match="solver 'picky' rejected the options {'interp': 3}: interp must be"):
+        _solve(solver="picky", interp=3)
 
 
 def test_unknown_solver_is_refused_with_a_suggestion():
@@ -311,7 +339,7 @@ def test_integer_state_is_refused():
 
 
 def test_a_vector_field_of_the_wrong_shape_is_refused():
-    with pytest.raises(ValueError, match="returned shape \\(1,\\) for a state of shape \\(2,\\)"):
+    with pytest.raises(InvalidInputError, match="returned shape \\(1,\\) for a state of shape \\(2,\\)"):
         _solve(func=lambda t, y: -y[:1], y0=torch.ones(2))
 
 
@@ -320,7 +348,8 @@ def test_a_tuple_vector_field_of_the_wrong_shape_is_refused():
         x, v = state
         return v, -x[:1]
 
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(InvalidInputError, match="returned shape \\(1,\\) for part 1 of the tuple state, whose shape is "
+                                                 "\\(2,\\)"):
         _solve(func=func, y0=(torch.ones(2), torch.zeros(2)))
 
 
