@@ -13,6 +13,7 @@ import functools
 import inspect
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,7 +152,7 @@ def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSo
         raise InvalidInputError(f"solver must be a registered name or an AbstractSolver, got {solver!r}")
     factory = get_registry().get("solver", solver).obj
     if options:
-        _reject_unknown_options(f"solver {solver!r}", factory, options, LOOP_OPTIONS - {"dtype"})
+        reject_unknown_options(f"solver {solver!r}", factory, options, LOOP_OPTIONS - {"dtype"})
     try:
         instance = factory(**options)
     except TypeError as exc:  # raised inside the factory: its own message is the explanation
@@ -173,14 +174,14 @@ def make_adjoint(adjoint: str | AbstractAdjoint, options: dict | None) -> tuple[
         raise InvalidInputError(f"adjoint must be a registered name or an AbstractAdjoint, got {adjoint!r}")
     factory = get_registry().get("adjoint", adjoint).obj
     if options:
-        _reject_unknown_options(f"gradient method {adjoint!r}", factory, options, frozenset())
+        reject_unknown_options(f"gradient method {adjoint!r}", factory, options, frozenset())
     try:
         return factory(**options), adjoint
     except TypeError as exc:  # raised inside the factory: its own message is the explanation
         raise InvalidInputError(f"gradient method {adjoint!r} rejected the options {options}: {exc}") from None
 
 
-def _reject_unknown_options(what: str, factory, options: dict, loop_options: frozenset) -> None:
+def reject_unknown_options(what: str, factory, options: dict, loop_options: frozenset) -> None:
     """Raise :class:`InvalidInputError` naming the options ``factory`` does not take, before calling it.
 
     Checked against the signature, so that the error lists what the user may pass (not the keywords a
@@ -356,6 +357,9 @@ def build_problem(
             if name in accepted and name not in options:
                 options[name] = value
     solver_obj, solver_name = make_solver(solver, options)
+    if not getattr(solver_obj, "adaptive", False) and config.step_size is None and config.grid_constructor is None \
+            and event_fn is None and not per_sample:
+        _warn_no_step_size(solver_name, t)
     if isinstance(controller, PIController) and getattr(solver_obj, "adaptive", False):
         controller.exponent(solver_obj.error_order)  # a beta too large for this method's order: say so now
     if compile:
@@ -385,6 +389,19 @@ def build_problem(
         args=args,
     )
     return problem, solver_name
+
+
+def _warn_no_step_size(solver_name: str, t: torch.Tensor) -> None:
+    # torchdiffeq then steps from output time to output time, silently: a two-point t is one step
+    n = len(t) - 1
+    if n < 1:
+        return
+    warnings.warn(
+        f"solver {solver_name!r} takes fixed steps and was given no step_size: it steps from each output time to "
+        f"the next ({n} step{'s' if n > 1 else ''} from t={float(t[0]):g} to t={float(t[-1]):g}) and rtol/atol "
+        "have no effect; pass step_size=... (options={'step_size': ...} with odeint) or grid_constructor=...",
+        stacklevel=3,
+    )
 
 
 def solve(

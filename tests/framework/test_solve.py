@@ -378,3 +378,20 @@ def test_signatures_of_unhashable_factories_are_read():
 
     assert [p.name for p in signature_parameters(Factory())] == ["interp"]
     assert [p.name for p in signature_parameters(Factory)] == ["scale"]
+
+
+@pytest.mark.parametrize("solver", ["euler", "rk4", "explicit_adams"])
+def test_a_fixed_step_solver_without_step_size_warns_that_it_steps_between_outputs(solver):
+    with pytest.warns(UserWarning, match=f"solver '{solver}' takes fixed steps and was given no step_size: .*"
+                                         "\\(1 step from t=0 to t=2\\) and rtol/atol have no effect"):
+        neurode.odeint(lambda t, y: -y, Y0, torch.tensor([0.0, 2.0], dtype=torch.float64), method=solver)
+    with pytest.warns(UserWarning, match="\\(3 steps from t=0 to t=2\\)"):
+        _solve(func=lambda t, y: -y, solver=solver)
+
+
+@pytest.mark.parametrize("kwargs", [{"solver": "rk4", "step_size": 0.1},
+                                    {"solver": "rk4", "grid_constructor": lambda f, y0, t: torch.linspace(0, 2, 5)},
+                                    {"solver": "dopri5"}])
+def test_a_solve_with_its_steps_chosen_does_not_warn(kwargs, recwarn):
+    _solve(func=lambda t, y: -y, **kwargs)
+    assert not [w for w in recwarn if "step_size" in str(w.message)]
