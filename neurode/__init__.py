@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "odeint_event": "neurode.framework.functional",
     "odeint_dense": "neurode.framework.functional",
     "ButcherTableau": "neurode.framework.tableau",
+    "ExplicitRungeKutta": "neurode.framework.explicit_rk",
     "NeurodeError": "neurode.framework.errors",
     "SolverError": "neurode.framework.errors",
     "MaxStepsError": "neurode.framework.errors",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
         SolverError,
         StepSizeUnderflowError,
     )
+    from neurode.framework.explicit_rk import ExplicitRungeKutta  # noqa: F401
     from neurode.framework.functional import odeint, odeint_adjoint, odeint_dense, odeint_event  # noqa: F401
     from neurode.framework.registry import Registry, get_registry  # noqa: F401
     from neurode.framework.solution import Solution, SolveStats  # noqa: F401

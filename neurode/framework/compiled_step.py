@@ -46,11 +46,14 @@ def _step_function(tableau, with_args: bool, time_dtype: torch.dtype):
     before_end = tableau.adaptive
 
     def combine(base, terms, k, h):
-        out = base
+        # the increment first, then base once (as eager's _combine: one rounding at |base|)
+        increment = None
         for j, coef in terms:
-            term = (coef * h) * k[j]
-            out = term if out is None else out + term
-        return out
+            term = coef * k[j]
+            increment = term if increment is None else increment + term
+        if increment is None:
+            return base
+        return h * increment if base is None else base + h * increment
 
     def step(user, t0: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, k0: torch.Tensor, args=None):
         h_y = h.to(y0.dtype)

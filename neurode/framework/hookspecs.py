@@ -51,13 +51,19 @@ def register_solvers(register):
 
     ``component`` is a factory called as ``component(**options)`` that returns
     an instance of :class:`neurode.framework.solver.AbstractSolver` (a solver
-    class is such a factory). ``options`` are the solver-specific keywords a
-    user passes to ``neurode.solve`` or in torchdiffeq's ``options`` dict
-    (e.g. ``step_size`` for fixed-grid methods).
+    class is such a factory). ``options`` are the solver's own keywords a user
+    passes to ``neurode.solve`` or in torchdiffeq's ``options`` dict (e.g.
+    ``interp``, ``perturb``, ``max_order``). The loop's options never reach
+    the factory: the step sizes (``step_size``, ``grid_constructor``,
+    ``first_step``, ``min_step``, ``max_step``), ``max_num_steps``,
+    ``step_t``/``jump_t``, ``norm`` and the controller's coefficients are
+    taken out first (``neurode.framework.solve.LOOP_OPTIONS``), so a solver
+    that takes fixed steps is simply called with each step's ``h``.
 
     An explicit Runge–Kutta method needs no new class: register
-    ``functools.partial(ExplicitRungeKutta, tableau=MY_TABLEAU)`` with a
-    :class:`neurode.framework.tableau.ButcherTableau`.
+    ``functools.partial(neurode.ExplicitRungeKutta, tableau=MY_TABLEAU)`` with
+    a :class:`neurode.ButcherTableau`; its options are then ``interp`` and
+    ``perturb``.
 
     Conformance: ``neurode.testing.check_solver(name)`` measures the declared
     order of convergence, float32/float64, batched and tuple states, reversed

@@ -20,6 +20,7 @@ activations), ``record="dense"`` keeps the whole steps (for dense output).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,9 @@ def integrate(
     cb_step = getattr(user, "callback_step", None)
     cb_accept = getattr(user, "callback_accept_step", None)
     cb_reject = getattr(user, "callback_reject_step", None)
+    if fixed and (cb_accept is not None or cb_reject is not None):
+        _warn_adaptive_only_callbacks(solver, cb_accept, cb_reject)
+        cb_accept = cb_reject = None  # as in torchdiffeq, whose fixed-grid solvers never call them
 
     last: Step | None = None
     abs_y = None  # |y| of the current state, computed by the last accepted step's error ratio
@@ -400,6 +404,16 @@ def integrate(
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records)
+
+
+def _warn_adaptive_only_callbacks(solver: AbstractSolver, cb_accept, cb_reject) -> None:
+    """A fixed grid decides nothing: warn that its accept/reject callbacks are never called (as torchdiffeq)."""
+    names = sorted(n for n, cb in (("callback_accept_step", cb_accept), ("callback_reject_step", cb_reject)) if cb)
+    warnings.warn(
+        f"Solver {solver!r} does not support callbacks {set(names)}: it takes fixed steps, so no step is accepted "
+        "or rejected and only callback_step is called",
+        stacklevel=3,
+    )
 
 
 def _check_finite_outputs(ys: list[torch.Tensor], t_list: list[float], stats: SolveStats) -> None:

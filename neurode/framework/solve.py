@@ -13,6 +13,7 @@ import functools
 import inspect
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -150,20 +151,12 @@ def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSo
     if not isinstance(solver, str):
         raise InvalidInputError(f"solver must be a registered name or an AbstractSolver, got {solver!r}")
     factory = get_registry().get("solver", solver).obj
+    if options:
+        reject_unknown_options(f"solver {solver!r}", factory, options, LOOP_OPTIONS - {"dtype"})
     try:
         instance = factory(**options)
-    except TypeError as exc:
-        accepted = _accepted_keywords(factory)
-        known = sorted(set(accepted) | (LOOP_OPTIONS - {"dtype"}))
-        unknown = [o for o in options if o not in accepted]
-        hints = [f"{o!r} -> did you mean {difflib.get_close_matches(o, known, n=1)[0]!r}?"
-                 for o in unknown if difflib.get_close_matches(o, known, n=1)]
-        raise InvalidInputError(
-            f"solver {solver!r} does not accept options {sorted(unknown or options)}"
-            f"{' (' + '; '.join(hints) + ')' if hints else ''} ({exc}); "
-            f"its options are: {', '.join(accepted) or '(none)'}"
-            f"; loop options are: {', '.join(sorted(LOOP_OPTIONS - {'dtype'}))}"
-        ) from None
+    except TypeError as exc:  # raised inside the factory: its own message is the explanation
+        raise InvalidInputError(f"solver {solver!r} rejected the options {options}: {exc}") from None
     except ValueError as exc:
         raise InvalidInputError(f"solver {solver!r}: {exc}") from None
     if not isinstance(instance, AbstractSolver):
@@ -180,14 +173,36 @@ def make_adjoint(adjoint: str | AbstractAdjoint, options: dict | None) -> tuple[
     if not isinstance(adjoint, str):
         raise InvalidInputError(f"adjoint must be a registered name or an AbstractAdjoint, got {adjoint!r}")
     factory = get_registry().get("adjoint", adjoint).obj
+    if options:
+        reject_unknown_options(f"gradient method {adjoint!r}", factory, options, frozenset())
     try:
         return factory(**options), adjoint
-    except TypeError as exc:
-        accepted = _accepted_keywords(factory)
-        raise InvalidInputError(
-            f"gradient method {adjoint!r} does not accept options {sorted(options)} ({exc}); "
-            f"its options are: {', '.join(accepted) or '(none)'}"
-        ) from None
+    except TypeError as exc:  # raised inside the factory: its own message is the explanation
+        raise InvalidInputError(f"gradient method {adjoint!r} rejected the options {options}: {exc}") from None
+
+
+def reject_unknown_options(what: str, factory, options: dict, loop_options: frozenset) -> None:
+    """Raise :class:`InvalidInputError` naming the options ``factory`` does not take, before calling it.
+
+    Checked against the signature, so that the error lists what the user may pass (not the keywords a
+    registered ``functools.partial`` already binds) instead of Python's ``__init__() got an unexpected
+    keyword argument``. Factories taking ``**kwargs``, or whose signature cannot be read, check their own.
+    """
+    parameters = signature_parameters(factory)
+    if not parameters or any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = _accepted_keywords(factory)
+    unknown = sorted(o for o in options if o not in accepted)
+    if not unknown:
+        return
+    known = sorted(set(accepted) | loop_options)
+    hints = [f"{o!r} -> did you mean {close[0]!r}?" for o in unknown
+             if (close := difflib.get_close_matches(o, known, n=1))]
+    raise InvalidInputError(
+        f"{what} does not accept the options {unknown}{' (' + '; '.join(hints) + ')' if hints else ''}; "
+        f"its options are: {', '.join(accepted) or '(none)'}"
+        + (f"; loop options are: {', '.join(sorted(loop_options))}" if loop_options else "")
+    )
 
 
 def signature_parameters(factory) -> tuple[inspect.Parameter, ...]:
@@ -209,8 +224,11 @@ _cached_signature_parameters = functools.lru_cache(maxsize=256)(_signature_param
 
 
 def _accepted_keywords(factory) -> list[str]:
-    return [p.name for p in signature_parameters(factory) if p.kind is p.KEYWORD_ONLY or (
-        p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty)]
+    """The options a factory takes: its keywords with defaults, less those a registered partial binds."""
+    # a partial's keywords (ExplicitRungeKutta's tableau) belong to the registration, not to the user
+    bound = factory.keywords if isinstance(factory, functools.partial) else {}
+    return [p.name for p in signature_parameters(factory) if p.name not in bound and (p.kind is p.KEYWORD_ONLY or (
+        p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty))]
 
 
 def run_problem(problem: Problem, adjoint, adjoint_options: dict | None):
@@ -340,6 +358,9 @@ def build_problem(
             if name in accepted and name not in options:
                 options[name] = value
     solver_obj, solver_name = make_solver(solver, options)
+    if not getattr(solver_obj, "adaptive", False) and config.step_size is None and config.grid_constructor is None \
+            and event_fn is None and not per_sample:
+        _warn_no_step_size(solver_name, t)
     if isinstance(controller, PIController) and getattr(solver_obj, "adaptive", False):
         controller.exponent(solver_obj.error_order)  # a beta too large for this method's order: say so now
     if compile:
@@ -382,6 +403,19 @@ def build_problem(
         args=args, params_explicit=params_explicit, tangent_control=tangent_control,
     )
     return problem, solver_name
+
+
+def _warn_no_step_size(solver_name: str, t: torch.Tensor) -> None:
+    # torchdiffeq then steps from output time to output time, silently: a two-point t is one step
+    n = len(t) - 1
+    if n < 1:
+        return
+    warnings.warn(
+        f"solver {solver_name!r} takes fixed steps and was given no step_size: it steps from each output time to "
+        f"the next ({n} step{'s' if n > 1 else ''} from t={float(t[0]):g} to t={float(t[-1]):g}) and rtol/atol "
+        "have no effect; pass step_size=... (options={'step_size': ...} with odeint) or grid_constructor=...",
+        stacklevel=3,
+    )
 
 
 def solve(

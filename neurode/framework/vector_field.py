@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import prev_time
 from neurode.framework.solver import PERTURB_PREV
 
@@ -83,7 +84,7 @@ class VectorField:
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
             if out.shape != y.shape:
-                raise ValueError(
+                raise InvalidInputError(
                     f"the vector field returned shape {tuple(out.shape)} for a state of shape {tuple(y.shape)}; "
                     "dy/dt must have the state's shape"
                 )
@@ -97,7 +98,7 @@ class VectorField:
             )
         for i, (o, shape) in enumerate(zip(out, self.shapes)):
             if o.numel() != shape.numel():  # same size, other shape: accepted and flattened, as by torchdiffeq
-                raise ValueError(
+                raise InvalidInputError(
                     f"the vector field returned shape {tuple(o.shape)} for part {i} of the tuple state, whose "
                     f"shape is {tuple(shape)}; dy/dt must have the state's shape"
                 )

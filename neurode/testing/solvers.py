@@ -11,6 +11,7 @@ seen. The checks are public so that a plugin can run them one at a time.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import torch
 
 from neurode.framework.errors import SolverError
 from neurode.framework.registry import get_registry
-from neurode.framework.solve import solve
+from neurode.framework.solve import LOOP_OPTIONS, reject_unknown_options, solve
 from neurode.framework.solver import AbstractSolver
 from neurode.testing.problems import ManufacturedProblem
 
@@ -74,8 +75,9 @@ class SolverReport:
 class _Subject:
     """The solver under test, made fresh for every solve (so state cannot leak between solves).
 
-    ``fixed_step``: whether it honours ``step_size`` (default: yes). The checks
-    then compare fixed-step solves, which take identical steps, to round-off;
+    ``fixed_step``: whether it can take fixed steps (default: yes), i.e. solves
+    with the loop option ``step_size``. The checks then compare fixed-step
+    solves, which take identical steps, to round-off;
     an ``adaptive`` solver is also compared in adaptive solves, where step
     sequences legitimately differ, against its own accuracy.
     """
@@ -83,10 +85,17 @@ class _Subject:
     def __init__(self, solver, options: dict | None = None, *, order: int | None = None,
                  adaptive: bool | None = None, fixed_step: bool | None = None) -> None:
         self.options = dict(options or {})
+        loop_options = sorted(set(self.options) & (LOOP_OPTIONS - {"dtype"}))
+        if loop_options:
+            raise TypeError(
+                f"options {loop_options} are loop options, not the solver's: neurode's loop consumes them and never "
+                "passes them to a solver's factory, and the checks choose the step sizes themselves (fixed steps "
+                "unless fixed_step=False, adaptive ones if the solver is adaptive)"
+            )
         if isinstance(solver, str):
             self.name = solver
             factory = get_registry().get("solver", solver).obj
-            self.make = lambda: factory(**self.options)
+            self.make = lambda: _call_factory(solver, factory, self.options)
         elif isinstance(solver, AbstractSolver):
             if self.options:
                 raise TypeError("options cannot be given with a solver instance; configure the instance")
@@ -94,7 +103,7 @@ class _Subject:
             self.make = lambda: solver
         elif callable(solver):
             self.name = None
-            self.make = lambda: solver(**self.options)
+            self.make = lambda: _call_factory(_factory_name(solver), solver, self.options)
         else:
             raise TypeError(f"solver must be a registered name, an AbstractSolver or a factory, got {solver!r}")
         prototype = self.make()
@@ -125,6 +134,23 @@ class _Subject:
         if self.adaptive:
             modes.append((f"adaptive ({ADAPTIVE})", ADAPTIVE, False))
         return modes
+
+
+def _factory_name(factory) -> str:
+    """``ExplicitRungeKutta(rk4)`` for ``partial(ExplicitRungeKutta, tableau=RK4_38)``: short, for messages."""
+    if isinstance(factory, functools.partial):
+        bound = [getattr(v, "name", None) or type(v).__name__ for v in (*factory.args, *factory.keywords.values())]
+        return f"{_factory_name(factory.func)}({', '.join(bound)})"
+    return getattr(factory, "__qualname__", None) or type(factory).__name__
+
+
+def _call_factory(name: str, factory, options: dict):
+    if options:
+        reject_unknown_options(f"solver {name!r}", factory, options, frozenset())
+    try:
+        return factory(**options)
+    except TypeError as exc:  # raised inside the factory: its own message is the explanation
+        raise TypeError(f"solver {name!r}: its factory rejected the options {options}: {exc}") from exc
 
 
 def _subject(solver, options=None, **declared) -> _Subject:
@@ -227,7 +253,8 @@ def check_order(solver, *, order: int | None = None, options: dict | None = None
         raise AssertionError(
             f"solver {subject.name!r}: could not measure an order of convergence: fewer than two errors fell between "
             f"{ORDER_ERROR_FLOOR:g} and {ORDER_ERROR_CEILING:g} as step_size was halved ({_table(errors)}); "
-            "does it honour options step_size=...? (if it cannot, pass fixed_step=False)"
+            "does its step() advance by the step h it is given? (step_size=... is a loop option: the loop calls "
+            "step() with it; a solver that cannot take fixed steps is checked with fixed_step=False)"
         )
     if not subject.order - ORDER_TOLERANCE_BELOW <= slope <= subject.order + ORDER_TOLERANCE_ABOVE:
         raise AssertionError(
@@ -484,6 +511,20 @@ def check_devices(solver, *, options: dict | None = None, devices: Sequence[str]
     return checked
 
 
+def _unavailable_reason(device: str) -> str:
+    """Why ``device`` cannot run the checks here, in words a report can show."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            return f"CUDA not available: this torch ({torch.__version__}) is built without CUDA"
+        if not torch.cuda.is_available():
+            return f"CUDA not available: torch.cuda.is_available() is False (torch {torch.__version__}, no usable GPU)"
+        return f"CUDA device {device!r} not available: {torch.cuda.device_count()} CUDA device(s) visible"
+    if kind == "mps":
+        return "MPS not available: torch.backends.mps.is_available() is False"
+    return f"device type {kind!r} is not supported by the checks"
+
+
 def _available(device: str) -> bool:
     kind = torch.device(device).type
     if kind == "cpu":
@@ -508,16 +549,21 @@ def check_solver(solver, *, order: int | None = None, adaptive: bool | None = No
         adaptive: whether to check adaptive step-size control too (error
             follows the tolerance; adaptive batched, tuple, float32, reversed
             and device solves); default: the solver's ``adaptive`` attribute.
-        fixed_step: whether the solver honours ``options={"step_size": ...}``
-            (default ``True``). Fixed steps are how the order is measured and
-            how results are compared to round-off; an adaptive solver that
-            cannot take them (torchdiffeq's adaptive methods ignore
-            ``step_size``) is checked adaptively only, and its order is not
-            measured.
-        options: solver options (keyword arguments of the factory), e.g.
-            ``{"interp": "cubic"}``.
-        devices: devices to run on; default ``("cpu", "cuda")``, CUDA only
-            where available. Unavailable devices are skipped.
+        fixed_step: whether the solver can take fixed steps (default
+            ``True``): the checks then solve with ``step_size=...``, a loop
+            option (the loop calls the solver's ``step`` with each ``h``; the
+            factory never receives it). Fixed steps are how the order is
+            measured and how results are compared to round-off; an adaptive
+            solver that cannot take them (torchdiffeq's adaptive methods run
+            whole solves and ignore ``step_size``) is checked adaptively only,
+            and its order is not measured.
+        options: the solver's own options (keyword arguments of the factory),
+            e.g. ``{"interp": "cubic"}``; loop options such as ``step_size``
+            are refused with a ``TypeError`` saying so.
+        devices: devices to run on; default ``("cpu", "cuda")``. An
+            unavailable one is skipped, with the reason in
+            ``report.skipped["devices:<device>"]`` (e.g. that CUDA is not
+            available to this torch).
         skip: names of checks to leave out, from :data:`CHECKS`.
 
     The checks, in order (each is also a public function): ``order``
@@ -565,7 +611,7 @@ def check_solver(solver, *, order: int | None = None, adaptive: bool | None = No
     run("tolerance", lambda: check_tolerance(subject), unless=None if subject.adaptive else "not an adaptive solver")
     checked = run("devices", lambda: check_devices(subject, devices=devices))
     if checked is not None:
-        for device in available_devices() if devices is None else tuple(devices):
+        for device in ("cpu", "cuda") if devices is None else tuple(devices):
             if device not in checked:
-                report.skipped[f"devices:{device}"] = "device not available"
+                report.skipped[f"devices:{device}"] = _unavailable_reason(device)
     return report

@@ -161,9 +161,10 @@ def test_callbacks_see_the_step_size_as_torchdiffeq_when_t_decreases():
 
 def test_fixed_steps_follow_step_size_and_end_on_the_last_time():
     func = Recording()
-    neurode.solve(func, Y0, torch.tensor([0.0, 1.0], dtype=torch.float64), solver="rk4", step_size=0.3)
+    with pytest.warns(UserWarning, match="does not support callbacks"):  # a fixed grid accepts nothing
+        neurode.solve(func, Y0, torch.tensor([0.0, 1.0], dtype=torch.float64), solver="rk4", step_size=0.3)
     assert [round(t0, 12) for t0, _ in func.attempted] == [0.0, 0.3, 0.6, 0.9]
-    assert func.boundaries[-1] == 1.0
+    assert sum(func.attempted[-1]) == 1.0
 
 
 def test_time_reaches_f_in_the_states_dtype_on_its_device():
@@ -309,3 +310,25 @@ def test_the_batch_loop_releases_each_iteration_before_the_next():
                       solver=solver, per_sample=True, args=omega)
     assert solver.rejected > 10  # every iteration's y1 is replaced by torch.where: each counts here
     assert solver.held == 0
+
+
+# --------------------------------------------------------------------------- torchdiffeq's step callbacks
+
+
+@pytest.mark.parametrize("solver, options", [("rk4", {}), ("euler", {}), ("explicit_adams", {}),
+                                             ("dopri5", {"step_size": 0.1})])
+def test_a_fixed_grid_warns_about_adaptive_only_callbacks_and_never_calls_them(solver, options):
+    # torchdiffeq's fixed-grid solvers take callback_step only, and warn about the other two
+    func = Recording()
+    with pytest.warns(UserWarning, match="does not support callbacks .*callback_accept_step"):
+        neurode.odeint(func, Y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method=solver,
+                       options={"step_size": 0.1, **options})
+    assert len(func.attempted) == 10
+    assert func.accepted == func.rejected == []
+
+
+def test_an_adaptive_solve_calls_every_callback_without_warning(recwarn):
+    func = Recording()
+    neurode.odeint(func, Y0, torch.tensor([0.0, 3.0], dtype=torch.float64), options={"first_step": 2.0})
+    assert not [w for w in recwarn if "callback" in str(w.message)]
+    assert len(func.attempted) == len(func.accepted) + len(func.rejected) and func.rejected

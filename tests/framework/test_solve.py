@@ -111,17 +111,24 @@ def test_nfe_is_the_number_of_evaluations_of_f(solver):
     assert sol.stats.nfe == func.calls > 0
 
 
-@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "rk4"])
+@pytest.mark.parametrize("solver", ["dopri5", "bosh3"])
 def test_step_counts_are_the_steps_taken(solver):
     func = Counting()
-    options = {"first_step": 1.0} if solver != "rk4" else {"step_size": 0.1}  # a first step that is rejected
-    stats = neurode.solve(func, Y0, T, solver=solver, **options).stats
+    stats = neurode.solve(func, Y0, T, solver=solver, first_step=1.0).stats  # a first step that is rejected
     assert stats.n_steps == stats.n_accepted + stats.n_rejected == func.attempted
     assert (stats.n_accepted, stats.n_rejected) == (func.accepted, func.rejected)
-    if solver != "rk4":
-        assert stats.n_rejected >= 1
+    assert stats.n_rejected >= 1
     assert stats.h_last == func.steps[-1]
     assert stats.nfe_backward == 0 and stats.n_steps_backward == 0  # no backward pass ran
+
+
+def test_fixed_step_counts_are_the_steps_taken_all_accepted():
+    func = Counting()
+    with pytest.warns(UserWarning, match="does not support callbacks"):  # fixed steps: no accept/reject callbacks
+        stats = neurode.solve(func, Y0, T, solver="rk4", step_size=0.1).stats
+    assert stats.n_steps == stats.n_accepted == func.attempted == 20
+    assert stats.n_rejected == func.accepted == func.rejected == 0
+    assert stats.h_last == pytest.approx(0.1)
 
 
 def test_dopri5_costs_six_evaluations_per_step_plus_two_to_start():
@@ -275,11 +282,39 @@ def test_bad_settings_are_refused(kwargs, match):
         _solve(**kwargs)
 
 
-def test_unknown_option_is_refused_with_the_options_that_exist():
-    with pytest.raises(
-        InvalidInputError, match="solver 'dopri5' does not accept options \\['bogus'\\].*interp, perturb"
-    ):
-        _solve(bogus=3)
+@pytest.mark.parametrize("solver", ["dopri5", "rk4"])
+def test_unknown_option_is_refused_with_the_options_that_exist(solver):
+    with pytest.raises(InvalidInputError, match=f"solver '{solver}' does not accept the options \\['bogus'\\]") as info:
+        _solve(solver=solver, bogus=3)
+    message = str(info.value)
+    assert "its options are: interp, perturb;" in message and "step_size" in message  # and the loop's
+    # the tableau is bound by the registration, and Python's own TypeError is no explanation
+    assert "tableau" not in message and "unexpected keyword" not in message and "__init__" not in message
+
+
+def test_the_tableau_bound_at_registration_is_not_an_option():
+    with pytest.raises(InvalidInputError, match="does not accept the options \\['tableau'\\]"):
+        _solve(solver="rk4", tableau=None)
+
+
+def test_an_unknown_gradient_method_option_is_refused_with_a_suggestion():
+    with pytest.raises(InvalidInputError, match="'rtl' -> did you mean 'rtol'.*its options are: rtol, atol") as info:
+        _solve(adjoint="backsolve", adjoint_options={"rtl": 1e-3})
+    assert "unexpected keyword" not in str(info.value)
+
+
+def test_a_type_error_raised_inside_a_solver_factory_is_reported_with_its_message(monkeypatch):
+    from neurode.framework import solve as solve_module
+
+    class Registered:
+        def __init__(self, *, interp="linear"):
+            raise TypeError("interp must be a string")
+
+    real_get = solve_module.get_registry().get
+    monkeypatch.setattr(solve_module.get_registry(), "get", lambda kind, name: (
+        type("Component", (), {"obj": Registered})() if name == "picky" else real_get(kind, name)))
+    with pytest.raises(InvalidInputError, match="solver 'picky' rejected the options {'interp': 3}: interp must be"):
+        _solve(solver="picky", interp=3)
 
 
 def test_unknown_solver_is_refused_with_a_suggestion():
@@ -304,7 +339,7 @@ def test_integer_state_is_refused():
 
 
 def test_a_vector_field_of_the_wrong_shape_is_refused():
-    with pytest.raises(ValueError, match="returned shape \\(1,\\) for a state of shape \\(2,\\)"):
+    with pytest.raises(InvalidInputError, match="returned shape \\(1,\\) for a state of shape \\(2,\\)"):
         _solve(func=lambda t, y: -y[:1], y0=torch.ones(2))
 
 
@@ -313,7 +348,8 @@ def test_a_tuple_vector_field_of_the_wrong_shape_is_refused():
         x, v = state
         return v, -x[:1]
 
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(InvalidInputError, match="returned shape \\(1,\\) for part 1 of the tuple state, whose shape is "
+                                                 "\\(2,\\)"):
         _solve(func=func, y0=(torch.ones(2), torch.zeros(2)))
 
 
@@ -342,3 +378,20 @@ def test_signatures_of_unhashable_factories_are_read():
 
     assert [p.name for p in signature_parameters(Factory())] == ["interp"]
     assert [p.name for p in signature_parameters(Factory)] == ["scale"]
+
+
+@pytest.mark.parametrize("solver", ["euler", "rk4", "explicit_adams"])
+def test_a_fixed_step_solver_without_step_size_warns_that_it_steps_between_outputs(solver):
+    with pytest.warns(UserWarning, match=f"solver '{solver}' takes fixed steps and was given no step_size: .*"
+                                         "\\(1 step from t=0 to t=2\\) and rtol/atol have no effect"):
+        neurode.odeint(lambda t, y: -y, Y0, torch.tensor([0.0, 2.0], dtype=torch.float64), method=solver)
+    with pytest.warns(UserWarning, match="\\(3 steps from t=0 to t=2\\)"):
+        _solve(func=lambda t, y: -y, solver=solver)
+
+
+@pytest.mark.parametrize("kwargs", [{"solver": "rk4", "step_size": 0.1},
+                                    {"solver": "rk4", "grid_constructor": lambda f, y0, t: torch.linspace(0, 2, 5)},
+                                    {"solver": "dopri5"}])
+def test_a_solve_with_its_steps_chosen_does_not_warn(kwargs, recwarn):
+    _solve(func=lambda t, y: -y, **kwargs)
+    assert not [w for w in recwarn if "step_size" in str(w.message)]

@@ -20,6 +20,7 @@ import torch
 import neurode
 from neurode.framework import registry as registry_module
 from neurode.framework.adjoint import AbstractAdjoint, AdjointResult
+from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.registry import Registry, get_registry
 from neurode.framework.solver import ExternalSolver
@@ -92,6 +93,28 @@ def test_check_solver_accepts_an_instance_and_a_factory():
     assert check_solver(ExplicitRungeKutta(RK4_38), skip=("devices",)).name == "rk4"
     report = check_solver(partial(ExplicitRungeKutta, RK4_38), options={"interp": "cubic"}, skip=("devices",))
     assert report.skipped["devices"] == "skipped on request"
+
+
+def test_check_solver_refuses_loop_options_saying_what_they_are():
+    with pytest.raises(TypeError, match="options \\['step_size'\\] are loop options, not the solver's"):
+        check_solver("rk4", options={"step_size": 0.1})
+
+
+def test_check_solver_refuses_an_unknown_factory_option_by_name():
+    with pytest.raises(InvalidInputError, match="'interpp' -> did you mean 'interp'") as info:
+        check_solver(partial(ExplicitRungeKutta, tableau=RK4_38), options={"interpp": "cubic"})
+    assert str(info.value).startswith("solver 'ExplicitRungeKutta(rk4)' does not accept the options ['interpp']")
+    assert str(info.value).endswith("its options are: interp, perturb")  # not the bound tableau, no TypeError
+
+
+def test_check_solver_says_why_cuda_was_skipped(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    report = check_solver("euler", skip=("order", "dtypes", "batch", "tuple", "reversed"))
+    assert report.passed == ["devices"]
+    assert report.skipped["devices:cuda"].startswith("CUDA not available: ")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    report = check_solver("euler", skip=("order", "dtypes", "batch", "tuple", "reversed"))
+    assert "is built without CUDA" in report.skipped["devices:cuda"]
 
 
 def test_check_solver_rejects_unknown_check_names():

@@ -137,7 +137,10 @@ class _BacksolveFunction(torch.autograd.Function):
                 y_in = y.detach().requires_grad_(True)  # a view of the flat state with the forward solve's strides
                 f = inner(t_in, y_in)
                 inputs = (t_in, y_in, *params) if t_requires_grad else (y_in, *params)
-                vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+                if f.requires_grad:
+                    vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+                else:  # f depends on none of them (dy/dt = g(t), t not differentiated): every product is zero
+                    vjps = (None,) * len(inputs)
             if t_requires_grad:
                 vjp_t, vjp_y, *vjp_params = vjps
                 vjp_t = torch.zeros((), dtype=y.dtype, device=y.device) if vjp_t is None else vjp_t.to(y.dtype)
@@ -147,6 +150,13 @@ class _BacksolveFunction(torch.autograd.Function):
             vjp_y = torch.zeros_like(y) if vjp_y is None else vjp_y
             vjp_params = [torch.zeros_like(p) if g is None else g for p, g in zip(params, vjp_params)]
             return (vjp_t.reshape(()), f.detach(), vjp_y, *vjp_params)
+
+        # torchdiffeq's adjoint callbacks: func's callback_*_adjoint are the backward solve's step callbacks,
+        # called with the augmented state (g_t, y, a, *g_θ)
+        for name in ("callback_step", "callback_accept_step", "callback_reject_step"):
+            callback = getattr(problem.func, name + "_adjoint", None)
+            if callback is not None:
+                setattr(augmented_dynamics, name, callback)
 
         # the backward problem: same machinery, augmented state, reverse time
         aug0 = (torch.zeros((), dtype=ys.dtype, device=ys.device), ys[-1], grad_ys[-1],

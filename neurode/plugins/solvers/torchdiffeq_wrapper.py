@@ -19,6 +19,7 @@ solver runs, so that listing plugins never depends on it.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -106,6 +107,24 @@ def import_torchdiffeq():
             f"imported: {exc}. Install it with `pip install torchdiffeq`."
         ) from exc
     return torchdiffeq
+
+
+@functools.cache
+def lsoda_honours_min_step() -> bool:
+    """Whether scipy's LSODA bounds its steps by ``min_step``: scipy 1.17's C port drops it (scipy issue 25827).
+
+    Probed once, not read off the version, so a fixed scipy is recognised: on ``dy/dt = -y`` over ``[0, 10]``
+    at tight tolerances, ``min_step=5`` allows a few steps at most, against dozens without it.
+    """
+    from scipy.integrate import solve_ivp
+
+    def evaluations(min_step: float) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an honoured min_step may fail the tolerance: that is fine here
+            return solve_ivp(lambda t, y: -y, (0.0, 10.0), [1.0], method="LSODA", rtol=1e-10, atol=1e-12,
+                             min_step=min_step).nfev
+
+    return evaluations(5.0) < evaluations(0.0) // 2
 
 
 class _CountingField:
@@ -253,6 +272,13 @@ class TorchdiffeqSolver(ExternalSolver):
             options["first_step"] = config.first_step
         if config.min_step != 0.0:
             options["min_step"] = config.min_step
+            lsoda = self.method.name == "scipy_solver" and options.get("solver", "LSODA") == "LSODA"
+            if lsoda and not lsoda_honours_min_step():
+                warnings.warn(
+                    f"{self.name}: this scipy's LSODA ignores min_step={config.min_step:g} (scipy issue 25827, "
+                    "from scipy 1.17): its steps are not bounded below",
+                    stacklevel=4,
+                )
         if not math.isinf(config.max_step):
             options["max_step"] = config.max_step
         for key in ("step_t", "jump_t"):

@@ -1,6 +1,7 @@
 """torchdiffeq's methods through neurode: ``solver="torchdiffeq.<method>"`` is torchdiffeq's solve."""
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -179,3 +180,37 @@ def test_missing_torchdiffeq_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchdiffeq", None)  # import torchdiffeq now raises ImportError
     with pytest.raises(PluginUnavailableError, match="pip install torchdiffeq"):
         neurode.solve(Field(), y0, torch.tensor([0.0, 1.0], dtype=F64), solver="torchdiffeq.dopri5")
+
+
+def test_min_step_with_an_lsoda_that_ignores_it_warns(monkeypatch):
+    # scipy 1.17's LSODA drops min_step (scipy issue 25827): the solve cannot bound its steps, so say so
+    from neurode.plugins.solvers import torchdiffeq_wrapper
+
+    y0, t = torch.tensor([1.0, 0.5], dtype=F64), torch.linspace(0.0, 1.0, 3, dtype=F64)
+    for honoured in (False, True):
+        monkeypatch.setattr(torchdiffeq_wrapper, "lsoda_honours_min_step", lambda: honoured)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            neurode.odeint(Field(), y0, t, method="scipy_solver", options={"min_step": 0.1})
+            neurode.odeint(Field(), y0, t, method="scipy_solver", options={"solver": "RK45", "min_step": 0.1})
+        messages = [str(w.message) for w in caught if str(w.message).startswith("torchdiffeq.scipy_solver")]
+        assert messages == ([] if honoured else [
+            "torchdiffeq.scipy_solver: this scipy's LSODA ignores min_step=0.1 (scipy issue 25827, from scipy 1.17): "
+            "its steps are not bounded below"])
+
+
+def test_the_lsoda_probe_tells_whether_min_step_bounds_the_steps():
+    from scipy.integrate import solve_ivp
+
+    from neurode.plugins.solvers.torchdiffeq_wrapper import lsoda_honours_min_step
+
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return -y
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solve_ivp(f, (0.0, 10.0), [1.0], method="LSODA", rtol=1e-8, atol=1e-10, min_step=2.0)
+    assert lsoda_honours_min_step() == (calls[0] < 40)  # about 10 evaluations when honoured, ~150 when not
