@@ -36,6 +36,15 @@ def info(
         typer.Option("--loader", help="Loader name (default: chosen by path; see `neurode plugins --kind loader`)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    time_unit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-unit",
+            metavar="UNIT",
+            help="Express time in this unit (seconds, minutes, hours, days, weeks, years). Default: the store's.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Describe a stored dataset: dims, variables and units, observations, time span, missing data."""
     from neurode.cli.console import plugin_warnings_on_stderr
@@ -44,7 +53,7 @@ def info(
 
     with plugin_warnings_on_stderr():
         chosen = find_loader(path, loader=loader) if path.exists() else None
-        ds = load(path, loader=loader)
+        ds = load(path, loader=loader, **({"time_unit": time_unit} if time_unit else {}))
     report = {"path": str(path), "loader": chosen.name if chosen else loader, **summarize(ds)}
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -98,7 +98,7 @@ def _zarr_consolidated(path: Path, zarr_format: int) -> bool:
     return bool(group.get("consolidated_metadata"))
 
 
-def open_zarr(path: Path, *, chunks: Any = None) -> xr.Dataset:
+def open_zarr(path: Path, *, chunks: Any = None, decode_times: bool = False) -> xr.Dataset:
     """Open a zarr store (format 2 or 3) lazily, with the stored chunks unless ``chunks`` is given."""
     zarr_format = zarr_format_of(path)
     if zarr_format is None:
@@ -109,13 +109,16 @@ def open_zarr(path: Path, *, chunks: Any = None) -> xr.Dataset:
             chunks={} if chunks is None else chunks,
             zarr_format=zarr_format,
             consolidated=_zarr_consolidated(path, zarr_format),
+            decode_times=decode_times,
             decode_timedelta=False,
         )
     except Exception as exc:
         raise UnreadableStoreError(f"{path}: cannot read as a zarr format {zarr_format} store: {exc}") from exc
 
 
-def open_netcdf(path: Path, *, engine: str | None = None, chunks: Any = None) -> xr.Dataset:
+def open_netcdf(
+    path: Path, *, engine: str | None = None, chunks: Any = None, decode_times: bool = False
+) -> xr.Dataset:
     """Open a netCDF file lazily with ``engine``, or the first installed engine that reads it.
 
     Engines are tried in turn because "installed" is not "works": h5netcdf
@@ -134,7 +137,11 @@ def open_netcdf(path: Path, *, engine: str | None = None, chunks: Any = None) ->
         try:
             # "auto" rather than {}: a contiguous netCDF variable would otherwise be one chunk.
             return xr.open_dataset(
-                path, engine=candidate, chunks="auto" if chunks is None else chunks, decode_timedelta=False
+                path,
+                engine=candidate,
+                chunks="auto" if chunks is None else chunks,
+                decode_times=decode_times,
+                decode_timedelta=False,
             )
         except Exception as exc:
             failures.append(f"{candidate}: {type(exc).__name__}: {exc}")
@@ -142,18 +149,28 @@ def open_netcdf(path: Path, *, engine: str | None = None, chunks: Any = None) ->
 
 
 def open_raw(
-    path: str | os.PathLike, *, format: str | None = None, chunks: Any = None, engine: str | None = None
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    chunks: Any = None,
+    engine: str | None = None,
+    decode_times: bool = False,
 ) -> xr.Dataset:
-    """Open ``path`` lazily as stored, in whatever layout it has."""
+    """Open ``path`` lazily as stored, in whatever layout it has.
+
+    CF times stay numbers with their ``"<unit> since <epoch>"`` units unless
+    ``decode_times``; either way :func:`~neurode.datasets.cf_time.decode_cf_times`
+    makes float time of them afterwards.
+    """
     path = Path(os.fspath(path))
     if not path.exists():
         raise StoreNotFoundError(f"{path}: no such file or directory")
     if format is None:
         format = format_of(path)
     if format == ZARR:
-        return open_zarr(path, chunks=chunks)
+        return open_zarr(path, chunks=chunks, decode_times=decode_times)
     if format == NETCDF:
-        return open_netcdf(path, engine=engine, chunks=chunks)
+        return open_netcdf(path, engine=engine, chunks=chunks, decode_times=decode_times)
     if format is None:
         raise UnreadableStoreError(
             f"{path}: not a zarr store or netCDF file (expected a directory with zarr.json/.zgroup, "
@@ -171,6 +188,8 @@ def open_store(
     chunks: Any = None,
     engine: str | None = None,
     accept_layouts: tuple[str, ...] | None = None,
+    decode_times: bool = False,
+    time_unit: str | None = None,
     **layout_options: Any,
 ) -> xr.Dataset:
     """Open ``path`` lazily and return it in the canonical trajectory schema.
@@ -185,17 +204,22 @@ def open_store(
             ``scipy`` installed).
         accept_layouts: when given, a store in any other layout is an error
             (the ``ragged`` and ``gridded`` loaders insist on theirs).
+        decode_times: let xarray decode CF times to datetimes first (the
+            result is the same float time; ``False`` reads less).
+        time_unit: express time in this unit (``"days"``, ``"years"``...);
+            default: the store's own. CF ``"<unit> since <epoch>"`` times
+            become floats in any case, the epoch kept in ``attrs["epoch"]``.
         **layout_options: for the gridded layout: ``time_dim``,
             ``trajectory_dim``, ``component_dim``.
     """
-    raw = open_raw(path, format=format, chunks=chunks, engine=engine)
+    raw = open_raw(path, format=format, chunks=chunks, engine=engine, decode_times=decode_times)
     source = os.fspath(path)
     try:
         if layout is None:
             layout = detect_layout(raw, time_dim=layout_options.get("time_dim", "time"))
         if accept_layouts is not None and layout not in accept_layouts:
             raise SchemaError([f"stored in the {layout} layout, expected {' or '.join(accept_layouts)}"])
-        ds = to_canonical(raw, layout=layout, **layout_options)
+        ds = to_canonical(raw, layout=layout, time_unit=time_unit, **layout_options)
     except SchemaError as exc:
         raise SchemaError(exc.violations, source=source) from None
     return select_variables(ds, variables, source=source)

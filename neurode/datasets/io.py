@@ -85,7 +85,10 @@ def load(
         check_values: also validate the data (one streaming read of every
             array). The structure is always checked, which reads nothing.
         **kwargs: options for the loader (e.g. ``chunks``, ``layout``,
-            ``engine``, ``time_dim``).
+            ``engine``, ``time_dim``; the built-in loaders also take
+            ``time_unit="years"`` and ``decode_times``). CF time
+            (``"days since 1958-03-29"``) arrives as float time in
+            ``units="days"`` with ``attrs["epoch"] = "1958-03-29"``.
 
     Returns:
         A dask-backed :class:`xarray.Dataset` in the schema of

@@ -58,6 +58,12 @@ PER_TRAJECTORY_DIMS: tuple[str, ...] = (TRAJECTORY,)
 _EXAMPLES = 3
 
 
+def canonical_attrs(attrs: dict[Hashable, Any]) -> dict[Hashable, Any]:
+    """Dataset attributes of the canonical form: ``featureType`` set, ``Conventions`` as the store had it
+    (the store knows which CF version it follows; ``CF-1.11`` only when it says nothing)."""
+    return {**DATASET_ATTRS, **attrs, "featureType": FEATURE_TYPE}
+
+
 def cf_attrs(units: str, long_name: str, **extra: Any) -> dict[str, Any]:
     """The CF attributes of a variable: ``units``, ``long_name`` and any extras."""
     return {"units": units, "long_name": long_name, **extra}
@@ -163,7 +169,14 @@ def _structure_violations(ds: xr.Dataset) -> tuple[list[str], bool]:
             )
             time_ok = False
         if not isinstance(time.attrs.get("units"), str) or not time.attrs.get("units"):
-            problems.append("variable 'time' has no 'units' attribute")
+            if time.encoding.get("units"):
+                problems.append(
+                    f"variable 'time' holds decoded datetimes (units {time.encoding['units']!r} in its encoding); "
+                    "expected float time: pass it through neurode.datasets.to_canonical, or load the store with "
+                    "neurode.load"
+                )
+            else:
+                problems.append("variable 'time' has no 'units' attribute")
 
     for name, var in ds.data_vars.items():
         if name == TIME:

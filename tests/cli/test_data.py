@@ -61,3 +61,20 @@ def test_info_errors_name_the_path(runner, tmp_path):
     assert result.exit_code == 1
     assert f"error: {path}: dataset does not match the neurode trajectory schema (1 problem)" in result.stderr
     assert "featureType is 'point'" in result.stderr
+
+
+def test_info_reads_cf_time_units_and_takes_time_unit(runner, tmp_path):
+    import xarray as xr
+
+    weekly = xr.Dataset(
+        {"co2": ("time", [315.7, 317.5, np.nan, 317.3], {"units": "ppm", "long_name": "CO2"})},
+        coords={"time": ("time", [0.0, 7.0, 21.0, 28.0], {"units": "days since 1958-03-29"})},
+        attrs={"Conventions": "CF-1.6"},
+    )
+    path = tmp_path / "weekly.zarr"
+    weekly.to_zarr(path, zarr_format=3, consolidated=False)
+    result = runner.invoke(app, ["data", "info", str(path), "--time-unit", "weeks"])
+    assert result.exit_code == 0, result.output
+    assert "time span: 0 to 4 (weeks)" in result.stdout
+    report = json.loads(runner.invoke(app, ["data", "info", str(path), "--json"]).stdout)
+    assert report["time"]["units"] == "days" and report["attrs"]["Conventions"] == "CF-1.6"
