@@ -39,9 +39,10 @@ class SchemaError(DataError, ValueError):
     store one error at a time is a miserable loop.
     """
 
-    def __init__(self, violations: Sequence[str], *, source: str | None = None) -> None:
+    def __init__(self, violations: Sequence[str], *, source: str | None = None, hint: str | None = None) -> None:
         self.violations = list(violations)
         self.source = source
+        self.hint = hint
         where = f"{source}: " if source else ""
         count = len(self.violations)
         lines = "\n".join(f"  - {v}" for v in self.violations)
@@ -49,6 +50,8 @@ class SchemaError(DataError, ValueError):
             f"{where}dataset does not match the neurode trajectory schema "
             f"({count} problem{'s' * (count != 1)}):\n{lines}"
         )
+        if hint:
+            message += f"\n{hint}"
         super().__init__(message)
 
 

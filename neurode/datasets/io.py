@@ -29,7 +29,7 @@ from neurode.datasets.errors import (
     StoreNotFoundError,
     UnreadableStoreError,
 )
-from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, validate
+from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, time_violations, validate
 from neurode.framework.errors import NeurodeError
 from neurode.framework.loader import AbstractLoader
 
@@ -73,6 +73,7 @@ def load(
     loader: str | None = None,
     variables: list[str] | None = None,
     check_values: bool = False,
+    check_times: bool = True,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Open a stored trajectory dataset lazily in the canonical schema.
@@ -84,6 +85,12 @@ def load(
         variables: data variables to keep; ``time`` and coordinates always stay.
         check_values: also validate the data (one streaming read of every
             array). The structure is always checked, which reads nothing.
+        check_times: check that times increase strictly within each
+            trajectory, with trailing padding (one streaming read of ``time``
+            alone, chunk by chunk). On by default: a repeated or decreasing
+            time silently corrupts training. ``False`` skips it for trusted
+            stores; batches drawn through ``TrajectoryDataset`` are still
+            checked as they are read.
         **kwargs: options for the loader (e.g. ``chunks``, ``layout``,
             ``engine``, ``time_dim``; the built-in loaders also take
             ``time_unit="years"`` and ``decode_times``). CF time
@@ -122,6 +129,15 @@ def load(
         validate(ds, check_values=check_values, source=source)
     except SchemaError as exc:
         raise SchemaError(exc.violations, source=source) from None
+    if check_times and not check_values:
+        problems = time_violations(ds)
+        if problems:
+            raise SchemaError(
+                problems,
+                source=source,
+                hint="(neurode.load(..., check_times=False) skips this check; `neurode data validate PATH` lists "
+                "every problem)",
+            )
     return canonical_order(ds)
 
 

@@ -93,9 +93,13 @@ def test_value_problems_are_found_on_request(example, tmp_path):
     t = example.time.values.copy()
     t[5, 1] = t[5, 0]
     path = write_zarr(example.assign(time=(example.time.dims, t, example.time.attrs)), tmp_path / "repeat.zarr")
-    neurode.load(path)  # structure is fine
+    neurode.load(path, check_times=False)  # structure is fine; the opt-out for trusted stores
     with pytest.raises(SchemaError, match="not strictly increasing within trajectories 5"):
         neurode.load(path, check_values=True)
+    # checked by default, cheaply: times repeat (not decrease), named with the values as numbers
+    with pytest.raises(SchemaError, match=r"trajectory 5: time repeats, [\d.]+ then [\d.]+ at obs 0 and 1\)") as caught:
+        neurode.load(path)
+    assert "check_times=False" in str(caught.value) and "np.float64" not in str(caught.value)
 
 
 def test_unknown_variables_are_named_with_the_available_ones(store):
@@ -137,7 +141,9 @@ def test_write_zarr_chunks_by_whole_trajectories(example, store):
 def test_loading_reads_no_data_and_a_batch_reads_only_its_chunks(store, example, zarr_reads):
     ds = neurode.load(store)
     assert zarr_reads.chunks("x") == [] and zarr_reads.chunks("v") == [], "opening read data chunks"
+    assert len(zarr_reads.chunks("time")) == 4, "the default time check reads time, chunk by chunk, and only it"
     assert all(var.chunks is not None for var in ds.data_vars.values())
+    zarr_reads.clear()
 
     batch = ds.isel(trajectory=[4, 5]).compute()  # both in the second block of 3 trajectories
     for name in ("time", "x", "v", "damping"):
