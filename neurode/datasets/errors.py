@@ -24,6 +24,10 @@ class StoreExistsError(DataError, FileExistsError):
     """Refusing to write over an existing store without ``overwrite``."""
 
 
+class StoreWriteError(DataError, OSError):
+    """A store cannot be written where asked (a read-only directory, a parent that is a file)."""
+
+
 class UnreadableStoreError(DataError, OSError):
     """The store exists but could not be read by the chosen loader."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ NETCDF_SUFFIXES: tuple[str, ...] = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".h
 #: netCDF engines in order of preference; h5netcdf needs no C library of its own.
 NETCDF_ENGINES: tuple[str, ...] = ("h5netcdf", "netcdf4", "scipy")
 _ENGINE_MODULES = {"h5netcdf": "h5netcdf", "netcdf4": "netCDF4", "scipy": "scipy"}
+#: How to get a netCDF engine: neurode's extra installs h5netcdf and h5py.
+NETCDF_EXTRA_HINT = "pip install 'neurode[netcdf]'"
+_EXPECTED_NETCDF = "expected a netCDF-4 (HDF5) or netCDF-3 file"
 
 # First bytes of netCDF files: classic/64-bit offset ("CDF"), netCDF-4 (HDF5).
 _NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
@@ -113,7 +117,9 @@ def open_zarr(path: Path, *, chunks: Any = None, decode_times: bool = False) -> 
             decode_timedelta=False,
         )
     except Exception as exc:
-        raise UnreadableStoreError(f"{path}: cannot read as a zarr format {zarr_format} store: {exc}") from exc
+        raise UnreadableStoreError(
+            f"{path}: cannot read as a zarr format {zarr_format} store ({one_line(exc, path)})"
+        ) from exc
 
 
 def open_netcdf(
@@ -130,9 +136,11 @@ def open_netcdf(
     engines = [engine] if engine is not None else available_netcdf_engines()
     if not engines:
         raise UnreadableStoreError(
-            f"{path}: reading netCDF needs one of the packages {', '.join(_ENGINE_MODULES.values())}; none is installed"
+            f"{path}: reading netCDF needs one of the packages {', '.join(_ENGINE_MODULES.values())}, "
+            f"and none is installed; {NETCDF_EXTRA_HINT} installs h5netcdf"
         )
     failures = []
+    missing_library = False
     for candidate in engines:
         try:
             # "auto" rather than {}: a contiguous netCDF variable would otherwise be one chunk.
@@ -144,8 +152,29 @@ def open_netcdf(
                 decode_timedelta=False,
             )
         except Exception as exc:
-            failures.append(f"{candidate}: {type(exc).__name__}: {exc}")
-    raise UnreadableStoreError(f"{path}: cannot read as netCDF ({'; '.join(failures)})")
+            missing_library |= isinstance(exc, ImportError)
+            failures.append(f"{candidate}: {one_line(exc, path)}")
+    hint = f"; {NETCDF_EXTRA_HINT} installs a working engine" if missing_library else ""
+    raise UnreadableStoreError(f"{path}: cannot read as netCDF ({'; '.join(failures)}); {_EXPECTED_NETCDF}{hint}")
+
+
+def one_line(exc: BaseException, path: Path | None = None, limit: int = 160) -> str:
+    """A library's exception as one short line: its first line, without memory addresses or the path again.
+
+    HDF5 and netCDF errors run over many lines (pip advice, buffer addresses)
+    that mean nothing to someone whose file is simply not what it claims.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if path is not None:
+        for spelling in (str(Path(path).resolve()), str(path)):
+            text = text.replace(spelling, "the file")
+    text = re.sub(r"\s*\([^()]*0x[0-9a-fA-F]+[^()]*\)", "", text)  # "(addr = 0x7f..., size = ...)"
+    text = re.sub(r"\b0x[0-9a-fA-F]{6,}\b", "...", text)
+    text = re.sub(r"^Error:\s*", "", text)
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def open_raw(

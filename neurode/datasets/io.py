@@ -1,4 +1,4 @@
-"""Reading any store through the registered loaders, and writing zarr safely.
+"""Reading any store through the registered loaders, and writing zarr and netCDF safely.
 
 :func:`load` is ``neurode.load``. It finds a loader through the registry only
 (by name, or by asking each registered loader whether it can open the path),
@@ -8,11 +8,15 @@ like any other.
 :func:`write_zarr` writes a canonical dataset to a zarr store atomically: into
 a hidden sibling directory first, renamed into place only when complete, so a
 crash, a full disk or Ctrl-C leaves no half-written store under the requested
-name.
+name. :func:`write_netcdf` does the same for one netCDF file (a temporary
+file in the same directory, fsync, ``os.replace``), and :func:`write_store`
+picks between them by the path's suffix. :func:`check_writable` says, before
+any work, why a path cannot be written.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import uuid
@@ -27,6 +31,7 @@ from neurode.datasets.errors import (
     SchemaError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreWriteError,
     UnreadableStoreError,
 )
 from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, time_violations, validate
@@ -141,6 +146,35 @@ def load(
     return canonical_order(ds)
 
 
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Raise, naming the path and the reason, unless a store can be written at ``path``.
+
+    Checked before any work, so a long simulation does not end in a failed
+    write: the nearest existing ancestor must be a directory that this
+    process may write to, and ``path`` must not exist unless ``overwrite``.
+
+    Raises:
+        StoreExistsError: ``path`` exists and ``overwrite`` is false.
+        StoreWriteError: a parent is a file, or the directory is read-only.
+    """
+    target = Path(os.fspath(path))
+    if target.exists() and not overwrite:
+        raise StoreExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) to replace it")
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StoreWriteError(f"{target}: cannot write here: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise StoreWriteError(f"{target}: cannot write here: no permission to write in {ancestor}")
+    return target
+
+
+def _write_failed(target: Path, exc: OSError) -> StoreWriteError:
+    reason = exc.strerror or str(exc)
+    return StoreWriteError(f"{target}: cannot write: {reason}")
+
+
 def default_chunk_trajectories(ds: xr.Dataset, chunk_bytes: int = CHUNK_BYTES) -> int:
     """How many trajectories make one chunk of about ``chunk_bytes`` for ``ds``."""
     per_trajectory = 0
@@ -171,10 +205,11 @@ def write_zarr(
     """
     if zarr_format not in (2, 3):
         raise DataError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    target = Path(os.fspath(path))
-    if target.exists() and not overwrite:
-        raise StoreExistsError(f"{target}: already exists; pass overwrite=True (--overwrite) to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_writable(path, overwrite=overwrite)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_failed(target, exc) from exc
 
     n = chunk_trajectories or default_chunk_trajectories(ds)
     chunks = {dim: -1 for dim in (OBS, COMPONENT) if dim in ds.dims}
@@ -202,7 +237,65 @@ def write_zarr(
                 retired.unlink()
         else:
             os.replace(partial, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, NeurodeError):
+            raise _write_failed(target, exc) from exc
         raise
     return target
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``ds`` to one netCDF-4 file at ``path``, atomically (temporary file, fsync, ``os.replace``).
+
+    Raises:
+        StoreExistsError: ``path`` exists and ``overwrite`` is false.
+        UnreadableStoreError: no netCDF engine is installed (``pip install 'neurode[netcdf]'``).
+    """
+    engine = netcdf_write_engine(path)
+    target = check_writable(path, overwrite=overwrite)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_failed(target, exc) from exc
+    partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        ds.to_netcdf(partial, engine=engine)
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, NeurodeError):
+            raise _write_failed(target, exc) from exc
+        raise
+    return target
+
+
+def netcdf_write_engine(path: str | os.PathLike) -> str:
+    """The netCDF engine that writes ``path`` (netCDF-4: h5netcdf or netCDF4), or a one-line error."""
+    from neurode.datasets.formats import NETCDF_EXTRA_HINT, available_netcdf_engines
+
+    engines = [engine for engine in available_netcdf_engines() if engine in ("h5netcdf", "netcdf4")]
+    if "h5netcdf" in engines and importlib.util.find_spec("h5py") is None:
+        engines.remove("h5netcdf")
+    if not engines:
+        raise UnreadableStoreError(
+            f"{os.fspath(path)}: writing netCDF needs h5netcdf (with h5py) or netCDF4, and neither is installed; "
+            f"{NETCDF_EXTRA_HINT} installs them, or write a zarr store (a path ending in .zarr)"
+        )
+    return engines[0]
+
+
+def is_netcdf_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a netCDF file by its suffix (``.nc``, ``.nc4``, ``.h5``...)."""
+    from neurode.datasets.formats import NETCDF_SUFFIXES
+
+    return Path(os.fspath(path)).name.lower().endswith(NETCDF_SUFFIXES)
+
+
+def write_store(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = False, zarr_format: int = 3) -> Path:
+    """Write ``ds`` as netCDF when ``path`` ends in a netCDF suffix (``.nc``...), else as a zarr store."""
+    if is_netcdf_path(path):
+        return write_netcdf(ds, path, overwrite=overwrite)
+    return write_zarr(ds, path, zarr_format=zarr_format, overwrite=overwrite)

@@ -95,7 +95,8 @@ def resolve_parameter_ranges(system: System, overrides: ParameterRanges | None) 
     return ranges
 
 
-def _check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol) -> None:
+def check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol) -> None:
+    """Raise :class:`SimulationConfigError` naming every option :func:`simulate` cannot honour."""
     problems = []
     if n_trajectories < 1:
         problems.append(f"count must be at least 1, got {n_trajectories}")
@@ -211,7 +212,7 @@ def simulate(
     """
     system = get_system(system) if isinstance(system, str) else system
     t_span = tuple(float(t) for t in (t_span if t_span is not None else system.t_span))
-    _check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol)
+    check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol)
     ranges = resolve_parameter_ranges(system, parameters)
     config = SimulationConfig(
         system.name, n_trajectories, n_obs, t_span, sampling, missing, noise, ranges, seed, method, rtol, atol

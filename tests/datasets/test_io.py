@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -13,6 +14,7 @@ from neurode.datasets.errors import (
     SchemaError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreWriteError,
     UnknownVariableError,
     UnreadableStoreError,
 )
@@ -154,3 +156,49 @@ def test_loading_reads_no_data_and_a_batch_reads_only_its_chunks(store, example,
 
 def test_loaded_dataset_is_in_canonical_order(store, example):
     assert list(neurode.load(store).data_vars) == list(canonical_order(example).data_vars)
+
+
+def test_an_unreadable_netcdf_file_is_one_line_naming_the_path_and_what_was_expected(tmp_path):
+    path = tmp_path / "broken.nc"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)  # an HDF5 signature and nothing valid after it
+    with pytest.raises(UnreadableStoreError) as caught:
+        neurode.load(path)
+    message = str(caught.value)
+    assert "\n" not in message and "pip install netcdf4" not in message
+    assert message.startswith(f"{path}: cannot read as netCDF (")
+    assert message.endswith("expected a netCDF-4 (HDF5) or netCDF-3 file")
+
+
+def test_reading_netcdf_without_an_engine_names_the_extra(example, tmp_path, monkeypatch):
+    from neurode.datasets import formats
+
+    path = tmp_path / "e.nc"
+    example.to_netcdf(path, engine="h5netcdf")
+    monkeypatch.setattr(formats, "available_netcdf_engines", lambda: [])
+    with pytest.raises(UnreadableStoreError, match=r"none is installed; pip install 'neurode\[netcdf\]'"):
+        neurode.load(path)
+
+
+def test_one_line_drops_addresses_continuation_lines_and_the_path():
+    from neurode.datasets.formats import one_line
+
+    exc = OSError("Unable to open /data/x.nc (addr = 0x7f3a2c001234, size = 8)\n\n  $ pip install netcdf4\n")
+    assert one_line(exc, Path("/data/x.nc")) == "OSError: Unable to open the file"
+
+
+def test_write_netcdf_is_atomic_and_reads_back(example, tmp_path, monkeypatch):
+    from neurode.datasets.io import write_netcdf, write_store
+
+    path = write_store(example, tmp_path / "e.nc")
+    xr.testing.assert_identical(neurode.load(path).compute(), canonical_order(example))
+    with pytest.raises(StoreExistsError):
+        write_netcdf(example, path)
+
+    def fail(self, target, **kwargs):
+        Path(target).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", fail)
+    with pytest.raises(StoreWriteError, match=r"other.nc: cannot write: No space left on device"):
+        write_netcdf(example, tmp_path / "other.nc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.nc"]
