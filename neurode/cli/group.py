@@ -99,7 +99,8 @@ class NeurodeGroup(TyperGroup):
         except NeurodeError as exc:
             if _debug(ctx):
                 print_traceback(exc)
-            print_error(str(exc))
+            # an error may word its advice for the command line (``--loader NAME``, not ``loader=<name>``)
+            print_error(getattr(exc, "cli_message", None) or str(exc))
             raise typer.Exit(EXIT_ERROR) from exc
         except Exception as exc:
             if _debug(ctx):

@@ -33,7 +33,15 @@ class UnreadableStoreError(DataError, OSError):
 
 
 class NoLoaderError(DataError):
-    """No registered loader recognises a path."""
+    """No registered loader recognises a path.
+
+    The advice differs by where the user is: ``loader=<name>`` in Python,
+    ``--loader NAME`` on the command line, which prints :attr:`cli_message`.
+    """
+
+    def __init__(self, message: str, *, cli_message: str | None = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message or message
 
 
 class SchemaError(DataError, ValueError):

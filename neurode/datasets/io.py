@@ -69,7 +69,11 @@ def find_loader(path: str | os.PathLike, *, loader: str | None = None) -> Abstra
     known = ", ".join(
         f"{c.name} ({', '.join(getattr(c.obj, 'suffixes', ()) or ()) or 'by name only'})" for c in components
     )
-    raise NoLoaderError(f"{os.fspath(path)}: no loader recognises this path; pass loader=<name>. Loaders: {known}")
+    where = f"{os.fspath(path)}: no loader recognises this path"
+    raise NoLoaderError(
+        f"{where}; pass loader=<name>. Loaders: {known}",
+        cli_message=f"{where}; pass --loader NAME. Loaders: {known}",
+    )
 
 
 def load(

@@ -117,3 +117,12 @@ def test_validate_reports_structure_problems_as_violations(runner, tmp_path):
     result = runner.invoke(app, ["data", "validate", str(path), "--json"])
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["violations"] == ["variable 'x' has no 'units' attribute"]
+
+
+def test_no_loader_advice_is_worded_for_the_command_line(runner, tmp_path):
+    path = tmp_path / "measurements.csv"
+    path.write_text("t,x\n0,1\n")
+    result = runner.invoke(app, ["data", "info", str(path)])
+    assert result.exit_code == 1
+    assert "no loader recognises this path; pass --loader NAME." in result.stderr
+    assert "loader=<name>" not in result.stderr
