@@ -18,7 +18,10 @@ from typing import Annotated
 import typer
 
 from neurode import __version__
+from neurode.cli.console import show_flags_without_a_type
 from neurode.cli.group import NeurodeGroup
+
+show_flags_without_a_type()
 
 #: The built-in command modules, registered in this order. Each has ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (

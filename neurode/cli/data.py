@@ -35,7 +35,10 @@ def register(app: typer.Typer) -> None:
 
 
 PathArgument = Annotated[
-    Path, typer.Argument(help="A dataset store: zarr, netCDF, or anything a loader plugin reads.", show_default=False)
+    Path,
+    typer.Argument(
+        metavar="PATH", help="A dataset store: zarr, netCDF, or anything a loader plugin reads.", show_default=False
+    ),
 ]
 LoaderOption = Annotated[
     str | None,

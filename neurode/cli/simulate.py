@@ -73,7 +73,9 @@ def parse_span(text: str) -> tuple[float, float]:
 
 
 def simulate(
-    system: Annotated[str | None, typer.Argument(help="System to simulate (see --list).", show_default=False)] = None,
+    system: Annotated[
+        str | None, typer.Argument(metavar="SYSTEM", help="System to simulate (see --list).", show_default=False)
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(

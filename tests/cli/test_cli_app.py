@@ -208,3 +208,11 @@ def test_console_script_entry_point_is_main():
     [script] = [ep for ep in distribution("neurode").entry_points if ep.group == "console_scripts"]
     assert (script.name, script.value) == ("neurode", "neurode.cli.app:main")
     assert script.load() is app_module.main
+
+
+@pytest.mark.parametrize("command", [[], ["data", "info"], ["data", "validate"], ["simulate"], ["plugins"]])
+def test_help_shows_flags_without_a_type_label(runner, command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert "--help" in result.stdout
