@@ -24,7 +24,10 @@ from typing import Annotated, Any
 import typer
 
 from neurode.cli.console import plugin_warnings_on_stderr
-from neurode.framework.registry import DISABLE_ENV, KINDS, Source
+from neurode.framework.registry import DISABLE_ENV, KINDS
+
+#: What ``--json`` says of each component.
+_COMPONENT_KEYS = ("kind", "name", "distribution", "version", "plugin", "description")
 
 #: The component kinds, as a str Enum so typer shows and checks the choices.
 Kind = enum.Enum("Kind", {kind: kind for kind in KINDS}, type=str)
@@ -40,38 +43,38 @@ def plugins(
         typer.Option("--kind", "-k", case_sensitive=False, help="Only list components of this kind."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Import every plugin again and rebuild the cached plugin index.")
+    ] = False,
 ) -> None:
     """List every registered component: kind, name, source distribution and version.
 
     Also lists plugins that failed to load (with the error), plugins disabled
     by NEURODE_DISABLE_PLUGINS, and component names registered by two plugins.
+    Read from the plugin index (no plugin imported) while it matches what is
+    installed; --refresh rebuilds it.
     """
-    from neurode import __version__
-    from neurode.framework.registry import get_registry
+    from neurode.framework import plugin_index
 
     with plugin_warnings_on_stderr():
-        registry = get_registry()
+        index = plugin_index.get(refresh=refresh)
     kind_name = kind.value if kind is not None else None
     report = {
-        "neurode_version": __version__,
+        "neurode_version": index["neurode_version"],
         "kind": kind_name,
-        "components": [c.as_dict() for c in registry.components(kind_name)],
-        "failures": [f.as_dict() for f in registry.failures],
-        "disabled": [_source_dict(s) for s in registry.disabled],
-        "conflicts": [
-            {"kind": k, "name": n, "sources": [_source_dict(s) for s in sources]}
-            for k, n, sources in registry.conflicts()
-            if kind_name is None or k == kind_name
+        "components": [
+            {key: c[key] for key in _COMPONENT_KEYS}
+            for c in index["components"]
+            if kind_name is None or c["kind"] == kind_name
         ],
+        "failures": index["failures"],
+        "disabled": index["disabled"],
+        "conflicts": [c for c in index["conflicts"] if kind_name is None or c["kind"] == kind_name],
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_tables(report)
-
-
-def _source_dict(source: Source) -> dict[str, str]:
-    return {"distribution": source.distribution, "version": source.version, "plugin": source.plugin}
 
 
 def _print_tables(report: dict[str, Any]) -> None:

@@ -50,6 +50,29 @@ def _instantiate(name: str, factory: Any) -> AbstractLoader:
     return loader
 
 
+def _registered_loaders() -> list[tuple[str, Any, bool]]:
+    """``(name, factory, is_builtin)`` of every registered loader.
+
+    From the plugin index when it is current, importing only the loaders'
+    own modules (not every plugin, and not torch); from the registry when the
+    index is off, the registry is built already, or a loader is not importable
+    by name.
+    """
+    from neurode.framework import plugin_index
+    from neurode.framework.registry import get_registry
+
+    if plugin_index.enabled() and not plugin_index.is_registry_built():
+        index = plugin_index.get()
+        entries = [c for c in index["components"] if c["kind"] == "loader"]
+        conflicts = any(c["kind"] == "loader" for c in index["conflicts"])  # the registry's error names both
+        if not conflicts and all(entry.get("object") for entry in entries):
+            try:
+                return [(e["name"], plugin_index.load_object(e["object"]), e["builtin"]) for e in entries]
+            except Exception:  # moved or renamed since the index was written: the registry knows
+                pass
+    return [(c.name, c.obj, c.source.builtin) for c in get_registry().components("loader")]
+
+
 def find_loader(path: str | os.PathLike, *, loader: str | None = None) -> AbstractLoader:
     """The loader that opens ``path``: the one named ``loader``, else the first that can.
 
@@ -58,16 +81,18 @@ def find_loader(path: str | os.PathLike, *, loader: str | None = None) -> Abstra
     """
     from neurode.framework.registry import get_registry
 
-    registry = get_registry()
+    loaders = sorted(_registered_loaders(), key=lambda entry: (entry[2], entry[0]))
     if loader is not None:
-        return _instantiate(loader, registry.get("loader", loader).obj)
-    components = sorted(registry.components("loader"), key=lambda c: (c.source.builtin, c.name))
-    for component in components:
-        candidate = _instantiate(component.name, component.obj)
+        factory = next((obj for name, obj, _ in loaders if name == loader), None)
+        if factory is None:  # the registry's own error: close names, or the two sources of a conflict
+            factory = get_registry().get("loader", loader).obj
+        return _instantiate(loader, factory)
+    for name, factory, _ in loaders:
+        candidate = _instantiate(name, factory)
         if candidate.can_open(path):
             return candidate
     known = ", ".join(
-        f"{c.name} ({', '.join(getattr(c.obj, 'suffixes', ()) or ()) or 'by name only'})" for c in components
+        f"{name} ({', '.join(getattr(obj, 'suffixes', ()) or ()) or 'by name only'})" for name, obj, _ in loaders
     )
     where = f"{os.fspath(path)}: no loader recognises this path"
     raise NoLoaderError(

@@ -216,3 +216,24 @@ def test_help_shows_flags_without_a_type_label(runner, command):
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.stdout
     assert "--help" in result.stdout
+
+
+def test_help_lists_plugin_commands_from_the_index_and_running_one_loads_it(runner, acme_site, tmp_path, monkeypatch):
+    from neurode.framework import plugin_index
+    from neurode.framework import registry as registry_module
+
+    monkeypatch.setenv(plugin_index.INDEX_ENV, "1")
+    monkeypatch.setenv(plugin_index.CACHE_ENV, str(tmp_path / "cache"))
+    first = runner.invoke(app, ["--help"])
+    assert first.exit_code == 0 and "acme-hello" in first.stdout
+    monkeypatch.setattr(registry_module, "_registry", None)  # a new process
+
+    second = runner.invoke(app, ["--help"])
+    assert second.exit_code == 0
+    assert "acme-hello" in second.stdout and "Say hello from Acme." in second.stdout
+    assert registry_module._registry is None, "--help built the registry although the index knew the commands"
+    assert "neurode-broken" in second.stderr, "a plugin that failed to load is still reported"
+
+    ran = runner.invoke(app, ["acme-hello", "--name", "index"])
+    assert ran.exit_code == 0, ran.output
+    assert "hello index from acme" in ran.stdout
