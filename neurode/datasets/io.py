@@ -34,9 +34,14 @@ from neurode.datasets.errors import (
     StoreWriteError,
     UnreadableStoreError,
 )
-from neurode.datasets.schema import COMPONENT, OBS, TRAJECTORY, canonical_order, time_violations, validate
+from neurode.datasets.schema import COMPONENT, OBS, TIME, TRAJECTORY, canonical_order, time_violations, validate
 from neurode.framework.errors import NeurodeError
 from neurode.framework.loader import AbstractLoader
+
+#: Largest ``time`` array :func:`load` checks at once (one streaming read). Past
+#: it the check is left to the batches: ``TrajectoryDataset`` checks every
+#: trajectory it reads, so a huge store costs nothing extra at load.
+EAGER_TIME_CHECK_BYTES = 256 << 20
 
 #: Target size of one stored chunk (all of a block of trajectories). A few MB
 #: keeps per-chunk overhead small while a batch of trajectories reads little extra.
@@ -123,8 +128,9 @@ def load(
             trajectory, with trailing padding (one streaming read of ``time``
             alone, chunk by chunk). On by default: a repeated or decreasing
             time silently corrupts training. ``False`` skips it for trusted
-            stores; batches drawn through ``TrajectoryDataset`` are still
-            checked as they are read.
+            stores. Batches drawn through ``TrajectoryDataset`` are checked
+            as they are read in any case, which is all the checking a store
+            whose ``time`` exceeds :data:`EAGER_TIME_CHECK_BYTES` gets.
         **kwargs: options for the loader (e.g. ``chunks``, ``layout``,
             ``engine``, ``time_dim``; the built-in loaders also take
             ``time_unit="years"`` and ``decode_times``). CF time
@@ -163,7 +169,7 @@ def load(
         validate(ds, check_values=check_values, source=source)
     except SchemaError as exc:
         raise SchemaError(exc.violations, source=source) from None
-    if check_times and not check_values:
+    if check_times and not check_values and ds[TIME].nbytes <= EAGER_TIME_CHECK_BYTES:
         problems = time_violations(ds)
         if problems:
             raise SchemaError(

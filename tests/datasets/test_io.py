@@ -10,6 +10,7 @@ import xarray as xr
 
 import neurode
 from neurode.datasets.errors import (
+    DataError,
     NoLoaderError,
     SchemaError,
     StoreExistsError,
@@ -202,3 +203,19 @@ def test_write_netcdf_is_atomic_and_reads_back(example, tmp_path, monkeypatch):
     with pytest.raises(StoreWriteError, match=r"other.nc: cannot write: No space left on device"):
         write_netcdf(example, tmp_path / "other.nc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.nc"]
+
+
+def test_a_store_too_large_for_the_eager_time_check_is_checked_batch_by_batch(
+    example, tmp_path, monkeypatch, zarr_reads
+):
+    from neurode.datasets import io
+    from neurode.datasets.trajectory_dataset import TrajectoryDataset
+
+    t = example.time.values.copy()
+    t[2, 3] = t[2, 2]
+    path = write_zarr(example.assign(time=(example.time.dims, t, example.time.attrs)), tmp_path / "big.zarr")
+    monkeypatch.setattr(io, "EAGER_TIME_CHECK_BYTES", 0)
+    ds = neurode.load(path)
+    assert zarr_reads.chunks("time") == [], "a large store's times are not all read at load"
+    with pytest.raises(DataError, match="trajectory 2: time repeats"):
+        TrajectoryDataset(ds).__getitems__([2])
