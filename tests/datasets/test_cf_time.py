@@ -114,3 +114,24 @@ def test_cf_unit_parsing_and_udunits_lengths():
     assert scale("weeks", "days") == 7.0
     assert scale("years", "days") == pytest.approx(365.242198781)
 
+
+
+def test_a_cf_ragged_store_with_cf_time_units_loads(tmp_path):
+    """Per-subject sampling times in "hours since <dose time>", the CF contiguous ragged layout."""
+    hours = np.array([0.5, 1.0, 4.0, 0.25, 2.0])
+    ragged = xr.Dataset(
+        {
+            "conc": ("obs", [3.1, 2.7, 1.2, 5.0, 2.2], {"units": "mg L-1", "long_name": "plasma concentration"}),
+            "time": ("obs", hours, {"units": "hours since 2001-05-01 08:00:00", "standard_name": "time"}),
+            "rowSize": ("subject", np.array([3, 2], dtype=np.int32), {"sample_dimension": "obs", "long_name": "n"}),
+            "weight": ("subject", [70.0, 82.0], {"units": "kg", "long_name": "body weight"}),
+        },
+        coords={"subject": ("subject", [101, 102], {"cf_role": "trajectory_id"})},
+        attrs={"featureType": "trajectory", "Conventions": "CF-1.8"},
+    )
+    path = tmp_path / "pk.nc"
+    ragged.to_netcdf(path, engine="h5netcdf")
+    ds = neurode.load(path, time_unit="minutes")
+    np.testing.assert_allclose(ds.time.values, [[30.0, 60.0, 240.0], [15.0, 120.0, np.nan]])
+    assert ds.time.attrs["epoch"] == "2001-05-01 08:00:00" and ds.time.attrs["units"] == "minutes"
+    assert ds.trajectory.values.tolist() == [101, 102] and ds.attrs["Conventions"] == "CF-1.8"
