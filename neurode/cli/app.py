@@ -8,6 +8,21 @@ exposes ``register(app)``. Commands of installed plugins (the
 Importing this module must stay cheap (no torch): ``neurode --help`` and
 ``neurode --version`` should answer at once. Commands import heavy modules
 inside their function bodies.
+
+Adding a verb (``evaluate``, ``predict``, ``runs``...):
+
+1. a module ``neurode/cli/<verb>.py`` whose docstring says what the verb does,
+   exposing ``register(app)``, named in :data:`COMMAND_MODULES`;
+2. at its top level only the standard library, ``typer`` and ``neurode.cli.*``
+   (options, enums, ``Annotated`` types); torch, xarray, ``neurode.training``,
+   ``neurode.datasets`` and the registry are imported inside the command
+   function, where the work starts;
+3. nothing runs at import but ``register``.
+
+Every module here is imported for every command, so one heavy import at a
+module's top slows ``neurode --help`` for all of them.
+``tests/framework/test_plugin_index.py`` fails if ``--help``, ``--version``,
+``plugins`` or ``data info`` import torch.
 """
 
 from __future__ import annotations
@@ -18,7 +33,10 @@ from typing import Annotated
 import typer
 
 from neurode import __version__
+from neurode.cli.console import show_flags_without_a_type
 from neurode.cli.group import NeurodeGroup
+
+show_flags_without_a_type()
 
 #: The built-in command modules, registered in this order. Each has ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (

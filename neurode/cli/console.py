@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+import typer.core
 
 from neurode.framework.registry import NeurodePluginWarning
 
@@ -56,3 +57,25 @@ def plugin_warnings_on_stderr() -> Iterator[None]:
             warnings.warn_explicit(
                 record.message, record.category, record.filename, record.lineno, source=record.source
             )
+
+
+def show_flags_without_a_type() -> None:
+    """Help shows ``--json`` as a flag, not ``--json <bool>``.
+
+    Typer 0.2x labels every option with its type, flags included, which reads
+    as if ``--version`` took a boolean value. A flag takes no value, so it gets
+    no label; options with values keep theirs. Applied to typer's option class,
+    so commands that plugins add look the same as the built-ins.
+    """
+    option = typer.core.TyperOption
+    if getattr(option.display_type_rich, "_neurode_flags", False):
+        return
+    typed = option.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and self.metavar is None:
+            return None
+        return typed(self, ctx)
+
+    display_type_rich._neurode_flags = True
+    option.display_type_rich = display_type_rich

@@ -2,7 +2,9 @@
 
 ``neurode data info PATH`` opens PATH through the registered loaders (any
 format and layout they read), lazily, and prints its dimensions, variables
-with units, observations per trajectory, time span and missing fraction;
+with units, observations per trajectory, time span and missing fraction,
+then every way the data breaks the schema (times that repeat or decrease,
+values in padding...); it exits with status 1 when there is any.
 ``--json`` prints the same as one JSON object on stdout:
 
 .. code-block:: json
@@ -10,7 +12,11 @@ with units, observations per trajectory, time span and missing fraction;
     {"path", "loader", "dims": {}, "trajectories", "variables": [{"name", "role", "dims",
      "dtype", "units", "long_name", "observed", "missing_fraction"}],
      "observations_per_trajectory": {"min", "median", "mean", "max", "total", "counts"},
-     "time": {"units", "min", "max"}, "missing_fraction", "attrs": {}}
+     "time": {"units", "min", "max"}, "missing_fraction", "attrs": {}, "violations": []}
+
+``neurode data validate PATH`` checks structure and values and prints every
+violation (``--json``: ``{"path", "loader", "violations": []}``); exit status
+1 if there is any, 0 if the store conforms.
 """
 
 from __future__ import annotations
@@ -28,28 +34,107 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
-@data_app.command("info")
-def info(
-    path: Annotated[Path, typer.Argument(help="A dataset store: zarr, netCDF, or anything a loader plugin reads.")],
-    loader: Annotated[
-        str | None,
-        typer.Option("--loader", help="Loader name (default: chosen by path; see `neurode plugins --kind loader`)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-) -> None:
-    """Describe a stored dataset: dims, variables and units, observations, time span, missing data."""
+PathArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="PATH", help="A dataset store: zarr, netCDF, or anything a loader plugin reads.", show_default=False
+    ),
+]
+LoaderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--loader",
+        metavar="NAME",
+        help="Loader name (default: chosen by path; see `neurode plugins --kind loader`).",
+        show_default=False,
+    ),
+]
+TimeUnitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--time-unit",
+        metavar="UNIT",
+        help="Express time in this unit (seconds, minutes, hours, days, weeks, years). Default: the store's.",
+        show_default=False,
+    ),
+]
+
+
+def _open(path: Path, loader: str | None, time_unit: str | None) -> tuple[str | None, Any]:
+    """The loader's name and the lazily opened dataset, times not yet checked (the caller reports them)."""
     from neurode.cli.console import plugin_warnings_on_stderr
-    from neurode.datasets.info import summarize
     from neurode.datasets.io import find_loader, load
 
     with plugin_warnings_on_stderr():
         chosen = find_loader(path, loader=loader) if path.exists() else None
-        ds = load(path, loader=loader)
-    report = {"path": str(path), "loader": chosen.name if chosen else loader, **summarize(ds)}
+        options = {"time_unit": time_unit} if time_unit else {}
+        ds = load(path, loader=loader, check_times=False, **options)
+    return (chosen.name if chosen else loader), ds
+
+
+@data_app.command("info")
+def info(
+    path: PathArgument,
+    loader: LoaderOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    time_unit: TimeUnitOption = None,
+) -> None:
+    """Describe a stored dataset: dims, variables and units, observations, time span, missing data.
+
+    Also lists every violation of the schema; the exit status is 1 if there is any.
+    """
+    from neurode.datasets.info import summarize
+    from neurode.datasets.schema import violations
+
+    loader_name, ds = _open(path, loader, time_unit)
+    report = {"path": str(path), "loader": loader_name, **summarize(ds), "violations": violations(ds)}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_report(report)
+        _print_violations(report["path"], report["violations"])
+    if report["violations"]:
+        raise typer.Exit(1)
+
+
+@data_app.command("validate")
+def validate(
+    path: PathArgument,
+    loader: LoaderOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the violations as JSON on stdout.")] = False,
+    time_unit: TimeUnitOption = None,
+) -> None:
+    """Check a stored dataset against the trajectory schema and print every violation.
+
+    Structure (dims, dtypes, units) and values (times strictly increasing within
+    each trajectory, padding only at the end, no values at padded times). The
+    exit status is 1 if anything is wrong, 0 if the store conforms.
+    """
+    from neurode.datasets.errors import SchemaError
+    from neurode.datasets.schema import violations
+
+    try:
+        loader_name, ds = _open(path, loader, time_unit)
+    except SchemaError as exc:  # the structure is wrong: that is the answer, not a failure to answer
+        loader_name, problems = loader, exc.violations
+    else:
+        problems = violations(ds)
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "loader": loader_name, "violations": problems}, indent=2))
+    elif problems:
+        _print_violations(str(path), problems)
+    else:
+        typer.echo(f"{path}: conforms to the neurode trajectory schema ({ds.sizes['trajectory']} trajectories)")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _print_violations(path: str, problems: list[str]) -> None:
+    if problems:
+        count = len(problems)
+        typer.echo(f"{path}: {count} violation{'s' * (count != 1)} of the neurode trajectory schema:")
+        for problem in problems:
+            typer.echo(f"  - {problem}")
 
 
 def _percent(fraction: float | None) -> str:

@@ -5,8 +5,10 @@ Two jobs that every command shares live here:
 * **Plugin commands, loaded only when needed.** Finding third-party commands
   means building the registry, which imports every plugin (and torch with
   them). ``neurode --version`` and ``neurode train --help`` need none of that,
-  so plugins are loaded the first time the group is asked for a command it
-  does not know, or for the list of all commands (``neurode --help``). Each
+  and ``neurode --help`` needs only their names and help, which the plugin
+  index (``neurode.framework.plugin_index``) keeps from the last time they
+  were loaded. Plugins are loaded when a command the group does not know is
+  run, or to list commands when the index does not know them yet. Each
   plugin's ``register_commands(app)`` receives a :class:`typer.Typer`; what it
   adds there (``app.command``, ``app.add_typer``) becomes a command of
   ``neurode``. A built-in command keeps its name: a plugin command of the same
@@ -24,7 +26,7 @@ from typing import Any
 
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from neurode.cli.console import (
     EXIT_ERROR,
@@ -46,40 +48,71 @@ class NeurodeGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._plugin_commands_loaded = False
+        self._resolving = False
 
     # ------------------------------------------------------------------ plugin commands
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # Running a command (``neurode acme-hello``, even with --help) needs the real one, never a listing entry.
+        self._resolving = True
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            self._resolving = False
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
-        if command is None and not self._plugin_commands_loaded:
-            self.load_plugin_commands()
-            command = super().get_command(ctx, cmd_name)
-        return command
+        if command is not None or self._plugin_commands_loaded:
+            return command
+        if not self._resolving:
+            listed = next((c for c in self._indexed_commands() or () if c["name"] == cmd_name), None)
+            if listed is not None:
+                return _listing_entry(listed)
+        self.load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: Any) -> list[str]:
-        self.load_plugin_commands()
-        return super().list_commands(ctx)
+        indexed = None if self._plugin_commands_loaded else self._indexed_commands()
+        if indexed is None:
+            self.load_plugin_commands()
+            return super().list_commands(ctx)
+        names = super().list_commands(ctx)
+        return names + [c["name"] for c in indexed if c["name"] not in names]
+
+    def _indexed_commands(self) -> list[dict[str, str]] | None:
+        """Plugin commands as the plugin index last saw them (``None``: unknown, load the plugins)."""
+        from neurode.framework import plugin_index
+
+        if not plugin_index.enabled() or plugin_index.is_registry_built():
+            return None
+        with plugin_warnings_on_stderr():
+            index = plugin_index.read(warn=True)
+        return None if index is None else index.get("commands")
 
     def load_plugin_commands(self) -> None:
-        """Add every command that installed plugins register (once)."""
+        """Add every command that installed plugins register (once), and record them in the plugin index."""
         if self._plugin_commands_loaded:
             return
         self._plugin_commands_loaded = True
+        from neurode.framework import plugin_index
         from neurode.framework.registry import get_registry
 
         plugin_app = typer.Typer()
         with plugin_warnings_on_stderr():
-            get_registry().register_commands(plugin_app)
-        if not plugin_app.registered_commands and not plugin_app.registered_groups:
-            return
-        for name, command in typer.main.get_group(plugin_app).commands.items():
-            if name in self.commands:
-                print_warning(
-                    f"a plugin registers a command named {name!r}, which is a built-in neurode command; "
-                    f"the plugin's command is ignored"
-                )
-                continue
-            self.commands[name] = command
+            registry = get_registry()
+            registry.register_commands(plugin_app)
+        added = []
+        if plugin_app.registered_commands or plugin_app.registered_groups:
+            for name, command in typer.main.get_group(plugin_app).commands.items():
+                if name in self.commands:
+                    print_warning(
+                        f"a plugin registers a command named {name!r}, which is a built-in neurode command; "
+                        f"the plugin's command is ignored"
+                    )
+                    continue
+                self.commands[name] = command
+                added.append({"name": name, "help": command.help or "", "short_help": command.short_help or ""})
+        plugin_index.write(plugin_index.snapshot(registry, commands=added))
 
     # ------------------------------------------------------------------ errors
 
@@ -99,7 +132,8 @@ class NeurodeGroup(TyperGroup):
         except NeurodeError as exc:
             if _debug(ctx):
                 print_traceback(exc)
-            print_error(str(exc))
+            # an error may word its advice for the command line (``--loader NAME``, not ``loader=<name>``)
+            print_error(getattr(exc, "cli_message", None) or str(exc))
             raise typer.Exit(EXIT_ERROR) from exc
         except Exception as exc:
             if _debug(ctx):
@@ -112,6 +146,11 @@ class NeurodeGroup(TyperGroup):
                     f"to see the traceback, and include it when you report the bug."
                 )
             raise typer.Exit(EXIT_INTERNAL) from exc
+
+
+def _listing_entry(listed: dict[str, str]) -> Any:
+    """A stand-in for a plugin command in ``neurode --help``: its name and help, no plugin imported."""
+    return TyperCommand(name=listed["name"], help=listed["help"] or None, short_help=listed["short_help"] or None)
 
 
 def _debug(ctx: Any) -> bool:

@@ -1,6 +1,6 @@
 """``neurode plugins``: every registered component and where it came from.
 
-Lists kind, name, source distribution, version and description of every
+Lists kind, name, source (distribution and version) and description of every
 component, then what did not make it: plugins that failed to load (with the
 error), plugins switched off by ``NEURODE_DISABLE_PLUGINS``, and names
 registered twice. ``--json`` prints the same report as one JSON object:
@@ -24,7 +24,10 @@ from typing import Annotated, Any
 import typer
 
 from neurode.cli.console import plugin_warnings_on_stderr
-from neurode.framework.registry import DISABLE_ENV, KINDS, Source
+from neurode.framework.registry import DISABLE_ENV, KINDS
+
+#: What ``--json`` says of each component.
+_COMPONENT_KEYS = ("kind", "name", "distribution", "version", "plugin", "description")
 
 #: The component kinds, as a str Enum so typer shows and checks the choices.
 Kind = enum.Enum("Kind", {kind: kind for kind in KINDS}, type=str)
@@ -40,38 +43,38 @@ def plugins(
         typer.Option("--kind", "-k", case_sensitive=False, help="Only list components of this kind."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Import every plugin again and rebuild the cached plugin index.")
+    ] = False,
 ) -> None:
     """List every registered component: kind, name, source distribution and version.
 
     Also lists plugins that failed to load (with the error), plugins disabled
     by NEURODE_DISABLE_PLUGINS, and component names registered by two plugins.
+    Read from the plugin index (no plugin imported) while it matches what is
+    installed; --refresh rebuilds it.
     """
-    from neurode import __version__
-    from neurode.framework.registry import get_registry
+    from neurode.framework import plugin_index
 
     with plugin_warnings_on_stderr():
-        registry = get_registry()
+        index = plugin_index.get(refresh=refresh)
     kind_name = kind.value if kind is not None else None
     report = {
-        "neurode_version": __version__,
+        "neurode_version": index["neurode_version"],
         "kind": kind_name,
-        "components": [c.as_dict() for c in registry.components(kind_name)],
-        "failures": [f.as_dict() for f in registry.failures],
-        "disabled": [_source_dict(s) for s in registry.disabled],
-        "conflicts": [
-            {"kind": k, "name": n, "sources": [_source_dict(s) for s in sources]}
-            for k, n, sources in registry.conflicts()
-            if kind_name is None or k == kind_name
+        "components": [
+            {key: c[key] for key in _COMPONENT_KEYS}
+            for c in index["components"]
+            if kind_name is None or c["kind"] == kind_name
         ],
+        "failures": index["failures"],
+        "disabled": index["disabled"],
+        "conflicts": [c for c in index["conflicts"] if kind_name is None or c["kind"] == kind_name],
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_tables(report)
-
-
-def _source_dict(source: Source) -> dict[str, str]:
-    return {"distribution": source.distribution, "version": source.version, "plugin": source.plugin}
 
 
 def _print_tables(report: dict[str, Any]) -> None:
@@ -84,8 +87,8 @@ def _print_tables(report: dict[str, Any]) -> None:
         _print_table(
             console,
             f"neurode {report['neurode_version']}: registered {what}",
-            ("kind", "name", "distribution", "version", "description"),
-            [(c["kind"], c["name"], c["distribution"], c["version"], c["description"]) for c in components],
+            ("kind", "name", "source", "description"),
+            [(c["kind"], c["name"], f"{c['distribution']} {c['version']}", c["description"]) for c in components],
         )
     else:
         console.print(f"No {what} registered.", markup=False)
@@ -96,15 +99,15 @@ def _print_tables(report: dict[str, Any]) -> None:
         _print_table(
             console,
             "Plugins that failed to load (their components are unavailable)",
-            ("distribution", "version", "plugin", "error"),
-            [(f["distribution"], f["version"], f["plugin"], f["error"]) for f in report["failures"]],
+            ("source", "plugin", "error"),
+            [(f"{f['distribution']} {f['version']}", f["plugin"], f["error"]) for f in report["failures"]],
         )
     if report["disabled"]:
         _print_table(
             console,
             f"Plugins disabled by {DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}",
-            ("distribution", "version", "plugin"),
-            [(d["distribution"], d["version"], d["plugin"]) for d in report["disabled"]],
+            ("source", "plugin"),
+            [(f"{d['distribution']} {d['version']}", d["plugin"]) for d in report["disabled"]],
         )
     if report["conflicts"]:
         _print_table(
@@ -119,17 +122,28 @@ def _describe_source(source: dict[str, str]) -> str:
     return f"{source['distribution']} {source['version']} (plugin {source['plugin']})"
 
 
+#: The narrowest the free-text column may get before name columns may fold instead.
+_MIN_TEXT_WIDTH = 16
+
+
 def _print_table(console: Any, title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """A title line, then a rich table of plain-text cells (no markup). On a narrow
-    terminal long names fold onto more lines instead of being cut, and the last
-    (free-text) column keeps a readable width."""
+    """A title line, then a rich table of plain-text cells (no markup). Name columns
+    keep the width of their longest name; the last (free-text) column wraps at
+    word boundaries. Only a terminal too narrow for the names themselves folds
+    them, and nothing is ever cut."""
     from rich.table import Table
     from rich.text import Text
 
     console.print(Text(title, style="bold"), soft_wrap=True)
     table = Table()
+    # Names are identifiers: kept whole ("torchdiffeq.adaptive_heun", never
+    # "torchdiffeq.adaptiv|e_heun") whenever the terminal leaves the free-text
+    # last column a readable width; only that column wraps, at word boundaries.
+    widths = [max([len(header), *(len(row[k]) for row in rows)]) for k, header in enumerate(headers[:-1])]
+    chrome = 3 * len(headers) + 1  # a border and one space of padding each side, per column
+    keep_whole = sum(widths) + chrome + _MIN_TEXT_WIDTH <= console.width
     for header in headers[:-1]:
-        table.add_column(header, overflow="fold")
+        table.add_column(header, no_wrap=keep_whole, overflow="fold")
     table.add_column(headers[-1], overflow="fold", ratio=1)
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))

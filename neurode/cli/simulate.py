@@ -5,8 +5,12 @@
 drawn from their ranges (``--param damping=0.1:0.5``, repeatable, or
 ``--param damping=0.2`` to fix one), observes them regularly or irregularly
 with optional per-variable missingness and Gaussian noise, and writes a
-CF-attributed zarr store with provenance attributes. The store appears only
-when complete: an error or Ctrl-C leaves nothing at PATH.
+CF-attributed zarr store (or a netCDF file, for ``--out PATH.nc``) with
+provenance attributes. The store appears only when complete: an error or
+Ctrl-C leaves nothing at PATH.
+
+Every option, the output path included, is checked before the progress bar
+starts: a mistake costs no simulation time.
 """
 
 from __future__ import annotations
@@ -28,46 +32,59 @@ def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate)
 
 
-def _parse_float(text: str, what: str) -> float:
+def _parse_float(text: str, what: str, option: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise typer.BadParameter(f"{what}: {text!r} is not a number") from None
+        raise typer.BadParameter(f"{what}: {text!r} is not a number", param_hint=option) from None
     if not math.isfinite(value):
-        raise typer.BadParameter(f"{what}: {text!r} is not a finite number")
+        raise typer.BadParameter(f"{what}: {text!r} is not a finite number", param_hint=option)
     return value
 
 
 def parse_param(text: str) -> tuple[str, float | tuple[float, float]]:
-    """``name=low:high`` or ``name=value``."""
+    """``name=low:high`` or ``name=value``; a malformed one is a usage error naming ``--param``."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
-        raise typer.BadParameter(f"got {text!r}; expected NAME=LOW:HIGH or NAME=VALUE (e.g. damping=0.1:0.5)")
+        raise typer.BadParameter(
+            f"got {text!r}; expected NAME=LOW:HIGH or NAME=VALUE (e.g. damping=0.1:0.5)", param_hint="--param"
+        )
     name = name.strip()
     if ":" in value:
         low_text, _, high_text = value.partition(":")
-        low, high = _parse_float(low_text, name), _parse_float(high_text, name)
+        low, high = _parse_float(low_text, name, "--param"), _parse_float(high_text, name, "--param")
         if low > high:
-            raise typer.BadParameter(f"{name}: range {low}:{high} has low > high")
+            raise typer.BadParameter(
+                f"{name}: range {low:g}:{high:g} has low > high; expected LOW <= HIGH", param_hint="--param"
+            )
         return name, (low, high)
-    return name, _parse_float(value, name)
+    return name, _parse_float(value, name, "--param")
 
 
 def parse_span(text: str) -> tuple[float, float]:
     """``t0:t1`` with t0 < t1."""
     start, sep, stop = text.partition(":")
     if not sep:
-        raise typer.BadParameter(f"got {text!r}; expected T0:T1 (e.g. 0:10)")
-    t0, t1 = _parse_float(start, "--t-span"), _parse_float(stop, "--t-span")
+        raise typer.BadParameter(f"got {text!r}; expected T0:T1 (e.g. 0:10)", param_hint="--t-span")
+    t0, t1 = _parse_float(start, "--t-span", "--t-span"), _parse_float(stop, "--t-span", "--t-span")
     if not t0 < t1:
-        raise typer.BadParameter(f"got {text!r}; expected T0 < T1")
+        raise typer.BadParameter(f"got {text!r}; expected T0 < T1", param_hint="--t-span")
     return t0, t1
 
 
 def simulate(
-    system: Annotated[str | None, typer.Argument(help="System to simulate (see --list).", show_default=False)] = None,
+    system: Annotated[
+        str | None, typer.Argument(metavar="SYSTEM", help="System to simulate (see --list).", show_default=False)
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Zarr store to write (e.g. data/oscillator.zarr).")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="PATH",
+            help="Store to write: a zarr store (data/oscillator.zarr), or netCDF for a path ending in .nc.",
+            show_default=False,
+        ),
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of trajectories.")] = 100,
     obs: Annotated[
@@ -102,7 +119,7 @@ def simulate(
         bool, typer.Option("--list", help="List the systems and their parameters, then exit.")
     ] = False,
 ) -> None:
-    """Simulate trajectories of a physical system and write them to a zarr store."""
+    """Simulate trajectories of a physical system and write them to a zarr store or a netCDF file."""
     if list_systems:
         _print_systems()
         return
@@ -112,16 +129,21 @@ def simulate(
         raise typer.BadParameter(f"give the store to write, e.g. --out data/{system}.zarr", param_hint="--out")
 
     from neurode.datasets.errors import StoreExistsError
-    from neurode.datasets.simulation import resolve_parameter_ranges
+    from neurode.datasets.io import check_writable, is_netcdf_path, netcdf_write_engine
+    from neurode.datasets.simulation import check_options, resolve_parameter_ranges
     from neurode.datasets.systems import get_system
 
     # Everything that can be wrong with the request fails here, before any work.
-    spec = get_system(system)
     ranges = dict(parse_param(text) for text in (param or []))
-    resolve_parameter_ranges(spec, ranges)
     span = parse_span(t_span) if t_span is not None else None
+    spec = get_system(system)
+    resolve_parameter_ranges(spec, ranges)
+    check_options(count, obs, span or spec.t_span, sampling.value, missing, noise, rtol, atol)
     if out.exists() and not overwrite:
         raise StoreExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    check_writable(out, overwrite=overwrite)
+    if is_netcdf_path(out):
+        netcdf_write_engine(out)
     _run(spec, out, count, obs, span, sampling.value, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite)
 
 
@@ -131,7 +153,7 @@ def _run(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from neurode.datasets.io import write_zarr
+    from neurode.datasets.io import write_store
     from neurode.datasets.simulation import simulate as run_simulation
 
     console = Console(stderr=True)
@@ -154,7 +176,7 @@ def _run(
             progress=lambda done, total: progress.update(solving, completed=done),
         )
         writing = progress.add_task(f"writing {out}", total=1)
-        write_zarr(ds, out, zarr_format=zarr_format, overwrite=overwrite)
+        write_store(ds, out, zarr_format=zarr_format, overwrite=overwrite)
         progress.update(writing, completed=1)
     names = ", ".join(v.name for v in spec.variables)
     typer.echo(f"wrote {out}: {count} trajectories of {spec.name} ({names}), up to {ds.sizes['obs']} observations each")

@@ -2,6 +2,7 @@
 
 - ``schema``: the canonical ``xarray`` form of irregular trajectories, ``validate``.
 - ``layouts``: CF ragged and gridded layouts, normalised to the schema.
+- ``cf_time``: CF time axes (``"days since ..."``, datetimes) as float time with units.
 - ``io``: ``load`` (through the registered loaders) and ``write_zarr`` (atomic).
 - ``systems``, ``sampling``, ``simulation``: physical systems solved with
   neurode, observed irregularly with missingness and noise.
@@ -26,6 +27,8 @@ _LAZY: dict[str, str] = {
     "load": "neurode.datasets.io",
     "write_zarr": "neurode.datasets.io",
     "to_canonical": "neurode.datasets.layouts",
+    "decode_cf_times": "neurode.datasets.cf_time",
+    "convert_time_unit": "neurode.datasets.cf_time",
     "to_ragged_contiguous": "neurode.datasets.layouts",
     "to_ragged_indexed": "neurode.datasets.layouts",
     "to_gridded": "neurode.datasets.layouts",

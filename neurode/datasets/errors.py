@@ -24,12 +24,24 @@ class StoreExistsError(DataError, FileExistsError):
     """Refusing to write over an existing store without ``overwrite``."""
 
 
+class StoreWriteError(DataError, OSError):
+    """A store cannot be written where asked (a read-only directory, a parent that is a file)."""
+
+
 class UnreadableStoreError(DataError, OSError):
     """The store exists but could not be read by the chosen loader."""
 
 
 class NoLoaderError(DataError):
-    """No registered loader recognises a path."""
+    """No registered loader recognises a path.
+
+    The advice differs by where the user is: ``loader=<name>`` in Python,
+    ``--loader NAME`` on the command line, which prints :attr:`cli_message`.
+    """
+
+    def __init__(self, message: str, *, cli_message: str | None = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message or message
 
 
 class SchemaError(DataError, ValueError):
@@ -39,9 +51,10 @@ class SchemaError(DataError, ValueError):
     store one error at a time is a miserable loop.
     """
 
-    def __init__(self, violations: Sequence[str], *, source: str | None = None) -> None:
+    def __init__(self, violations: Sequence[str], *, source: str | None = None, hint: str | None = None) -> None:
         self.violations = list(violations)
         self.source = source
+        self.hint = hint
         where = f"{source}: " if source else ""
         count = len(self.violations)
         lines = "\n".join(f"  - {v}" for v in self.violations)
@@ -49,6 +62,8 @@ class SchemaError(DataError, ValueError):
             f"{where}dataset does not match the neurode trajectory schema "
             f"({count} problem{'s' * (count != 1)}):\n{lines}"
         )
+        if hint:
+            message += f"\n{hint}"
         super().__init__(message)
 
 

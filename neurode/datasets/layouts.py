@@ -35,8 +35,9 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import xarray as xr
 
+from neurode.datasets.cf_time import convert_time_unit, decode_cf_times
 from neurode.datasets.errors import SchemaError
-from neurode.datasets.schema import COMPONENT, DATASET_ATTRS, OBS, TIME, TRAJECTORY
+from neurode.datasets.schema import COMPONENT, OBS, TIME, TRAJECTORY, canonical_attrs
 
 CANONICAL = "canonical"
 RAGGED_CONTIGUOUS = "ragged_contiguous"
@@ -191,7 +192,7 @@ def _assemble(
     rest = ds.drop_vars([name for name, var in ds.variables.items() if sample_dim in var.dims])
     rest = _rename_instance(rest, instance_dim)
     result = rest.assign(out)
-    result.attrs = {**ds.attrs, **DATASET_ATTRS}
+    result.attrs = canonical_attrs(ds.attrs)
     if any(var.chunks is not None for var in result.variables.values()):
         # Per-trajectory variables keep their stored chunks; align them with the gathered blocks.
         result = result.unify_chunks()
@@ -344,16 +345,27 @@ def from_gridded(
         # Keep the whole dataset lazy, time included, chunked like the data.
         ds[TIME] = ds[TIME].chunk()
         ds = ds.unify_chunks()
-    ds.attrs = {**ds.attrs, **DATASET_ATTRS}
+    ds.attrs = canonical_attrs(ds.attrs)
     return _trajectory_ids_as_coords(ds)
 
 
-def to_canonical(ds: xr.Dataset, *, layout: str | None = None, **options) -> xr.Dataset:
+def to_canonical(ds: xr.Dataset, *, layout: str | None = None, time_unit: str | None = None, **options) -> xr.Dataset:
     """Normalise ``ds`` from ``layout`` (detected when ``None``) to the canonical form.
 
+    CF times (``"<unit> since <epoch>"`` numbers, or datetimes xarray already
+    decoded) become float time first (``neurode.datasets.cf_time``), in
+    ``time_unit`` if given; a plain float time is rescaled to ``time_unit``.
     ``options`` go to :func:`from_gridded` (``time_dim``, ``trajectory_dim``,
     ``component_dim``); the other layouts take none.
     """
+    ds = decode_cf_times(ds, time_unit=time_unit)
+    canonical = _normalise(ds, layout, options)
+    if time_unit is not None and TIME in canonical.variables:
+        canonical = convert_time_unit(canonical, time_unit)
+    return canonical
+
+
+def _normalise(ds: xr.Dataset, layout: str | None, options: dict) -> xr.Dataset:
     if layout is None:
         layout = detect_layout(ds, time_dim=options.get("time_dim", TIME))
     if layout not in LAYOUTS:
@@ -391,7 +403,7 @@ def _with_instances(ds: xr.Dataset, samples: xr.Dataset) -> xr.Dataset:
     """Per-trajectory variables and coordinates of ``ds`` next to the flattened samples."""
     instance = ds.drop_vars([name for name, var in ds.variables.items() if OBS in var.dims]).compute()
     out = xr.merge([instance, samples], combine_attrs="override")
-    out.attrs = {**ds.attrs, **DATASET_ATTRS}
+    out.attrs = canonical_attrs(ds.attrs)
     return out
 
 

@@ -58,6 +58,12 @@ PER_TRAJECTORY_DIMS: tuple[str, ...] = (TRAJECTORY,)
 _EXAMPLES = 3
 
 
+def canonical_attrs(attrs: dict[Hashable, Any]) -> dict[Hashable, Any]:
+    """Dataset attributes of the canonical form: ``featureType`` set, ``Conventions`` as the store had it
+    (the store knows which CF version it follows; ``CF-1.11`` only when it says nothing)."""
+    return {**DATASET_ATTRS, **attrs, "featureType": FEATURE_TYPE}
+
+
 def cf_attrs(units: str, long_name: str, **extra: Any) -> dict[str, Any]:
     """The CF attributes of a variable: ``units``, ``long_name`` and any extras."""
     return {"units": units, "long_name": long_name, **extra}
@@ -127,8 +133,24 @@ def _describe_dims(dims: tuple[Hashable, ...]) -> str:
     return "(" + ", ".join(str(d) for d in dims) + ")"
 
 
-def _some(indices: np.ndarray) -> str:
-    shown = ", ".join(str(int(i)) for i in indices[:_EXAMPLES])
+def _trajectory_labels(time: xr.DataArray) -> np.ndarray | None:
+    """The store's trajectory ids (the ``trajectory`` coordinate), when it has them."""
+    if TRAJECTORY in time.coords:
+        return np.asarray(time[TRAJECTORY].values)
+    return None
+
+
+def _label(labels: np.ndarray | None, position: int) -> str:
+    """A trajectory as a user knows it: its id (and position, when they differ), else its position."""
+    if labels is None:
+        return str(position)
+    label = labels[position]
+    label = label.item() if isinstance(label, np.generic) else label
+    return str(label) if label == position else f"{label!r} (position {position})"
+
+
+def _some(indices: np.ndarray, labels: np.ndarray | None = None) -> str:
+    shown = ", ".join(_label(labels, int(i)) for i in indices[:_EXAMPLES])
     more = len(indices) - _EXAMPLES
     return shown + (f" and {more} more" if more > 0 else "")
 
@@ -163,7 +185,14 @@ def _structure_violations(ds: xr.Dataset) -> tuple[list[str], bool]:
             )
             time_ok = False
         if not isinstance(time.attrs.get("units"), str) or not time.attrs.get("units"):
-            problems.append("variable 'time' has no 'units' attribute")
+            if time.encoding.get("units"):
+                problems.append(
+                    f"variable 'time' holds decoded datetimes (units {time.encoding['units']!r} in its encoding); "
+                    "expected float time: pass it through neurode.datasets.to_canonical, or load the store with "
+                    "neurode.load"
+                )
+            else:
+                problems.append("variable 'time' has no 'units' attribute")
 
     for name, var in ds.data_vars.items():
         if name == TIME:
@@ -188,23 +217,70 @@ def _structure_violations(ds: xr.Dataset) -> tuple[list[str], bool]:
     return problems, time_ok and not missing_dims
 
 
+def _time_reductions(time: xr.DataArray) -> dict[str, Any]:
+    """Per-trajectory flags of bad times, lazy (dask) when ``time`` is: chunk-wise reductions."""
+    present = time.notnull()
+    later = {OBS: slice(1, None)}
+    earlier = {OBS: slice(None, -1)}
+    # .data on both sides: xarray would otherwise align on the shifted obs labels.
+    step = time.isel(later).data - time.isel(earlier).data
+    both = present.isel(later).data & present.isel(earlier).data
+    return {
+        # Padding must be trailing: an observed time right after a NaN is a hole.
+        "hole": (present.isel(later).data & ~present.isel(earlier).data).any(axis=1),
+        "not_increasing": (both & ~(step > 0)).any(axis=1),
+        "infinite": (present & ~np.isfinite(time)).any(OBS).data,
+        "empty": ~present.any(OBS).data,
+    }
+
+
+def _time_messages(time: xr.DataArray, flags: dict[str, np.ndarray]) -> list[str]:
+    problems = []
+    labels = _trajectory_labels(time)
+    if np.any(flags["infinite"]):
+        problems.append(
+            f"variable 'time' has infinite values in trajectories {_some(np.flatnonzero(flags['infinite']), labels)}"
+        )
+    if np.any(flags["not_increasing"]):
+        bad = np.flatnonzero(flags["not_increasing"])
+        row = np.asarray(time.isel({TRAJECTORY: int(bad[0])}).values, dtype=float)
+        row = row[~np.isnan(row)]
+        j = int(np.flatnonzero(~(np.diff(row) > 0))[0])
+        kind = "repeats" if row[j + 1] == row[j] else "decreases"
+        problems.append(
+            f"variable 'time' is not strictly increasing within trajectories {_some(bad, labels)} "
+            f"(trajectory {_label(labels, int(bad[0]))}: time {kind}, {float(row[j]):g} then {float(row[j + 1]):g} "
+            f"at obs {j} and {j + 1}); expected increasing times along 'obs'"
+        )
+    if np.any(flags["hole"]):
+        problems.append(
+            "variable 'time' has observations after NaN padding in trajectories "
+            f"{_some(np.flatnonzero(flags['hole']), labels)}; expected NaN only after a trajectory's last observation"
+        )
+    if np.any(flags["empty"]):
+        problems.append(f"trajectories {_some(np.flatnonzero(flags['empty']), labels)} have no observation times")
+    return problems
+
+
+def time_violations(ds: xr.Dataset) -> list[str]:
+    """The checks on ``time`` alone: strictly increasing, trailing padding, finite, not empty.
+
+    Reads only the ``time`` array, chunk by chunk (one small streaming
+    reduction per trajectory block), never the state variables: the check
+    :func:`neurode.load` runs by default.
+    """
+    problems, checkable = _structure_violations(ds)
+    if not checkable:
+        return [p for p in problems if "'time'" in p or "dimension" in p]
+    (flags,) = dask.compute(_time_reductions(ds[TIME]))
+    return _time_messages(ds[TIME], flags)
+
+
 def _value_violations(ds: xr.Dataset) -> list[str]:
     """Violations that need the data: one streaming pass, all reductions computed together."""
     problems: list[str] = []
     time = ds[TIME]
-    finite = np.isfinite(time)
     present = time.notnull()
-    later = {OBS: slice(1, None)}
-    earlier = {OBS: slice(None, -1)}
-    # Padding must be trailing: an observed time right after a NaN is a hole.
-    # (.data on both sides: xarray would otherwise align on the shifted obs labels.)
-    hole = (present.isel(later).data & ~present.isel(earlier).data).any(axis=1)
-    step = time.isel(later).data - time.isel(earlier).data
-    both = present.isel(later).data & present.isel(earlier).data
-    not_increasing = (both & ~(step > 0)).any(axis=1)
-    infinite = (present & ~finite).any(OBS).data
-    empty = ~present.any(OBS).data
-
     states = state_variables(ds)
     observed = {}
     in_padding = {}
@@ -215,28 +291,8 @@ def _value_violations(ds: xr.Dataset) -> list[str]:
         observed[name] = notnull.sum().data
         in_padding[name] = (notnull & ~present).sum().data
 
-    (hole, not_increasing, infinite, empty, observed, in_padding) = dask.compute(
-        hole, not_increasing, infinite, empty, observed, in_padding
-    )
-
-    if np.any(infinite):
-        problems.append(f"variable 'time' has infinite values in trajectories {_some(np.flatnonzero(infinite))}")
-    if np.any(not_increasing):
-        bad = np.flatnonzero(not_increasing)
-        row = np.asarray(time.isel({TRAJECTORY: int(bad[0])}).values, dtype=float)
-        row = row[~np.isnan(row)]
-        j = int(np.flatnonzero(~(np.diff(row) > 0))[0])
-        problems.append(
-            f"variable 'time' is not strictly increasing within trajectories {_some(bad)} "
-            f"(trajectory {int(bad[0])}: {row[j]!r} then {row[j + 1]!r}); expected increasing times along 'obs'"
-        )
-    if np.any(hole):
-        problems.append(
-            f"variable 'time' has observations after NaN padding in trajectories {_some(np.flatnonzero(hole))}; "
-            "expected NaN only after a trajectory's last observation"
-        )
-    if np.any(empty):
-        problems.append(f"trajectories {_some(np.flatnonzero(empty))} have no observation times")
+    flags, observed, in_padding = dask.compute(_time_reductions(time), observed, in_padding)
+    problems.extend(_time_messages(time, flags))
     for name in states:
         if int(observed[name]) == 0:
             problems.append(f"state variable {name!r} has no observations (all values are NaN)")

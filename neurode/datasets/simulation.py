@@ -83,7 +83,7 @@ def resolve_parameter_ranges(system: System, overrides: ParameterRanges | None) 
             continue
         low, high = (value, value) if isinstance(value, (int, float)) else tuple(value)
         if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-            problems.append(f"parameter {name!r} range {low}:{high} is not a finite range with low <= high")
+            problems.append(f"parameter {name!r} range {low:g}:{high:g} is not a finite range with low <= high")
             continue
         parameter = system.parameter(name)
         if not (parameter.admits(low) and parameter.admits(high)):
@@ -95,14 +95,15 @@ def resolve_parameter_ranges(system: System, overrides: ParameterRanges | None) 
     return ranges
 
 
-def _check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol) -> None:
+def check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol) -> None:
+    """Raise :class:`SimulationConfigError` naming every option :func:`simulate` cannot honour."""
     problems = []
     if n_trajectories < 1:
         problems.append(f"count must be at least 1, got {n_trajectories}")
     if n_obs < 1:
         problems.append(f"observations per trajectory must be at least 1, got {n_obs}")
     if len(t_span) != 2 or not all(math.isfinite(t) for t in t_span) or not t_span[0] < t_span[1]:
-        problems.append(f"time span must be two finite times t0 < t1, got {tuple(t_span)}")
+        problems.append(f"time span must be two finite times t0 < t1, got {':'.join(f'{float(t):g}' for t in t_span)}")
     if sampling not in SAMPLING_MODES:
         problems.append(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     if not 0.0 <= missing < 1.0:
@@ -211,7 +212,7 @@ def simulate(
     """
     system = get_system(system) if isinstance(system, str) else system
     t_span = tuple(float(t) for t in (t_span if t_span is not None else system.t_span))
-    _check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol)
+    check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol)
     ranges = resolve_parameter_ranges(system, parameters)
     config = SimulationConfig(
         system.name, n_trajectories, n_obs, t_span, sampling, missing, noise, ranges, seed, method, rtol, atol

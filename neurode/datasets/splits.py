@@ -18,6 +18,7 @@ for splitting by time).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,9 +73,23 @@ def split_by_trajectory(
 
     Each part carries ``attrs["neurode_split"]`` (its name) and the original
     trajectory ids as its ``trajectory`` coordinate.
+
+    Warns when a part asked for (a positive fraction) gets no trajectory, as
+    with one long recorded series: then :func:`split_by_time` is the split.
     """
     ds = _with_ids(ds)
     indices = trajectory_split_indices(ds.sizes[TRAJECTORY], fractions, seed=seed, names=names)
+    asked = dict(zip(names, fractions, strict=True))
+    empty = [name for name, index in indices.items() if asked[name] > 0 and not len(index)]
+    if empty:
+        n = ds.sizes[TRAJECTORY]
+        warnings.warn(
+            f"split_by_trajectory: {n} trajector{'y' if n == 1 else 'ies'} cannot fill every part; "
+            f"{', '.join(repr(name) for name in empty)} {'is' if len(empty) == 1 else 'are'} empty. "
+            "To hold out the later part of each trajectory instead, use split_by_time(ds, fraction=0.8)",
+            UserWarning,
+            stacklevel=2,
+        )
     parts = {}
     for name, index in indices.items():
         part = ds.isel({TRAJECTORY: index})

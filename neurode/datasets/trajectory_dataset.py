@@ -9,6 +9,9 @@ streams through training at the memory cost of a few chunks.
 It is an ordinary map-style dataset (``__len__`` and integer indices), so
 ``DistributedSampler`` shards it across ranks like any other; use
 ``collate_fn=dataset.collate_fn`` to get :class:`~neurode.datasets.batch.TrajectoryBatch`.
+
+Times are checked as they are read: every trajectory drawn must have
+strictly increasing times, whatever the store claimed, at no extra read.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neurode.datasets.batch import MODES, UNION, Trajectory, collate
-from neurode.datasets.errors import DataError
+from neurode.datasets.batch import MODES, UNION, Trajectory, check_increasing, collate
+from neurode.datasets.errors import DataError, SchemaError
 from neurode.datasets.features import FeatureLayout
 from neurode.datasets.normalization import NormalizationStats
-from neurode.datasets.schema import TIME, TRAJECTORY, validate
+from neurode.datasets.schema import TIME, TRAJECTORY, time_violations, validate
 
 
 class TrajectoryDataset(torch.utils.data.Dataset):
@@ -35,13 +38,20 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     Args:
         ds: a canonical trajectory dataset (lazy or in memory).
         variables: state variables making up the features, in this order
-            (default: all, by name).
-        static: per-trajectory variables making up the static vector
-            (default: all, by name).
+            (default: all, in order of name).
+        static: per-trajectory variables making up the static vector, in
+            this order (default: all, in order of name, which is the same
+            whether the store is zarr 3, zarr 2 or netCDF; zarr 3 keeps no
+            order). ``static_names`` and ``repr(dataset)`` show the order.
         normalization: statistics (from the training split) to apply to
             values and static vectors; ``None`` leaves them as stored.
         mode: batching mode of :attr:`collate_fn`, ``"union"`` or ``"padded"``.
-        dtype: floating dtype of times, values and static tensors.
+        dtype: floating dtype of values and static tensors.
+        time_dtype: floating dtype of times; float64 by default, as the
+            solvers keep time.
+        check_times: check that times increase strictly within every
+            trajectory now, when ``time`` is in memory (a lazy store is
+            checked by ``neurode.load``, and each batch as it is read).
     """
 
     def __init__(
@@ -53,8 +63,14 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         normalization: NormalizationStats | None = None,
         mode: str = UNION,
         dtype: torch.dtype = torch.float32,
+        time_dtype: torch.dtype = torch.float64,
+        check_times: bool = True,
     ) -> None:
         validate(ds, check_values=False)
+        if check_times and ds[TIME].chunks is None:
+            problems = time_violations(ds)
+            if problems:
+                raise SchemaError(problems, hint="(TrajectoryDataset(..., check_times=False) skips this check)")
         if mode not in MODES:
             raise DataError(f"unknown batching mode {mode!r}, expected one of {', '.join(MODES)}")
         self.layout = FeatureLayout.from_dataset(ds, variables, static)
@@ -64,6 +80,14 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         self.normalization = normalization
         self.mode = mode
         self.dtype = dtype
+        self.time_dtype = time_dtype
+        self.ids = np.asarray(ds[TRAJECTORY].values) if TRAJECTORY in ds.coords else None
+
+    def __repr__(self) -> str:
+        return (
+            f"TrajectoryDataset({len(self)} trajectories, mode={self.mode!r}, "
+            f"features={list(self.feature_names)}, static={list(self.static_names)})"
+        )
 
     def __len__(self) -> int:
         return self.ds.sizes[TRAJECTORY]
@@ -110,14 +134,26 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         items = []
         for row, position in enumerate(positions):
             count = int(np.isfinite(times[row]).sum())
-            items.append(
-                Trajectory(
-                    index=position,
-                    times=torch.as_tensor(times[row, :count], dtype=self.dtype),
-                    values=torch.as_tensor(values[row, :count], dtype=self.dtype),
-                    mask=torch.as_tensor(observed[row, :count]),
-                    static=torch.as_tensor(static[row], dtype=self.dtype),
-                )
+            item = Trajectory(
+                index=position,
+                times=torch.as_tensor(times[row, :count], dtype=self.time_dtype),
+                values=torch.as_tensor(values[row, :count], dtype=self.dtype),
+                mask=torch.as_tensor(observed[row, :count]),
+                static=torch.as_tensor(static[row], dtype=self.dtype),
+                id=None if self.ids is None else _plain(self.ids[position]),
             )
+            if np.isnan(times[row, count:]).all():
+                check_increasing(item)
+            else:
+                raise DataError(
+                    f"trajectory {item.id if item.id is not None else position!r}: observations after NaN padding; "
+                    "expected NaN only after the last observation"
+                )
+            items.append(item)
         return items
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar id as the Python value it is (``np.int64(3)`` -> ``3``)."""
+    return value.item() if isinstance(value, np.generic) else value
 

@@ -34,7 +34,7 @@ class UnknownComponentError(RegistryError, KeyError):
         msg = f"unknown {kind} {name!r}"
         if close:
             msg += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-        msg += f" Known {kind} names: {', '.join(self.known) if self.known else '(none)'}."
+        msg += f"{'' if close else '.'} Known {kind} names: {', '.join(self.known) if self.known else '(none)'}."
         if note:
             msg += f" {note}"
         self.message = msg

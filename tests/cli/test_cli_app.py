@@ -208,3 +208,32 @@ def test_console_script_entry_point_is_main():
     [script] = [ep for ep in distribution("neurode").entry_points if ep.group == "console_scripts"]
     assert (script.name, script.value) == ("neurode", "neurode.cli.app:main")
     assert script.load() is app_module.main
+
+
+@pytest.mark.parametrize("command", [[], ["data", "info"], ["data", "validate"], ["simulate"], ["plugins"]])
+def test_help_shows_flags_without_a_type_label(runner, command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert "--help" in result.stdout
+
+
+def test_help_lists_plugin_commands_from_the_index_and_running_one_loads_it(runner, acme_site, tmp_path, monkeypatch):
+    from neurode.framework import plugin_index
+    from neurode.framework import registry as registry_module
+
+    monkeypatch.setenv(plugin_index.INDEX_ENV, "1")
+    monkeypatch.setenv(plugin_index.CACHE_ENV, str(tmp_path / "cache"))
+    first = runner.invoke(app, ["--help"])
+    assert first.exit_code == 0 and "acme-hello" in first.stdout
+    monkeypatch.setattr(registry_module, "_registry", None)  # a new process
+
+    second = runner.invoke(app, ["--help"])
+    assert second.exit_code == 0
+    assert "acme-hello" in second.stdout and "Say hello from Acme." in second.stdout
+    assert registry_module._registry is None, "--help built the registry although the index knew the commands"
+    assert "neurode-broken" in second.stderr, "a plugin that failed to load is still reported"
+
+    ran = runner.invoke(app, ["acme-hello", "--name", "index"])
+    assert ran.exit_code == 0, ran.output
+    assert "hello index from acme" in ran.stdout

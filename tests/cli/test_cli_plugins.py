@@ -20,8 +20,8 @@ def test_table_lists_kind_name_distribution_version_and_description(runner, acme
     result = runner.invoke(app, ["plugins"])
     assert result.exit_code == 0, result.output
     rows = _rows(result.stdout)
-    assert ["solver", "euler", "neurode", neurode.__version__, "[fixed step] forward Euler, order 1."] in rows
-    assert ["dynamics", "acme_mlp", "neurode-acme", "1.4.0", "Acme's tiny MLP vector field."] in rows
+    assert ["solver", "euler", f"neurode {neurode.__version__}", "[fixed step] forward Euler, order 1."] in rows
+    assert ["dynamics", "acme_mlp", "neurode-acme 1.4.0", "Acme's tiny MLP vector field."] in rows
     assert "2 components from 2 distribution(s)." in result.stdout
 
 
@@ -29,7 +29,7 @@ def test_table_reports_failed_plugins_and_conflicts(runner, acme_site):
     result = runner.invoke(app, ["plugins"])
     assert result.exit_code == 0
     assert "Plugins that failed to load" in result.stdout
-    assert ["neurode-broken", "0.0.1", "broken", "ImportError: libacme.so: cannot open shared object file"] in _rows(
+    assert ["neurode-broken 0.0.1", "broken", "ImportError: libacme.so: cannot open shared object file"] in _rows(
         result.stdout
     )
     assert "Names registered twice" in result.stdout
@@ -45,7 +45,7 @@ def test_table_reports_disabled_plugins(runner, acme_site):
     result = runner.invoke(app, ["plugins"], env={"NEURODE_DISABLE_PLUGINS": "neurode-acme"})
     assert result.exit_code == 0
     assert "Plugins disabled by NEURODE_DISABLE_PLUGINS=neurode-acme" in result.stdout
-    assert ["neurode-acme", "1.4.0", "acme"] in _rows(result.stdout)
+    assert ["neurode-acme 1.4.0", "acme"] in _rows(result.stdout)
     assert "acme_mlp" not in result.stdout
 
 
@@ -125,3 +125,26 @@ def test_table_never_cuts_names(runner, acme_site, columns):
     result = runner.invoke(app, ["plugins"], env={"COLUMNS": columns})
     assert result.exit_code == 0
     assert "…" not in result.stdout
+
+
+LONG_NAMES = '''
+import neurode
+
+class Heun:
+    """torchdiffeq's adaptive_heun: Heun-Euler 2(1); the whole solve runs in torchdiffeq."""
+
+@neurode.hookimpl
+def register_solvers(register):
+    register("torchdiffeq.adaptive_heun", Heun)
+    register("torchdiffeq.implicit_adams", Heun)
+'''
+
+
+def test_names_stay_whole_in_an_80_column_table(runner, plugin_site):
+    plugin_site.builtin("neurode_clitest_long_names", LONG_NAMES)
+    plugin_site.install()
+    result = runner.invoke(app, ["plugins"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    names = [row[1] for row in _rows(result.stdout) if row[0] == "solver"]
+    assert names == ["torchdiffeq.adaptive_heun", "torchdiffeq.implicit_adams"]
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())

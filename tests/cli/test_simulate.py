@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -149,4 +150,78 @@ def test_an_interrupted_write_leaves_nothing_on_disk(runner, tmp_path, monkeypat
     monkeypatch.setattr(xr.Dataset, "to_zarr", interrupted)
     result = runner.invoke(app, ["simulate", "periodic", "-o", str(tmp_path / "p.zarr"), "-n", "3", "--obs", "5"])
     assert result.exit_code != 0
+    assert _files(tmp_path) == []
+
+
+def test_out_ending_in_nc_writes_netcdf(runner, tmp_path):
+    from neurode.datasets.formats import is_netcdf_file
+
+    out = tmp_path / "osc.nc"
+    result = runner.invoke(app, ["simulate", "oscillator", "-o", str(out), "-n", "3", "--obs", "6"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and is_netcdf_file(out), "a netCDF file, not a zarr directory named .nc"
+    ds = neurode.load(out)
+    assert ds.sizes["trajectory"] == 3 and ds.attrs["neurode_system"] == "oscillator"
+    assert _files(tmp_path) == ["osc.nc"]
+
+
+def test_netcdf_without_an_engine_is_refused_before_any_work(runner, tmp_path, monkeypatch):
+    from neurode.datasets import formats
+
+    monkeypatch.setattr(formats, "available_netcdf_engines", lambda: [])
+    result = runner.invoke(app, ["simulate", "oscillator", "-o", str(tmp_path / "osc.nc"), "-n", "3"])
+    assert result.exit_code == 1
+    assert "pip install 'neurode[netcdf]'" in result.stderr and "simulating" not in result.stderr
+    assert _files(tmp_path) == []
+
+
+def test_an_out_path_under_a_file_is_a_user_error_before_any_work(runner, tmp_path):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "osc.zarr"
+    result = runner.invoke(app, ["simulate", "oscillator", "-o", str(out), "-n", "3"])
+    assert result.exit_code == 1, result.output
+    assert f"error: {out}: cannot write here: {tmp_path / 'afile'} is a file, not a directory" in result.stderr
+    assert "simulating" not in result.stderr and "internal error" not in result.stderr
+
+
+@pytest.mark.skipif(getattr(os, "geteuid", lambda: 1)() == 0, reason="root may write to read-only directories")
+def test_a_read_only_directory_is_a_user_error(runner, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = runner.invoke(app, ["simulate", "oscillator", "-o", str(locked / "osc.zarr"), "-n", "3"])
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 1, result.output
+    assert "no permission to write in" in result.stderr
+
+
+def test_a_write_refused_by_the_system_is_a_user_error_naming_the_path(runner, tmp_path, monkeypatch):
+    import xarray as xr
+
+    def refuse(self, store, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", refuse)
+    out = tmp_path / "osc.zarr"
+    result = runner.invoke(app, ["simulate", "oscillator", "-o", str(out), "-n", "3", "--obs", "4"])
+    assert result.exit_code == 1, result.output
+    assert f"error: {out}: cannot write: Permission denied" in result.stderr
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["--rtol", "0"], "tolerances must be positive, got rtol=0.0", 1),
+        (["--count", "0"], "--count", 2),
+        (["-p", "mass=2:1"], "Invalid value for --param: mass: range 2:1 has low > high", 2),
+    ],
+)
+def test_options_are_checked_before_the_progress_bar(runner, tmp_path, args, message, code):
+    result = runner.invoke(app, ["simulate", "oscillator", "-o", str(tmp_path / "o.zarr"), *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "simulating" not in result.output
     assert _files(tmp_path) == []

@@ -126,3 +126,67 @@ def test_bad_modes_and_indices_are_clear_errors(example):
         TrajectoryDataset(example)[12]
     with pytest.raises(DataError, match="cannot collate an empty batch"):
         collate([])
+
+
+def _repeat_time(example, trajectory=3):
+    t = example.time.values.copy()
+    t[trajectory, 2] = t[trajectory, 1]
+    return example.assign(time=(example.time.dims, t, example.time.attrs))
+
+
+def test_union_batching_never_merges_a_duplicated_time_silently(example):
+    """Two observations at one time would share one union slot: one would be lost."""
+    bad = _repeat_time(example)
+    data = TrajectoryDataset(bad, dtype=torch.float64, check_times=False)
+    with pytest.raises(DataError, match=r"trajectory 3: time repeats at observations 1 and 2"):
+        data.__getitems__([2, 3])
+    items = TrajectoryDataset(example).__getitems__([3])
+    doubled = type(items[0])(
+        index=3,
+        times=items[0].times[[0, 1, 1]],
+        values=items[0].values[[0, 1, 2]],
+        mask=items[0].mask[[0, 1, 2]],
+        static=items[0].static,
+        id="subject-3",
+    )
+    with pytest.raises(DataError, match=r"trajectory 'subject-3': time repeats"):
+        collate([doubled], mode=UNION)
+
+
+def test_a_dataset_in_memory_with_decreasing_times_is_refused_at_once(example):
+    t = example.time.values.copy()
+    t[6, 1] = t[6, 0] - 1.0
+    with pytest.raises(neurode.datasets.errors.SchemaError, match=r"trajectory 6: time decreases"):
+        TrajectoryDataset(example.assign(time=(example.time.dims, t, example.time.attrs)))
+
+
+def test_a_lazy_store_loaded_without_the_check_is_still_checked_batch_by_batch(example, tmp_path):
+    path = write_zarr(_repeat_time(example), tmp_path / "bad.zarr")
+    data = TrajectoryDataset(neurode.load(path, check_times=False))
+    data.__getitems__([0, 1])  # fine trajectories read fine
+    with pytest.raises(DataError, match="trajectory 3: time repeats"):
+        data.__getitems__([3])
+
+
+def test_batches_carry_the_store_trajectory_ids_and_float64_times(example):
+    subjects = example.assign_coords(trajectory=("trajectory", 100 + np.arange(12), {"cf_role": "trajectory_id"}))
+    data = TrajectoryDataset(subjects)
+    for mode in (UNION, PADDED):
+        batch = collate(data.__getitems__([0, 5, 9]), mode=mode)
+        assert batch.ids == (100, 105, 109) and batch.index.tolist() == [0, 5, 9]
+        assert batch.times.dtype == torch.float64 and batch.values.dtype == torch.float32
+        moved = batch.to(dtype=torch.float64)
+        assert moved.times.dtype == torch.float64 and moved.to(time_dtype=torch.float32).times.dtype == torch.float32
+    # without ids in the store, ids are the positions
+    assert collate(TrajectoryDataset(example).__getitems__([2]), mode=UNION).ids == (2,)
+
+
+def test_the_static_order_is_visible_and_names_pick_columns(example):
+    with_dose = example.assign(dose=("trajectory", np.linspace(1, 2, 12), {"units": "mg", "long_name": "dose"}))
+    data = TrajectoryDataset(with_dose)
+    assert data.static_names == ("damping", "dose")
+    assert "static=['damping', 'dose']" in repr(data)
+    batch = data.collate_fn(data.__getitems__([0, 1]))
+    np.testing.assert_allclose(batch.static_by_name()["dose"].numpy(), with_dose.dose.values[:2])
+    reordered = TrajectoryDataset(with_dose, static=["dose", "damping"])
+    assert reordered.collate_fn(reordered.__getitems__([0])).static_names == ("dose", "damping")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import xarray as xr
 
 import neurode
 from neurode.datasets.errors import (
+    DataError,
     NoLoaderError,
     SchemaError,
     StoreExistsError,
     StoreNotFoundError,
+    StoreWriteError,
     UnknownVariableError,
     UnreadableStoreError,
 )
@@ -93,9 +96,13 @@ def test_value_problems_are_found_on_request(example, tmp_path):
     t = example.time.values.copy()
     t[5, 1] = t[5, 0]
     path = write_zarr(example.assign(time=(example.time.dims, t, example.time.attrs)), tmp_path / "repeat.zarr")
-    neurode.load(path)  # structure is fine
+    neurode.load(path, check_times=False)  # structure is fine; the opt-out for trusted stores
     with pytest.raises(SchemaError, match="not strictly increasing within trajectories 5"):
         neurode.load(path, check_values=True)
+    # checked by default, cheaply: times repeat (not decrease), named with the values as numbers
+    with pytest.raises(SchemaError, match=r"trajectory 5: time repeats, [\d.]+ then [\d.]+ at obs 0 and 1\)") as caught:
+        neurode.load(path)
+    assert "check_times=False" in str(caught.value) and "np.float64" not in str(caught.value)
 
 
 def test_unknown_variables_are_named_with_the_available_ones(store):
@@ -137,7 +144,9 @@ def test_write_zarr_chunks_by_whole_trajectories(example, store):
 def test_loading_reads_no_data_and_a_batch_reads_only_its_chunks(store, example, zarr_reads):
     ds = neurode.load(store)
     assert zarr_reads.chunks("x") == [] and zarr_reads.chunks("v") == [], "opening read data chunks"
+    assert len(zarr_reads.chunks("time")) == 4, "the default time check reads time, chunk by chunk, and only it"
     assert all(var.chunks is not None for var in ds.data_vars.values())
+    zarr_reads.clear()
 
     batch = ds.isel(trajectory=[4, 5]).compute()  # both in the second block of 3 trajectories
     for name in ("time", "x", "v", "damping"):
@@ -148,3 +157,65 @@ def test_loading_reads_no_data_and_a_batch_reads_only_its_chunks(store, example,
 
 def test_loaded_dataset_is_in_canonical_order(store, example):
     assert list(neurode.load(store).data_vars) == list(canonical_order(example).data_vars)
+
+
+def test_an_unreadable_netcdf_file_is_one_line_naming_the_path_and_what_was_expected(tmp_path):
+    path = tmp_path / "broken.nc"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)  # an HDF5 signature and nothing valid after it
+    with pytest.raises(UnreadableStoreError) as caught:
+        neurode.load(path)
+    message = str(caught.value)
+    assert "\n" not in message and "pip install netcdf4" not in message
+    assert message.startswith(f"{path}: cannot read as netCDF (")
+    assert message.endswith("expected a netCDF-4 (HDF5) or netCDF-3 file")
+
+
+def test_reading_netcdf_without_an_engine_names_the_extra(example, tmp_path, monkeypatch):
+    from neurode.datasets import formats
+
+    path = tmp_path / "e.nc"
+    example.to_netcdf(path, engine="h5netcdf")
+    monkeypatch.setattr(formats, "available_netcdf_engines", lambda: [])
+    with pytest.raises(UnreadableStoreError, match=r"none is installed; pip install 'neurode\[netcdf\]'"):
+        neurode.load(path)
+
+
+def test_one_line_drops_addresses_continuation_lines_and_the_path():
+    from neurode.datasets.formats import one_line
+
+    exc = OSError("Unable to open /data/x.nc (addr = 0x7f3a2c001234, size = 8)\n\n  $ pip install netcdf4\n")
+    assert one_line(exc, Path("/data/x.nc")) == "OSError: Unable to open the file"
+
+
+def test_write_netcdf_is_atomic_and_reads_back(example, tmp_path, monkeypatch):
+    from neurode.datasets.io import write_netcdf, write_store
+
+    path = write_store(example, tmp_path / "e.nc")
+    xr.testing.assert_identical(neurode.load(path).compute(), canonical_order(example))
+    with pytest.raises(StoreExistsError):
+        write_netcdf(example, path)
+
+    def fail(self, target, **kwargs):
+        Path(target).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", fail)
+    with pytest.raises(StoreWriteError, match=r"other.nc: cannot write: No space left on device"):
+        write_netcdf(example, tmp_path / "other.nc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.nc"]
+
+
+def test_a_store_too_large_for_the_eager_time_check_is_checked_batch_by_batch(
+    example, tmp_path, monkeypatch, zarr_reads
+):
+    from neurode.datasets import io
+    from neurode.datasets.trajectory_dataset import TrajectoryDataset
+
+    t = example.time.values.copy()
+    t[2, 3] = t[2, 2]
+    path = write_zarr(example.assign(time=(example.time.dims, t, example.time.attrs)), tmp_path / "big.zarr")
+    monkeypatch.setattr(io, "EAGER_TIME_CHECK_BYTES", 0)
+    ds = neurode.load(path)
+    assert zarr_reads.chunks("time") == [], "a large store's times are not all read at load"
+    with pytest.raises(DataError, match="trajectory 2: time repeats"):
+        TrajectoryDataset(ds).__getitems__([2])

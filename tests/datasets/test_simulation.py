@@ -113,7 +113,8 @@ def test_provenance_attributes_say_how_to_regenerate_the_data():
     [
         ({"n_trajectories": 0}, "count must be at least 1, got 0"),
         ({"n_obs": 0}, "observations per trajectory must be at least 1"),
-        ({"t_span": (2.0, 1.0)}, "time span must be two finite times t0 < t1, got (2.0, 1.0)"),
+        ({"t_span": (2.0, 1.0)}, "time span must be two finite times t0 < t1, got 2:1"),
+        ({"t_span": (np.float64(9.97), np.float64(1.0))}, "time span must be two finite times t0 < t1, got 9.97:1"),
         ({"sampling": "random"}, "sampling must be one of regular, irregular, got 'random'"),
         ({"missing": 1.0}, r"missing fraction must be in [0, 1), got 1.0"),
         ({"noise": -1.0}, "noise standard deviation must be finite and >= 0, got -1.0"),

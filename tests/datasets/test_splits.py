@@ -89,3 +89,24 @@ def test_split_by_time_needs_exactly_one_cut(example):
         split_by_time(example)
     with pytest.raises(DataError, match="no trajectory has observations both before and after t_split=100.0"):
         split_by_time(example, t_split=100.0)
+
+
+def test_splitting_one_trajectory_warns_and_points_to_split_by_time(example):
+    from neurode.datasets.splits import split_by_time, split_by_trajectory
+
+    expected = r"1 trajectory cannot fill every part; 'val', 'test' are empty.*split_by_time"
+    with pytest.warns(UserWarning, match=expected):
+        parts = split_by_trajectory(example.isel(trajectory=[0]))
+    assert parts["train"].sizes["trajectory"] == 1 and parts["val"].sizes["trajectory"] == 0
+    observed, forecast = split_by_time(example.isel(trajectory=[0]), fraction=0.8)
+    assert observed.sizes["trajectory"] == forecast.sizes["trajectory"] == 1
+
+
+def test_a_split_that_fills_every_part_does_not_warn(example):
+    import warnings
+
+    from neurode.datasets.splits import split_by_trajectory
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_by_trajectory(example)

@@ -384,7 +384,7 @@ def test_unknown_name_without_close_match_still_lists_known_names(builtin_module
     with pytest.raises(UnknownComponentError) as excinfo:
         reg.get("adjoint", "zzz")
     assert "did you mean" not in str(excinfo.value)
-    assert "Known adjoint names: direct." in str(excinfo.value)
+    assert "unknown adjoint 'zzz'. Known adjoint names: direct." in str(excinfo.value)
 
 
 def test_unknown_kind_is_an_error_listing_the_kinds():
