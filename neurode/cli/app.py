@@ -24,6 +24,9 @@ from neurode.cli.group import NeurodeGroup
 COMMAND_MODULES: tuple[str, ...] = (
     "neurode.cli.plugins",
     "neurode.cli.train",
+    "neurode.cli.evaluate",
+    "neurode.cli.predict",
+    "neurode.cli.runs",
     "neurode.cli.simulate",
     "neurode.cli.data",
 )
