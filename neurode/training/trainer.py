@@ -108,6 +108,7 @@ class Trainer:
         self.reporter = reporter or Reporter()
         self._signal: str | None = None
         self._validated_at: int | None = None
+        self._checkpointed_at = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -211,6 +212,7 @@ class Trainer:
             "config": json.dumps(self.config.to_dict()),
         }
         rd.save_tensors(self.dir.state / CHECKPOINT, tensors, metadata)
+        self._checkpointed_at = self.position["step"]
         rd.save_tensors(self.dir / rd.MODEL, self.model.state_dict())
         self.dir.write_metrics(self.metrics)
         self.dir.update_run_json(step=self.position["step"], best_val_rmse=self.position["best_val_rmse"],
@@ -237,6 +239,7 @@ class Trainer:
             if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
                 self.scheduler.T_max = max(self.total_steps, 1)  # the budget may have changed
         self.position = json.loads(metadata["position"])
+        self._checkpointed_at = self.position["step"]
         torch.set_rng_state(tensors["rng.torch"])
         cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if cuda and self.device.type == "cuda":
@@ -311,7 +314,7 @@ class Trainer:
                     try:
                         loss, metrics = self.model.loss(batch)
                         if not bool(torch.isfinite(loss)):
-                            self._stop(f"the loss is {float(loss)} (epoch {epoch}, batch {position['batch']})")
+                            self._stop(f"the loss is {float(loss.detach())} (epoch {epoch}, batch {position['batch']})")
                         loss.backward()
                     except SolverError as exc:
                         ids = batch.index.tolist()
@@ -333,7 +336,7 @@ class Trainer:
                     if step % training.log_every == 0 or step == 1:
                         self.metrics.append(row)
                     self.reporter.step(row)
-                    if step % training.checkpoint_every == 0:
+                    if step - self._checkpointed_at >= training.checkpoint_every:
                         self._save_checkpoint()
                 if self._signal:
                     status = INTERRUPTED
@@ -344,7 +347,8 @@ class Trainer:
                             position["epoch"], position["batch"] = epoch + 1, 0
                             break
                     position["epoch"], position["batch"] = epoch + 1, 0
-                    self._save_checkpoint()
+                    if position["step"] - self._checkpointed_at >= training.checkpoint_every:
+                        self._save_checkpoint()
             if status == COMPLETED and self._validated_at != position["step"] and len(self.data.splits["val"]):
                 self._after_validation(position["epoch"])  # a step budget ended mid-epoch
             self._save_checkpoint()
