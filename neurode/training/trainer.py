@@ -114,6 +114,10 @@ class Trainer:
 
     def _setup(self) -> None:
         config = self.config
+        if not self.resume and self.dir.path.exists() and any(self.dir.path.iterdir()):
+            # refused before any data is read
+            raise rd.RunDirectoryError(f"{self.dir.path}: already exists and is not empty; resume it with "
+                                       f"`neurode train --resume {self.dir.path}` or choose another --out")
         self.threads = set_threads(config.runtime.threads)
         self.device = resolve_device(config.runtime.device)
         self.dtype = DTYPES[config.runtime.dtype]
@@ -171,9 +175,6 @@ class Trainer:
             self._create()
 
     def _create(self) -> None:
-        if self.dir.path.exists() and any(self.dir.path.iterdir()):
-            raise rd.RunDirectoryError(f"{self.dir.path}: already exists and is not empty; resume it with "
-                                       f"`neurode train --resume {self.dir.path}` or choose another --out")
         self.dir.path.mkdir(parents=True, exist_ok=True)
         rd.atomic_write(self.dir / rd.CONFIG, self.config.to_toml())
         self.data.normalization.save(self.dir / rd.NORMALIZATION)

@@ -148,3 +148,19 @@ def test_kill_9_at_random_instants_always_leaves_a_loadable_run(fast_config, tmp
         assert all(name.startswith(".") for name in leftovers)
     run = neurode.train(resume=root, overrides={"training.epochs": 2})
     assert run.summary["status"] == "completed"
+
+
+def test_early_stopping_after_validations_without_improvement(fast_config, monkeypatch):
+    from neurode.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"val_rmse": 1.0, "val_nfe_per_sample": 0.0})
+    run = neurode.train(fast_config, overrides={"training.early_stopping": 1, "training.epochs": 5})
+    assert run.summary["status"] == "completed"
+    assert run.summary["step"] == 6  # epoch 1 improved (first), epoch 2 did not: stop
+    assert run.summary["best_step"] == 3
+
+
+def test_float64_runs_in_float64(fast_config):
+    run = neurode.train(fast_config, overrides={"runtime.dtype": "float64", "training.max_steps": 1})
+    assert all(p.dtype == torch.float64 for p in run.model.parameters())
+    assert run.info["dtype"] == "float64"
