@@ -90,6 +90,7 @@ def run_torchdiffeq(config: dict) -> dict:
                         dynamics="mlp")
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-2)
+    seed = training.get("seed", 0)
     n_train = len(data.splits["train"])
     batch_size, epochs = training["batch_size"], training["epochs"]
     steps = epochs * -(-n_train // batch_size)
@@ -98,7 +99,7 @@ def run_torchdiffeq(config: dict) -> dict:
     times, nfe = [], []
     for epoch in range(epochs):
         tick = time.perf_counter()
-        for indices in epoch_order(n_train, training.get("seed", 0), epoch).split(batch_size):
+        for indices in epoch_order(n_train, seed, epoch).split(batch_size):
             batch = data.batch("train", indices.tolist())
             static = batch.static
             shifted = batch.times - batch.times[:, :1]
@@ -131,14 +132,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order of both loops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = {"training": {"epochs": args.epochs, "batch_size": 32, "seed": 0, "val_every": args.epochs,
+    config = {"training": {"epochs": args.epochs, "batch_size": 32, "seed": args.seed, "val_every": args.epochs,
                            "checkpoint_every": 10**6},
               "solver": {"rtol": 1e-2, "atol": 1e-3}, "runtime": {"threads": args.threads, "device": "cpu"}}
     results = {"neurode": run_neurode(config), "torchdiffeq": run_torchdiffeq(config)}
     base = results["neurode"]["epoch_s"]
-    print(f"{args.epochs} epochs, built-in dataset, dopri5 rtol 1e-2 atol 1e-3, {args.threads} thread(s)")
+    print(f"{args.epochs} epochs, seed {args.seed}, built-in dataset, dopri5 rtol 1e-2 atol 1e-3, "
+          f"{args.threads} thread(s)")
     print("| loop | time per epoch | NFE per sample | validation RMSE |")
     print("| --- | --- | --- | --- |")
     for name, r in results.items():
