@@ -37,12 +37,16 @@ def evaluate(
         _table(result)
 
 
+def _nfe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{result['run_dir']}: {result['split']} split of {result['data']} "
-                        f"({result['n_trajectories']} trajectories, {result['nfe_per_sample']:.0f} NFE/sample)")
+                        f"({result['n_trajectories']} trajectories, {_nfe(result['nfe_per_sample'])} NFE/sample)")
     columns = ["variable", "units", "RMSE", "MAE", "baseline RMSE", "observations"]
     if "t_split" in result:
         columns += ["interp. RMSE", "extrap. RMSE"]

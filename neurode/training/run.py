@@ -10,6 +10,7 @@ commands call.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,9 @@ class Run:
             raise ValueError(f"the {split!r} split of {run_data.path} holds no trajectories")
         features = list(self.normalization.feature_names)
         result: dict[str, Any] = {"run_dir": str(self.path), "data": str(run_data.path), "split": split,
-                                  "n_trajectories": count, "nfe_per_sample": nfe / count, "variables": {}}
+                                  "n_trajectories": count, "variables": {},
+                                  # None for a model that solves no ODE (strict JSON has no NaN)
+                                  "nfe_per_sample": None if math.isnan(nfe) else nfe / count}
         rmse, mae, n = sums["all"].per_feature()
         base_rmse, _, _ = sums["baseline"].per_feature()
         for i, feature in enumerate(features):

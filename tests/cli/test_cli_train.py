@@ -194,3 +194,60 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(store, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "completed"
+
+
+THIRD_PARTY_MODEL = '''
+import torch
+import neurode
+from neurode.framework.model import AbstractModel
+
+
+class Offset(AbstractModel):
+    """Predicts each value as a learned per-feature offset: no ODE, no solver settings."""
+
+    batch_mode = "padded"
+
+    def __init__(self, n_features, n_static=0, scale=1.0):
+        super().__init__()
+        self.n_features, self.n_static, self.scale = n_features, n_static, scale
+        self.offset = torch.nn.Parameter(torch.zeros(n_features))
+
+    def predict(self, batch, times=None):
+        shape = (batch.batch_size, batch.values.shape[1] if times is None else times.shape[-1], self.n_features)
+        return (self.scale * self.offset).expand(shape)
+
+    def loss(self, batch):
+        observed = batch.mask & batch.time_mask.unsqueeze(-1)
+        error = torch.where(observed, (self.predict(batch) - batch.values) ** 2, 0.0)
+        mse = error.sum() / observed.sum()
+        return mse, {"mse": float(mse.detach())}
+
+    def config(self):
+        return {"n_features": self.n_features, "n_static": self.n_static, "scale": self.scale}
+
+
+@neurode.hookimpl
+def register_models(register):
+    register("offset", Offset)
+'''
+
+
+def test_a_third_party_model_trains_evaluates_and_reloads_like_a_builtin(runner, store, tmp_path, plugin_site):
+    from neurode.framework.registry import BUILTIN_PLUGINS
+
+    plugin_site.builtins.extend(BUILTIN_PLUGINS)
+    plugin_site.module("neurode_offset_model", THIRD_PARTY_MODEL)
+    plugin_site.distribution("neurode-offset", "2.0.0", {"offset": "neurode_offset_model"})
+    plugin_site.install()
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["train", "--data", str(store), "--model", "offset", "--model-option", "scale=2.0",
+                                 "--epochs", "2", "--batch-size", "8", "--threads", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best_val_rmse"] > 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"] == {"name": "offset", "config": {"n_features": 3, "n_static": 1, "scale": 2.0}}
+    assert info["versions"]["plugins"]["model"]["distribution"] == "neurode-offset"
+    result = runner.invoke(app, ["evaluate", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["variables"]["x"]["rmse"] > 0 and report["nfe_per_sample"] is None
