@@ -32,6 +32,9 @@ _LAZY: dict[str, str] = {
     "StepSizeUnderflowError": "neurode.framework.errors",
     "NonFiniteStateError": "neurode.framework.errors",
     "load": "neurode.datasets.io",
+    "train": "neurode.training.run",
+    "load_run": "neurode.training.run",
+    "Run": "neurode.training.run",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

@@ -42,6 +42,9 @@ show_flags_without_a_type()
 COMMAND_MODULES: tuple[str, ...] = (
     "neurode.cli.plugins",
     "neurode.cli.train",
+    "neurode.cli.evaluate",
+    "neurode.cli.predict",
+    "neurode.cli.runs",
     "neurode.cli.simulate",
     "neurode.cli.data",
 )

@@ -12,8 +12,9 @@ few inputs gives *no* gradient where there should be one, silently.
 :class:`TensorCapture` is a ``TorchFunctionMode`` that sees every torch
 operation ``f`` performs and records the tensors among its operands that
 require gradients. Under ``torch.no_grad()`` (how these methods run their
-forward solve) everything ``f`` computes itself has ``requires_grad=False``,
-so what is recorded is exactly what ``f`` reads from outside: parameters,
+forward solve) everything ``f`` computes itself has ``requires_grad=False``
+— except views, which keep it, and are recorded as their base — so what is
+recorded is exactly what ``f`` reads from outside: parameters,
 captured tensors (leaf or not), ``args``. Used around each call of ``f``
 only, it costs a few microseconds per evaluation. A ``torch.compile``'d ``f``
 is not watched (it would be compiled again under the mode): its original
@@ -40,12 +41,18 @@ class TensorCapture(TorchFunctionMode):
         for value in (*args, *kwargs.values()):
             if isinstance(value, torch.Tensor):
                 if value.requires_grad:
-                    self._found.setdefault(id(value), value)
+                    self._record(value)
             elif isinstance(value, (list, tuple)):  # torch.cat([...]), torch.stack(...)
                 for item in value:
                     if isinstance(item, torch.Tensor) and item.requires_grad:
-                        self._found.setdefault(id(item), item)
+                        self._record(item)
         return func(*args, **kwargs)
+
+    def _record(self, tensor: torch.Tensor) -> None:
+        # a view taken under no_grad (``self.weight.T``) still requires grad: what f reads is its base
+        if tensor._is_view() and tensor._base is not None and tensor._base.requires_grad:
+            tensor = tensor._base
+        self._found.setdefault(id(tensor), tensor)
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:

@@ -23,7 +23,7 @@ one exception: editing an *editable* third-party plugin without reinstalling
 it. ``neurode plugins --refresh`` rebuilds the index; every command that
 builds the full registry anyway rewrites it.
 
-Where: ``$NEURODE_CACHE_DIR``, else ``$XDG_CACHE_HOME/neurode``, else
+Where: ``$NEURODE_CACHE``, else ``$XDG_CACHE_HOME/neurode``, else
 ``~/.cache/neurode``. ``NEURODE_PLUGIN_INDEX=0`` switches the index off
 (everything then builds the registry, as before). A cache that cannot be
 written is simply not written.
@@ -46,7 +46,7 @@ from typing import Any
 from neurode.framework import registry as registry_module
 
 INDEX_ENV = "NEURODE_PLUGIN_INDEX"
-CACHE_ENV = "NEURODE_CACHE_DIR"
+CACHE_ENV = "NEURODE_CACHE"
 #: Bumped whenever the index's layout changes, so an old file is never misread.
 FORMAT = 1
 

@@ -50,6 +50,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "neurode.plugins.adjoints.direct",
     "neurode.plugins.adjoints.backsolve",
     "neurode.plugins.adjoints.checkpoint",
+    "neurode.plugins.dynamics.mlp",
+    "neurode.plugins.models.neural_ode",
     "neurode.plugins.loaders.zarr_store",
     "neurode.plugins.loaders.netcdf",
     "neurode.plugins.loaders.ragged",

@@ -1,0 +1,1 @@
+"""neurode.plugins.models: built-in trainable models (registered through ``register_models``)."""

@@ -1,0 +1,83 @@
+"""The run's figures: ``loss.png`` (training and validation curves) and ``predictions.png``.
+
+Drawn with matplotlib's Agg backend (no display needed) into memory and
+written atomically, like every file of a run directory. Predictions are shown
+in physical units (normalisation undone), with the variables' units on the axes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurode.training.rundir import atomic_write
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure
+
+
+def _save(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    atomic_write(path, buffer.getvalue())
+
+
+def plot_loss(path: Path, metrics: list[dict]) -> None:
+    Figure = _figure()
+    figure = Figure(figsize=(6, 3.5), layout="constrained")
+    axes = figure.add_subplot()
+    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row]
+    val = [(row["step"], row["val_rmse"] ** 2) for row in metrics if "val_rmse" in row]
+    if train:
+        axes.plot(*zip(*train, strict=True), label="train loss (masked MSE)")
+    if val:
+        axes.plot(*zip(*val, strict=True), "o-", label="validation MSE")
+    axes.set_yscale("log")
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("mean squared error (normalised units)")
+    axes.legend(loc="upper right")
+    _save(figure, path)
+
+
+def plot_predictions(path: Path, model, batch, data, points: int = 100) -> None:
+    """Observed values and the model's trajectories for the trajectories of ``batch``."""
+    Figure = _figure()
+    times = batch.times
+    last = torch.where(batch.time_mask, times, times[:, :1]).max(dim=1).values
+    grid = times[:, :1] + (last - times[:, 0])[:, None] * torch.linspace(0, 1, points, dtype=times.dtype,
+                                                                          device=times.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model.predict(batch, times=grid)
+    model.train(was_training)
+    stats = data.normalization
+    pred = stats.denormalize(pred.double().cpu().numpy())
+    observed = stats.denormalize(batch.values.double().cpu().numpy())
+    mask = (batch.mask & batch.time_mask.unsqueeze(-1)).cpu().numpy()
+    names = data.layout.feature_names
+    figure = Figure(figsize=(3.2 * len(names), 2.4 * batch.batch_size), layout="constrained")
+    axes = figure.subplots(batch.batch_size, len(names), squeeze=False)
+    t_obs, t_grid = times.double().cpu().numpy(), grid.double().cpu().numpy()
+    for b in range(batch.batch_size):
+        for f, name in enumerate(names):
+            ax = axes[b, f]
+            ax.plot(t_grid[b], pred[b, :, f], color="C0", label="predicted")
+            seen = mask[b, :, f]
+            ax.plot(t_obs[b][seen], observed[b][seen, f], ".", color="C1", label="observed")
+            variable = name.split("[")[0]
+            ax.set_ylabel(f"{name} [{data.units.get(variable, '') or '1'}]")
+            if b == batch.batch_size - 1:
+                ax.set_xlabel(f"time [{data.units.get('time', '') or '1'}]")
+            if np.isfinite(pred[b, :, f]).any() and b == 0 and f == 0:
+                ax.legend(fontsize="small")
+    _save(figure, path)
