@@ -10,9 +10,11 @@ y at the final time, differentiated with respect to the MLP's parameters and
 y0. The integration length is t_end = 1, 10, 100 (1×, 10×, 100×). Compared,
 all with dopri5, rtol 1e-6, atol 1e-8, float64, CPU, one thread:
 
-* neurode ``direct`` (backprop through the steps), ``backsolve`` (the
-  continuous adjoint), ``backsolve`` with the seminorm
-  (``adjoint_options={"options": {"norm": "seminorm"}}``) and ``checkpoint``;
+* neurode ``direct`` (backprop through the steps; with tangent error
+  control, the default when gradients are recorded), ``backsolve`` (the
+  continuous adjoint) with the full norm (``adjoint_options={"options":
+  {"norm": "full"}}``), ``backsolve`` with the seminorm (its default) and
+  ``checkpoint`` (tangent control too);
 * torchdiffeq ``odeint`` (backprop through the steps), ``odeint_adjoint`` and
   ``odeint_adjoint`` with ``adjoint_options={"norm": "seminorm"}``;
 * neurode's batch-parallel loop (``per_sample=True``: every sample its own
@@ -134,7 +136,9 @@ def forward(method: str, f: Dynamics, y0: torch.Tensor, t_end: float, rtol: floa
     if method.startswith("neurode"):
         adjoint = method.split()[-1]
         options = None
-        if adjoint == "backsolve+seminorm":
+        if adjoint == "backsolve":  # the full norm, torchdiffeq's default (neurode's default is the seminorm)
+            options = {"options": {"norm": "full"}}
+        elif adjoint == "backsolve+seminorm":
             adjoint, options = "backsolve", {"options": {"norm": "seminorm"}}
         sol = neurode.solve(f, y0, t, solver="dopri5", adjoint=adjoint, rtol=rtol, atol=atol,
                             adjoint_options=options, per_sample="per-sample" in method)
