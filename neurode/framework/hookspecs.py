@@ -82,6 +82,16 @@ def register_adjoints(register):
     continuous adjoint of Chen et al. 2018) and ``checkpoint`` (exact
     gradients from stored step states).
 
+    What the core gives a gradient method (``neurode.framework.adjoint.Problem``):
+    ``problem.run_loop(...)`` / ``integrate_batch(...)`` to solve;
+    ``problem.wants_tangent()``, to pass as ``tangent=`` by a method that
+    differentiates the accepted steps themselves (tangent error control,
+    ``framework/tangent.py``); and, for a method that evaluates ``f`` outside
+    the user's autograd graph, ``problem.watched_vector_field()`` to run the
+    forward solve with, then ``problem.gradient_inputs(capture)``: every tensor
+    that ``f`` read and that requires grad, to declare as inputs of its
+    ``autograd.Function`` (``framework/capture.py``).
+
     Conformance: ``neurode.testing.check_adjoint(name)`` compares gradients
     with ``direct``.
     """
