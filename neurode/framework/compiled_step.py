@@ -87,7 +87,8 @@ class CompiledRungeKutta(AbstractSolver):
     """
 
     supports_per_sample = False
-    #: the compiled step takes plain tensors only: no tangent error control (documented at ``solve(compile=...)``)
+    #: the compiled step evaluates f inside generated code, where the tangent replay cannot see the stage points:
+    #: no tangent error control (documented at ``solve(compile=...)``)
     supports_tangent = False
 
     def __init__(self, solver: ExplicitRungeKutta, **compile_options) -> None:

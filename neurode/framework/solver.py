@@ -75,8 +75,10 @@ class AbstractSolver(abc.ABC):
     #: solver has ``interpolate_per_sample`` (the batch-parallel loop needs both), and
     #: ``stage_weights`` / ``stage_points_per_sample`` (per-sample backsolve's quadrature)
     supports_per_sample: bool = False
-    #: whether ``step``, ``init`` and ``after_jump`` work on forward-mode dual tensors (plain torch arithmetic
-    #: does), so that the loops can carry a tangent through them for tangent error control (``tangent.py``)
+    #: whether tangent error control (``tangent.py``) may replay ``step``/``init``/``after_jump`` on a tangent:
+    #: the calls must be linear in ``(y0, state)`` given the evaluations of ``f``, and evaluate ``f`` equally often
+    #: whatever the values (explicit methods do; an implicit method whose Newton iteration count depends on the
+    #: values must set this to ``False`` or linearise itself)
     supports_tangent: bool = True
 
     @abc.abstractmethod

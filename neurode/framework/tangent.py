@@ -57,6 +57,7 @@ import math
 import torch
 
 from neurode.framework.controller import norm_value
+from neurode.framework.errors import SolverError
 from neurode.framework.solver import AbstractSolver, Step
 
 #: seed of the tangent direction: fixed, so that a solve is reproducible
@@ -104,6 +105,12 @@ class _Variational:
         return getattr(self.func, name)
 
     def __call__(self, t, v, *rest):
+        if self.index >= len(self.points):
+            raise SolverError(
+                f"tangent error control replays the solver's stage evaluations, but this solver evaluated f more "
+                f"often on the tangent ({self.index + 1}) than on the state ({len(self.points)}); its step is not "
+                f"linear in the state with f's evaluations fixed: declare supports_tangent = False on the solver, "
+                f"or pass tangent_control=False")
         t_i, y_i, rest_i, f_i = self.points[self.index]
         self.index += 1
         y_i = y_i.detach()

@@ -197,3 +197,23 @@ def test_a_non_finite_tangent_error_does_not_reject_a_step():
         error = torch.full_like(Y0, math.nan)
         ratio = stepper.ratio(error, 1e-6, 1e-9)
         assert (ratio == 0.0) if not per_sample else bool((ratio == 0.0).all())
+
+
+def test_a_solver_whose_evaluations_depend_on_the_values_is_refused_clearly():
+    # the tangent step replays the stage points of the step of y; a method that evaluates f more often on the
+    # second call (as a Newton iteration might) cannot be replayed, and says what to do
+    from neurode.framework.explicit_rk import ExplicitRungeKutta
+
+    dopri5 = get_registry().get("solver", "dopri5").obj()
+
+    class Irregular(ExplicitRungeKutta):
+        calls = 0
+
+        def step(self, func, t0, h, y0, state):
+            Irregular.calls += 1
+            if Irregular.calls % 2 == 0:
+                func(t0, y0)  # one evaluation more on the tangent pass
+            return super().step(func, t0, h, y0, state)
+
+    with pytest.raises(neurode.SolverError, match="supports_tangent"):
+        neurode.solve(Oscillator(), Y0, _times(False), solver=Irregular(dopri5.tableau))
