@@ -39,6 +39,8 @@ def gaussian_log_likelihood(values: torch.Tensor, mean: torch.Tensor, log_std: t
     ``observed`` are excluded with ``where`` (not a product), so a NaN there —
     padding, or an unobserved slot — never reaches the sum or its gradient.
     """
+    # zeroed first, not only masked after: d/dmean of a NaN residual is NaN, and 0 * NaN is NaN
+    values = torch.where(observed, values, torch.zeros_like(values))
     z = (values - mean) * torch.exp(-log_std)
     log_density = -0.5 * (LOG_2PI + z**2) - log_std
     return torch.where(observed, log_density, torch.zeros_like(log_density)).sum(dim=(-1, -2))

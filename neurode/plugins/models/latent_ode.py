@@ -204,7 +204,8 @@ class LatentODE(AbstractModel):
         if self.training:
             self.kl_step += 1
         with torch.no_grad():
-            squared = torch.where(observed, (pred - batch.values) ** 2, torch.zeros_like(pred))
+            values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+            squared = torch.where(observed, (pred - values) ** 2, torch.zeros_like(pred))
             mse = squared.sum() / (observed.sum() * k).clamp(min=1)
         metrics = {"neg_elbo": float(loss.detach()), "nll": float(-log_likelihood.detach().mean()),
                    "kl": float(kl.detach().mean()), "kl_weight": beta, "mse": float(mse),

@@ -73,8 +73,10 @@ class RecurrentForecaster(AbstractModel):
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         pred = self.predict(batch)
         observed = batch.mask & batch.time_mask.unsqueeze(-1)
-        # where(), not a product: padding predictions are NaN and NaN * 0 is NaN
-        squared = torch.where(observed, (pred - batch.values) ** 2, torch.zeros_like(pred))
+        # where(), not a product: padding predictions are NaN and NaN * 0 is NaN; the values are
+        # zeroed first too, or a NaN in an unobserved slot would reach the gradient as 0 * NaN
+        values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+        squared = torch.where(observed, (pred - values) ** 2, torch.zeros_like(pred))
         mse = squared.sum() / observed.sum().clamp(min=1)
         return mse, {"mse": float(mse.detach()), **self.solve_stats()}
 
