@@ -52,6 +52,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "neurode.plugins.adjoints.checkpoint",
     "neurode.plugins.dynamics.mlp",
     "neurode.plugins.models.neural_ode",
+    "neurode.plugins.models.latent_ode",
+    "neurode.plugins.models.recurrent",
     "neurode.plugins.loaders.zarr_store",
     "neurode.plugins.loaders.netcdf",
     "neurode.plugins.loaders.ragged",

@@ -1,0 +1,172 @@
+"""Reading irregularly sampled, padded sequences with a recurrent cell, forwards or backwards in time.
+
+The recurrent models of Rubanova, Chen and Duvenaud (2019) — the ODE-RNN, the
+GRU fed the time gap (RNN-Δt) and the GRU-D-style decaying GRU (Che et al.,
+2018) — and the recognition networks of the Latent ODE differ only in how a
+hidden state ``h`` crosses the time between two observations and how it takes
+in an observation. That is the :class:`RecurrentCell` contract:
+
+- ``advance(h, t_from, t_to, moving)``: the state at ``t_to`` when nothing is
+  observed in between (an ODE flow, an exponential decay, a GRU step fed an
+  empty observation);
+- ``observe(h, advanced, gap, values, mask)``: the state after taking in the
+  observation ``values`` (0 where unobserved) with its mask, ``gap`` after the
+  previous one.
+
+:func:`scan` walks the columns of a padded batch, every trajectory on its own
+times: padding leaves a trajectory's state untouched, a slot without any
+observed variable only advances it, and missing variables enter as a zero
+value with a zero mask bit — masks, never imputation. Backwards (``reverse``)
+it reads each trajectory from its last observation to its first, as the
+recognition networks of Chen et al. (2018, sec. 5) and Rubanova et al. (2019,
+sec. 3.3) do. Query slots (:func:`merge_queries`) record the state advanced to
+a requested time without changing what the cell carries on.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: slot kinds of a scanned sequence
+PADDING, OBSERVATION, QUERY = 0, 1, 2
+
+
+class RecurrentCell(nn.Module, abc.ABC):
+    """How a hidden state crosses time and takes in observations (see the module docstring)."""
+
+    hidden_size: int
+    #: True when ``observe`` reads the gap itself and never needs the advanced state
+    #: (the RNN-Δt cell), so that :func:`scan` need not advance before observing.
+    observes_from_previous: bool = False
+
+    @abc.abstractmethod
+    def advance(self, h: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor,
+                moving: torch.Tensor) -> torch.Tensor:
+        """The state at ``t_to`` ``[batch]`` from ``h`` at ``t_from``; rows where ``moving`` is False stay ``h``."""
+
+    @abc.abstractmethod
+    def observe(self, h: torch.Tensor, advanced: torch.Tensor | None, gap: torch.Tensor, values: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """The state after the observation ``values`` ``[batch, F]`` (mask ``[batch, F]``), ``gap`` after ``h``."""
+
+    def stats(self) -> dict[str, float]:
+        """Solver counters of the last scan (cells that solve ODEs); ``{}`` otherwise."""
+        return {}
+
+    def reset_stats(self) -> None:
+        """Forget the counters before a new scan."""
+
+
+@dataclass
+class ScanResult:
+    """What :func:`scan` returns.
+
+    Attributes:
+        final: ``[batch, hidden]`` the state after the last slot read (the first
+            observation when reading backwards).
+        before: ``[batch, M, hidden]`` the state advanced to each slot's time,
+            before that slot's observation (a one-step-ahead state); the carried
+            state at padding. ``None`` unless ``record``.
+    """
+
+    final: torch.Tensor
+    before: torch.Tensor | None
+
+
+def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+         kind: torch.Tensor, *, reverse: bool = False, record: bool = False) -> ScanResult:
+    """Run ``cell`` over a padded sequence.
+
+    Args:
+        h0: ``[batch, hidden]`` the state before the first slot read.
+        times: ``[batch, M]`` slot times, non-decreasing over each row's non-padding slots.
+        values, mask: ``[batch, M, F]``; ``values`` may hold anything (NaN
+            included) where ``mask`` is False: it never reaches the cell.
+        kind: ``[batch, M]`` :data:`PADDING`, :data:`OBSERVATION` or :data:`QUERY`.
+        reverse: read each row from its last slot to its first.
+        record: also return every slot's advanced state.
+    """
+    batch, length = kind.shape
+    h = h0
+    t_last = torch.zeros(batch, dtype=times.dtype, device=times.device)
+    have = torch.zeros(batch, dtype=torch.bool, device=times.device)
+    records: list[torch.Tensor] = []
+    columns = range(length - 1, -1, -1) if reverse else range(length)
+    for j in columns:
+        slot = kind[:, j]
+        t_j = times[:, j]
+        t_from = torch.where(have, t_last, t_j)
+        moving = (slot != PADDING) & have & (t_j != t_from)
+        t_to = torch.where(moving, t_j, t_from)
+        gap = (t_to - t_from).abs().to(h.dtype).unsqueeze(-1)
+        is_obs = slot == OBSERVATION
+        m = mask[:, j] & is_obs.unsqueeze(-1)
+        x = torch.where(m, values[:, j], torch.zeros_like(values[:, j]))
+        advanced = None
+        if record or not cell.observes_from_previous:
+            advanced = torch.where(moving.unsqueeze(-1), cell.advance(h, t_from, t_to, moving), h)
+        if cell.observes_from_previous:
+            # the cell reads the gap itself: an all-missing observation is its own "advance"
+            updated = cell.observe(h, advanced, gap, x, m)
+            h_next = torch.where(is_obs.unsqueeze(-1), updated, h)
+        else:
+            seen = m.any(-1, keepdim=True)
+            updated = cell.observe(h, advanced, gap, x, m)
+            h_next = torch.where(seen, updated, torch.where(is_obs.unsqueeze(-1), advanced, h))
+        if record:
+            records.append(advanced)
+        t_last = torch.where(is_obs, t_j, t_last)
+        have = have | is_obs
+        h = h_next
+    before = None
+    if record:
+        if reverse:
+            records.reverse()
+        before = torch.stack(records, dim=1) if records else h0.new_zeros(batch, 0, h0.shape[-1])
+    return ScanResult(final=h, before=before)
+
+
+def observation_kinds(time_mask: torch.Tensor) -> torch.Tensor:
+    """Slot kinds of a padded batch: observations where ``time_mask``, padding elsewhere."""
+    return torch.where(time_mask, OBSERVATION, PADDING).to(torch.int8)
+
+
+@dataclass
+class MergedSequence:
+    """Observations and query times of each trajectory in one time-ordered sequence (see :func:`merge_queries`)."""
+
+    times: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    kind: torch.Tensor
+    #: ``[batch, T]`` where each query landed in the merged rows
+    query_position: torch.Tensor
+
+
+def merge_queries(times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, time_mask: torch.Tensor,
+                  queries: torch.Tensor) -> MergedSequence:
+    """Interleave query times ``[batch, T]`` (increasing) with each trajectory's observations, in time order.
+
+    A query at the time of an observation comes first, so what it records is a
+    forecast from strictly earlier observations. Padding goes last.
+    """
+    batch, n_queries = queries.shape
+    queries = queries.to(times.dtype)
+    key = torch.cat([queries, torch.where(time_mask, times, torch.full_like(times, float("inf")))], dim=1)
+    # stable: at equal times the queries (concatenated first) stay before observations
+    order = torch.sort(key, dim=1, stable=True).indices
+    all_times = torch.cat([queries, times], dim=1).gather(1, order)
+    features = values.shape[-1]
+    pad_values = values.new_zeros(batch, n_queries, features)
+    pad_mask = mask.new_zeros(batch, n_queries, features)
+    index = order.unsqueeze(-1).expand(-1, -1, features)
+    all_values = torch.cat([pad_values, values], dim=1).gather(1, index)
+    all_mask = torch.cat([pad_mask, mask], dim=1).gather(1, index)
+    kinds = torch.cat([torch.full_like(queries, QUERY, dtype=torch.int8), observation_kinds(time_mask)], dim=1)
+    all_kinds = kinds.gather(1, order)
+    inverse = torch.argsort(order, dim=1)
+    return MergedSequence(all_times, all_values, all_mask, all_kinds, inverse[:, :n_queries])

@@ -1,0 +1,286 @@
+"""Built-in model ``latent_ode``: the Latent ODE of Chen et al. (2018, sec. 5) and Rubanova et al. (2019).
+
+A generative model of irregularly sampled trajectories:
+
+    z0 ~ p(z0) = N(0, I),   z(t) = z0 + int_{t0}^{t} f(s, z(s); theta) ds,   x(t_i) ~ N(decoder(z(t_i)), s^2)
+
+fitted by amortised variational inference. A recognition network reads each
+trajectory *backwards* in time, from its last observation to its first, and
+outputs the Gaussian posterior q(z0 | x, t) = N(mu, diag(sigma^2)) at the first
+observation time t0:
+
+- ``encoder="rnn"``: a GRU fed ``[values * mask, mask, time gap]`` (Chen et
+  al., 2018, sec. 5, with the gap and mask as Rubanova et al. feed them);
+- ``encoder="ode_rnn"``: between observations its hidden state follows an ODE,
+  solved backwards in time (Rubanova et al., 2019, sec. 3.3).
+
+z0 is sampled by reparameterisation, carried to every requested time by the
+latent dynamics (any registered dynamics, default ``mlp``; any registered
+solver and gradient method), and decoded. The loss is the negative
+variational bound of :mod:`neurode.plugins.models.elbo` (Gaussian likelihood
+with fixed or learned noise, KL to N(0, I) with an annealing schedule, and
+k importance samples when ``iwae_samples > 1``), averaged over trajectories.
+
+Every trajectory is solved on its own times (``batch.solve_times()`` and the
+batch-parallel loop); the ``k`` posterior samples of a batch are ``k * batch``
+rows of one per-sample solve. Static per-trajectory variables feed the
+recognition network. The KL schedule counts optimiser steps in a buffer
+(``kl_step``, saved with the weights, so a resumed run continues the schedule).
+
+:meth:`LatentODE.predict` decodes the posterior mean of z0 (deterministic);
+``samples=K`` returns ``K`` posterior draws ``[K, batch, T, F]`` for
+uncertainty bands. Times may lie inside the observed window (interpolation)
+or beyond it (extrapolation), not before a trajectory's first observation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurode import hookimpl
+from neurode.datasets.batch import PADDED
+from neurode.framework.errors import InvalidInputError
+from neurode.framework.model import AbstractModel, SolveSettings
+from neurode.framework.registry import get_registry
+from neurode.framework.solve import solve
+from neurode.plugins.models import elbo
+from neurode.plugins.models.irregular_scan import observation_kinds, scan
+from neurode.plugins.models.recurrent_cells import build_cell
+
+ENCODERS = {"rnn": "delta_t", "ode_rnn": "ode"}
+
+
+def forecast_grid(t0: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample solve grid from ``t0`` ``[batch]`` through ``times`` ``[batch, T]`` (increasing, >= t0).
+
+    Returns ``grid`` ``[batch, T + 1]`` — ``t0``, then each row's times after
+    ``t0``, NaN-padded — and ``position`` ``[batch, T]``, where each requested
+    time sits in ``grid`` (0 for a time equal to ``t0``: that is z0 itself).
+    """
+    later = times > t0[:, None]
+    at_start = (~later).sum(1, keepdim=True)
+    column = torch.arange(times.shape[1], device=times.device)[None, :]
+    position = torch.where(later, 1 + column - at_start, torch.zeros_like(column))
+    grid = torch.full((times.shape[0], times.shape[1] + 1), float("nan"), dtype=times.dtype, device=times.device)
+    grid[:, 0] = t0
+    grid.scatter_(1, position, torch.where(later, times, t0[:, None].expand_as(times)))
+    return grid, position
+
+
+def check_times(times, t0: torch.Tensor, model: str) -> torch.Tensor:
+    """``times`` as ``[batch, T]``, refused unless strictly increasing per row and none before that row's ``t0``."""
+    batch = t0.shape[0]
+    times = torch.as_tensor(times, dtype=t0.dtype, device=t0.device)
+    if times.ndim == 1:
+        times = times.expand(batch, -1)
+    if times.ndim != 2 or times.shape[0] != batch or times.shape[1] == 0:
+        raise InvalidInputError(f"{model}: prediction times must be [T] or [{batch}, T] with T >= 1, "
+                                f"got shape {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()):
+        raise InvalidInputError(f"{model}: prediction times must be finite")
+    if times.shape[1] > 1 and not bool((times[:, 1:] > times[:, :-1]).all()):
+        raise InvalidInputError(f"{model}: prediction times must be strictly increasing along each row")
+    early = times < t0[:, None]
+    if bool(early.any()):
+        row = int(early.any(1).nonzero()[0])
+        raise InvalidInputError(
+            f"{model}: prediction time {float(times[row][early[row]][0]):g} is before trajectory {row}'s first "
+            f"observation at t0={float(t0[row]):g}; the latent state z0 is inferred at t0 and carried forward")
+    return times
+
+
+def check_batch(model, batch) -> None:
+    """Refuse a batch that is not padded or has the wrong number of features or statics."""
+    name = type(model).__name__
+    if batch.mode != PADDED:
+        raise InvalidInputError(f"{name} takes padded batches (each trajectory on its own times), "
+                                f"got mode {batch.mode!r}")
+    if batch.values.shape[-1] != model.n_features or batch.static.shape[-1] != model.n_static:
+        raise InvalidInputError(
+            f"{name} was built for {model.n_features} features and {model.n_static} static variables, "
+            f"got a batch with {batch.values.shape[-1]} and {batch.static.shape[-1]}")
+
+
+class LatentODE(AbstractModel):
+    """Latent ODE with an RNN or ODE-RNN recognition network (see the module docstring)."""
+
+    batch_mode = PADDED
+
+    def __init__(
+        self,
+        n_features: int,
+        n_static: int = 0,
+        *,
+        latent_dim: int = 4,
+        encoder: str = "rnn",
+        encoder_hidden: int = 25,
+        encoder_dynamics_options: dict[str, Any] | None = None,
+        decoder_width: int = 20,
+        dynamics: str = "mlp",
+        dynamics_options: dict[str, Any] | None = None,
+        noise_std: float = 0.1,
+        learn_noise: bool = False,
+        kl_schedule: str = "none",
+        kl_anneal_steps: int = 1000,
+        iwae_samples: int = 1,
+        solve: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        problems = []
+        for name, value, minimum in (("n_features", n_features, 1), ("n_static", n_static, 0),
+                                     ("latent_dim", latent_dim, 1), ("encoder_hidden", encoder_hidden, 1),
+                                     ("decoder_width", decoder_width, 1), ("kl_anneal_steps", kl_anneal_steps, 0),
+                                     ("iwae_samples", iwae_samples, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if encoder not in ENCODERS:
+            problems.append(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        if kl_schedule not in elbo.SCHEDULES:
+            problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
+        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
+            problems.append(f"noise_std must be a positive number, got {noise_std!r}")
+        if problems:
+            raise InvalidInputError("latent_ode: " + "; ".join(problems))
+        self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
+        self.encoder_name, self.encoder_hidden, self.decoder_width = encoder, encoder_hidden, decoder_width
+        self.encoder_dynamics_options = dict(encoder_dynamics_options or {})
+        self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
+        self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
+        self.kl_schedule, self.kl_anneal_steps, self.iwae_samples = kl_schedule, kl_anneal_steps, iwae_samples
+        self.settings = SolveSettings(**(solve or {}))
+
+        self.encoder = build_cell(ENCODERS[encoder], n_features, encoder_hidden, dynamics=dynamics,
+                                  dynamics_options=self.encoder_dynamics_options, solve=self.settings.as_dict())
+        # h -> (mu, log sigma^2) of q(z0 | x, t), as the h2o layer of Chen et al.'s recognition RNN
+        self.posterior = nn.Linear(encoder_hidden + n_static, 2 * latent_dim)
+        self.dynamics = get_registry().get("dynamics", dynamics).obj(state_dim=latent_dim, **self.dynamics_options)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, decoder_width), nn.ReLU(),
+                                     nn.Linear(decoder_width, n_features))
+        log_std = torch.full((n_features,), float(torch.log(torch.tensor(self.noise_std))))
+        if self.learn_noise:
+            self.log_noise_std = nn.Parameter(log_std)
+        else:
+            self.register_buffer("log_noise_std", log_std)
+        # optimiser steps seen by loss(), for the KL schedule; saved with the weights
+        self.register_buffer("kl_step", torch.zeros(1, dtype=torch.long))
+        self._last_stats = None
+        self._last_rows = 0
+
+    # ------------------------------------------------------------------ contract
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "n_features": self.n_features,
+            "n_static": self.n_static,
+            "latent_dim": self.latent_dim,
+            "encoder": self.encoder_name,
+            "encoder_hidden": self.encoder_hidden,
+            "encoder_dynamics_options": dict(self.encoder_dynamics_options),
+            "decoder_width": self.decoder_width,
+            "dynamics": self.dynamics_name,
+            "dynamics_options": dict(self.dynamics_options),
+            "noise_std": self.noise_std,
+            "learn_noise": self.learn_noise,
+            "kl_schedule": self.kl_schedule,
+            "kl_anneal_steps": self.kl_anneal_steps,
+            "iwae_samples": self.iwae_samples,
+            "solve": self.settings.as_dict(),
+        }
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        check_batch(self, batch)
+        mean, log_var = self.posterior_parameters(batch)
+        k = self.iwae_samples
+        z0 = mean + torch.exp(0.5 * log_var) * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
+        pred = self.decode(z0, batch.solve_times())
+        observed = batch.mask & batch.time_mask.unsqueeze(-1)
+        log_likelihood = elbo.gaussian_log_likelihood(batch.values, pred, self.log_noise_std, observed)
+        beta = elbo.kl_weight(self.kl_schedule, int(self.kl_step), self.kl_anneal_steps)
+        bound, kl = elbo.variational_bound(log_likelihood, z0, mean, log_var, beta)
+        loss = -bound.mean()
+        if self.training:
+            self.kl_step += 1
+        with torch.no_grad():
+            values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+            squared = torch.where(observed, (pred - values) ** 2, torch.zeros_like(pred))
+            mse = squared.sum() / (observed.sum() * k).clamp(min=1)
+        metrics = {"neg_elbo": float(loss.detach()), "nll": float(-log_likelihood.detach().mean()),
+                   "kl": float(kl.detach().mean()), "kl_weight": beta, "mse": float(mse),
+                   **self.solve_stats()}
+        if self.learn_noise:
+            metrics["noise_std"] = float(self.log_noise_std.detach().exp().mean())
+        return loss, metrics
+
+    def predict(self, batch, times: torch.Tensor | None = None, samples: int | None = None) -> torch.Tensor:
+        """Decoded trajectories ``[batch, T, F]`` from the posterior mean of z0, or ``[samples, batch, T, F]``.
+
+        ``samples=K`` draws z0 ``K`` times from q(z0 | x, t) (torch's global RNG).
+        """
+        check_batch(self, batch)
+        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+            raise InvalidInputError(f"latent_ode: samples must be a positive integer or None, got {samples!r}")
+        mean, log_var = self.posterior_parameters(batch)
+        if samples is None:
+            z0 = mean.unsqueeze(0)
+        else:
+            noise = torch.randn((samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+            z0 = mean + torch.exp(0.5 * log_var) * noise
+        if times is None:
+            pred = self.decode(z0, batch.solve_times())
+            pred = torch.where(batch.time_mask[None, :, :, None], pred, torch.full_like(pred, float("nan")))
+        else:
+            t0 = batch.times[:, 0]
+            grid, position = forecast_grid(t0, check_times(times, t0, "latent_ode"))
+            decoded = self.decode(z0, grid)
+            pred = decoded.gather(2, position[None, :, :, None].expand(z0.shape[0], -1, -1, decoded.shape[-1]))
+        return pred[0] if samples is None else pred
+
+    def solve_stats(self) -> dict[str, float]:
+        stats = dict(self.encoder.stats())
+        latent = self._last_stats
+        if latent is not None:
+            rows = max(self._last_rows, 1)
+            stats = {
+                "nfe": float(latent.nfe) + stats.get("nfe", 0.0),
+                "nfe_per_sample": latent.nfe_rows / rows + stats.get("nfe_per_sample", 0.0),
+                "nfe_backward": float(latent.nfe_backward) + stats.get("nfe_backward", 0.0),
+                "n_steps": float(latent.n_steps) + stats.get("n_steps", 0.0),
+            }
+        return stats
+
+    # ------------------------------------------------------------------ pieces
+
+    def posterior_parameters(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log sigma^2)`` ``[batch, latent]`` of q(z0 | x, t), from a backwards read of each trajectory."""
+        self.encoder.reset_stats()
+        values = batch.values
+        h0 = values.new_zeros(batch.batch_size, self.encoder_hidden)
+        h = scan(self.encoder, h0, batch.times, values, batch.mask, observation_kinds(batch.time_mask),
+                 reverse=True).final
+        if self.n_static:
+            h = torch.cat([h, batch.static], dim=-1)
+        mean, log_var = self.posterior(h).chunk(2, dim=-1)
+        return mean, log_var
+
+    def decode(self, z0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Decoded values ``[k, batch, T, F]`` on the per-sample grid ``[batch, T]`` from ``z0`` ``[k, batch, L]``.
+
+        Finite everywhere: at the grid's NaN padding it decodes a zero latent (never a prediction).
+        """
+        k, batch, latent_dim = z0.shape
+        solution = solve(self.dynamics, z0.reshape(k * batch, latent_dim), grid.repeat(k, 1), per_sample=True,
+                         adjoint_params=tuple(self.dynamics.parameters()), **self.settings.solve_kwargs())
+        self._last_stats, self._last_rows = solution.stats, k * batch
+        latent = solution.ys.transpose(0, 1).reshape(k, batch, grid.shape[1], latent_dim)
+        # the solve leaves NaN at the grid's padding; a NaN entering the decoder would
+        # reach its weight gradients (0 * NaN), however the loss masks it afterwards
+        latent = torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
+        return self.decoder(latent)
+
+
+@hookimpl
+def register_models(register):
+    register("latent_ode", LatentODE)
