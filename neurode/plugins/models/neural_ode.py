@@ -20,6 +20,8 @@ error: unobserved values do not count).
 
 from __future__ import annotations
 
+import math
+
 import inspect
 from typing import Any
 
@@ -194,7 +196,10 @@ class NeuralODE(AbstractModel):
 
     def _read(self, latent: torch.Tensor) -> torch.Tensor:
         if self.use_readout:
-            return self.readout(latent)
+            # padding (a NaN latent) must not reach the readout: 0 * NaN in its weight gradient is NaN
+            padding = torch.isnan(latent).any(dim=-1, keepdim=True)
+            read = self.readout(torch.where(padding, torch.zeros_like(latent), latent))
+            return read.masked_fill(padding, math.nan)
         return latent[..., : self.n_features]
 
     def _solve(self, z0: torch.Tensor, grid: torch.Tensor, static: torch.Tensor) -> torch.Tensor:

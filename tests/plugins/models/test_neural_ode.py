@@ -149,3 +149,14 @@ def test_fits_a_linear_spiral_quickly():
     # the rotation of dz/dt = [[-0.1, -1], [1, -0.1]] z is what the data pins down first
     assert abs(a[0, 1] + 1.0) < 0.25 and abs(a[1, 0] - 1.0) < 0.25, a
     assert math.isfinite(float(loss.detach()))
+
+
+def test_a_readout_gets_finite_gradients_on_a_ragged_batch(batch):
+    # the latent is NaN at the padding of a ragged batch; it must reach neither the loss nor the readout's gradient
+    assert bool(~batch.time_mask.all())  # the fixture's batch is ragged
+    model = _model(readout=True, latent_dim=4)
+    loss, _ = model.loss(batch)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    assert model.readout.weight.grad.abs().sum() > 0
