@@ -20,9 +20,8 @@ error: unobserved values do not count).
 
 from __future__ import annotations
 
-import math
-
 import inspect
+import math
 from typing import Any
 
 import torch
