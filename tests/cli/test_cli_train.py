@@ -234,6 +234,27 @@ def test_evaluate_reports_extrapolation_past_the_training_times_automatically(ru
     assert again["t_split"] == fitted_until
 
 
+def test_tensorboard_flags_and_help(runner, store, tmp_path, monkeypatch):
+    import importlib.util
+
+    from neurode.cli import train as train_cli
+
+    out = tmp_path / "off"
+    assert _train(runner, store, out, "--quiet", "--max-steps", "1", "--no-tensorboard").exit_code == 0
+    assert not list(out.glob("events.out.tfevents.*"))
+    assert json.loads((out / "run.json").read_text())["tensorboard"]["events"] is False
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert "NOT installed here, so none are written: pip install 'neurode[tensorboard]'" in \
+        train_cli._tensorboard_help()
+    for name in ("tensorboard", "torch.utils.tensorboard"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = _train(runner, store, tmp_path / "required", "--tensorboard")
+    assert result.exit_code == 1
+    assert "output.tensorboard: got True; expected tensorboard to be importable" in result.stderr
+    assert not (tmp_path / "required").exists()
+
+
 def _cli(*args):
     return [sys.executable, "-c", "from neurode.cli.app import main; main()", *args]
 
