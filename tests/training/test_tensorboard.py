@@ -72,3 +72,30 @@ def test_tensorboard_required_but_missing_is_a_config_problem(monkeypatch):
     assert "2 problems" in text  # reported with the others, at once
     assert "output.tensorboard: got True; expected tensorboard to be importable" in text
     assert "pip install 'neurode[tensorboard]'" in text
+
+
+def test_a_resumed_run_hides_the_steps_it_replays(fast_config):
+    """Rows logged after the checkpoint by an interrupted run are logged again on resume: shown once, not twice."""
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from neurode.training.trainer import Reporter
+
+    run_dir = fast_config["output"]["dir"]
+
+    class KeepStep2Checkpoint(Reporter):
+        def step(self, row):
+            if row["step"] == 3:  # the checkpoint of step 2 is on disk; keep it as an interruption would
+                shutil.copy(f"{run_dir}/state/checkpoint.safetensors", f"{run_dir}/step2.safetensors")
+
+    config = {**fast_config, "training": {**fast_config["training"], "max_steps": 5}}
+    train(config, reporter=KeepStep2Checkpoint())
+    # the run "died" after logging steps 3..5: back to the step-2 checkpoint, then resume
+    shutil.move(f"{run_dir}/step2.safetensors", f"{run_dir}/state/checkpoint.safetensors")
+    run = train(resume=run_dir)
+    assert len(_event_files(run.path)) == 2
+    events = EventAccumulator(str(run.path))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5]
