@@ -69,7 +69,7 @@ def validation_rmse(model, data: RunData, batch_size: int) -> float:
 def run_neurode(config: dict) -> dict:
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as root:
-        run = neurode.train({**config, "output": {"dir": f"{root}/run"}}, reporter=clock)
+        run = neurode.train({**config, "output": {**config["output"], "dir": f"{root}/run"}}, reporter=clock)
         times = epoch_times(clock.t0, clock.ends)
         data = RunData.open(builtin_dataset_path(), normalization=run.normalization)
         model = neurode.load_run(run.path, weights="latest").model
@@ -133,15 +133,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order of both loops")
+    parser.add_argument("--tangent-control", choices=("auto", "on", "off"), default="auto",
+                        help="neurode's solver.tangent_control (auto: the trainer's default, on in training)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tangent = {"auto": None, "on": True, "off": False}[args.tangent_control]
+    solver = {"rtol": 1e-2, "atol": 1e-3, **({} if tangent is None else {"tangent_control": tangent})}
+    # no event files: the torchdiffeq loop logs nothing either
     config = {"training": {"epochs": args.epochs, "batch_size": 32, "seed": args.seed, "val_every": args.epochs,
                            "checkpoint_every": 10**6},
-              "solver": {"rtol": 1e-2, "atol": 1e-3}, "runtime": {"threads": args.threads, "device": "cpu"}}
+              "solver": solver, "runtime": {"threads": args.threads, "device": "cpu"},
+              "output": {"tensorboard": False}}
     results = {"neurode": run_neurode(config), "torchdiffeq": run_torchdiffeq(config)}
     base = results["neurode"]["epoch_s"]
     print(f"{args.epochs} epochs, seed {args.seed}, built-in dataset, dopri5 rtol 1e-2 atol 1e-3, "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s), neurode tangent_control {args.tangent_control}")
     print("| loop | time per epoch | NFE per sample | validation RMSE |")
     print("| --- | --- | --- | --- |")
     for name, r in results.items():

@@ -10,11 +10,13 @@ from neurode.training.trainer import Reporter
 class TrainProgress(Reporter):
     """A :class:`~neurode.training.trainer.Reporter` drawing a rich progress bar; silent when disabled."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, console=None) -> None:
         self.enabled = enabled
+        self.console = console  # default: a rich Console on stderr
         self.progress = None
         self.task = None
         self.val = "-"
+        self.last_row: dict[str, Any] | None = None
 
     def __enter__(self) -> TrainProgress:
         if self.enabled:
@@ -23,7 +25,7 @@ class TrainProgress(Reporter):
 
             self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                     console=Console(stderr=True), transient=False)
+                                     console=self.console or Console(stderr=True), transient=False)
             self.progress.__enter__()
         return self
 
@@ -36,12 +38,17 @@ class TrainProgress(Reporter):
             self.task = self.progress.add_task("train", total=total_steps, completed=step, info=str(run_dir))
 
     def step(self, row: dict[str, Any]) -> None:
+        self.last_row = row
         if self.progress is None or self.task is None:
             return
-        info = (f"epoch {row['epoch']} loss {row['loss']:.4g} val {self.val} "
-                f"nfe/sample {row.get('nfe_per_sample', float('nan')):.0f} fwd "
-                f"{row.get('nfe_backward', 0):.0f} bwd {row['samples_per_s']:.0f} samples/s")
+        # NFE of this batch's solves, forward and backward (a model without ODE solves reports none)
+        nfe = (f"NFE fwd {row['nfe']:.0f} bwd {row.get('nfe_backward', 0):.0f} "
+               if "nfe" in row else "")
+        info = (f"epoch {row['epoch']} loss {row['loss']:.4g} val {self.val} {nfe}"
+                f"{row['samples_per_s']:.0f} samples/s")
         self.progress.update(self.task, completed=row["step"], info=info)
 
     def validation(self, row: dict[str, Any]) -> None:
         self.val = f"{row['val_rmse']:.4g}"
+        if self.last_row is not None:  # redrawn now: after the last step no other step would show it
+            self.step(self.last_row)

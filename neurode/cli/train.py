@@ -18,6 +18,17 @@ import typer
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def _tensorboard_help() -> str:
+    # find_spec looks the package up without importing it: --help stays quick
+    from importlib.util import find_spec
+
+    here = ("installed here" if find_spec("tensorboard") is not None
+            else "NOT installed here, so none are written: pip install 'neurode[tensorboard]'")
+    return ("TensorBoard event files in the run directory (tensorboard --logdir runs/). Default: when "
+            f"tensorboard is installed (it is {here}); --tensorboard requires it, --no-tensorboard turns it off. "
+            "run.json records what happened.")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
 
@@ -98,6 +109,8 @@ def train(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch intra-op threads "
                                                 "(default: free cores, at least 1).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory. Default: runs/<model>-<time>.")] = None,
+    tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard",
+                                                     help=_tensorboard_help())] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting as dotted KEY=VALUE "
                                                    "(e.g. training.log_every=5).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory "
@@ -107,7 +120,8 @@ def train(
 ) -> None:
     """Train a model on a trajectory dataset; the run directory holds config, weights, metrics and plots.
 
-    Bare `neurode train` trains a neural ODE on a built-in simulated dataset.
+    Bare `neurode train` trains a neural ODE on a built-in simulated dataset. Model and dynamics
+    options are checked against the registered factory's signature before any data is read.
     """
     overrides: dict[str, Any] = {}
     flat = {
@@ -121,6 +135,7 @@ def train(
         "training.seed": seed, "training.checkpoint_every": checkpoint_every,
         "training.early_stopping": early_stopping, "runtime.device": device, "runtime.dtype": dtype,
         "runtime.threads": threads, "output.dir": str(out) if out is not None else None,
+        "output.tensorboard": tensorboard,
     }
     overrides.update({k: v for k, v in flat.items() if v is not None})
     for key, value in parse_assignments(model_option, "--model-option").items():

@@ -46,6 +46,8 @@ class SolveSettings:
     controller: str = "i"
     max_num_steps: int = 10_000
     adjoint_options: dict[str, Any] = field(default_factory=dict)
+    #: :func:`neurode.solve`'s ``tangent_control``: ``None`` (on when gradients are recorded), True or False
+    tangent_control: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +62,7 @@ class SolveSettings:
             "controller": self.controller,
             "max_num_steps": self.max_num_steps,
             "adjoint_options": dict(self.adjoint_options) or None,
+            "tangent_control": self.tangent_control,
         }
 
 

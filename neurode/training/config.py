@@ -80,6 +80,11 @@ class SolverConfig(_Section):
     controller: Literal["i", "pi", "pid"] = "i"
     max_num_steps: int = Field(10_000, ge=1)
     adjoint_options: dict[str, Any] = Field(default_factory=dict)
+    # Unset: neurode.solve's automatic choice, on for the training solves (gradients recorded), off for
+    # validation and prediction. It makes adaptive steps resolve the derivative that backpropagation
+    # computes (neurode/framework/tangent.py), at about twice the forward solve's cost.
+    tangent_control: bool | None = Field(None, description="steps also control a tangent's error (unset: "
+                                                           "automatic, on when gradients are recorded)")
 
 
 class OptimizerConfig(_Section):
@@ -125,6 +130,9 @@ class RuntimeConfig(_Section):
 class OutputConfig(_Section):
     dir: str | None = Field(None, description="run directory (default: runs/<name>)")
     name: str | None = None
+    tensorboard: bool | None = Field(None, description="TensorBoard event files in the run directory: unset "
+                                                       "(automatic: when tensorboard is installed), true "
+                                                       "(required) or false (off)")
 
 
 class TrainConfig(_Section):
@@ -237,9 +245,20 @@ def validate_config(data: dict[str, Any] | TrainConfig, *, registry=None, check_
         problems.extend(_describe(error, data) for error in exc.errors())
     if check_plugins:
         from neurode.framework.registry import get_registry
+        from neurode.training.plugin_options import option_problems
 
-        # Plugin names are checked even when other keys failed, so one run reports everything.
-        problems.extend(_registry_problems(data, registry or get_registry()))
+        # Plugin names and options are checked even when other keys failed, so one run reports everything.
+        registry = registry or get_registry()
+        problems.extend(_registry_problems(data, registry))
+        problems.extend(option_problems(data, registry))
+    output = data.get("output") if isinstance(data.get("output"), dict) else {}
+    if output.get("tensorboard") is True:  # checked on the raw value, so it is reported with other problems
+        from neurode.training.tensorboard import missing_reason
+
+        reason = missing_reason()
+        if reason:
+            problems.append(f"output.tensorboard: got True; expected tensorboard to be importable, but {reason} "
+                            "(or leave the setting unset to write event files only when it is installed)")
     if problems:
         raise ConfigError(problems)
     return config

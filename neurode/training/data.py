@@ -61,6 +61,8 @@ class RunData:
     normalization: NormalizationStats
     layout: FeatureLayout
     units: dict[str, str]
+    #: earliest and latest observation time of the training split: the time range a model is fitted on
+    train_time_range: tuple[float, float] | None = None
 
     @classmethod
     def open(
@@ -92,7 +94,9 @@ class RunData:
                                              normalization=normalization, mode=PADDED, dtype=dtype)
         units = {name: str(ds[name].attrs.get("units", "")) for name in (*layout.variables, *layout.static)}
         units["time"] = str(ds["time"].attrs.get("units", ""))
-        return cls(Path(path), splits, normalization, layout, units)
+        train_time = parts["train"]["time"]
+        time_range = (float(train_time.min(skipna=True)), float(train_time.max(skipna=True)))
+        return cls(Path(path), splits, normalization, layout, units, time_range)
 
     @property
     def n_features(self) -> int:

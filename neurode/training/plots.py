@@ -52,9 +52,12 @@ def plot_predictions(path: Path, model, batch, data, points: int = 100) -> None:
     """Observed values and the model's trajectories for the trajectories of ``batch``."""
     Figure = _figure()
     times = batch.times
-    last = torch.where(batch.time_mask, times, times[:, :1]).max(dim=1).values
-    grid = times[:, :1] + (last - times[:, 0])[:, None] * torch.linspace(0, 1, points, dtype=times.dtype,
-                                                                          device=times.device)
+    span = torch.where(batch.time_mask, times, times[:, :1]).max(dim=1).values - times[:, 0]
+    # A trajectory observed once has no span of its own (and a grid of equal times is no grid):
+    # draw it over the batch's longest span, or one time unit if every trajectory was observed once.
+    longest = span.max()
+    span = torch.where(span > 0, span, longest if bool(longest > 0) else torch.ones_like(longest))
+    grid = times[:, :1] + span[:, None] * torch.linspace(0, 1, points, dtype=times.dtype, device=times.device)
     was_training = model.training
     model.eval()
     with torch.no_grad():

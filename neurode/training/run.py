@@ -78,20 +78,53 @@ class Run:
 
     # ------------------------------------------------------------------ evaluate
 
+    def fitted_until(self) -> float | None:
+        """The latest observation time of the run's training split: past it, a prediction extrapolates.
+
+        Recorded in ``run.json`` (``dataset.train_time_range``); for runs written
+        before it was, recomputed from the run's dataset when that is still there.
+        """
+        recorded = self.info.get("dataset", {}).get("train_time_range")
+        if recorded is not None:
+            return float(recorded[1])
+        path = self.info.get("dataset", {}).get("path")
+        if path is None or not Path(path).exists():
+            return None
+        time_range = self._open_data(path).train_time_range
+        return None if time_range is None else time_range[1]
+
     def evaluate(self, data: str | os.PathLike | None = None, *, split: str = "test",
                  t_split: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
         """RMSE and MAE per variable in physical units, the first-observation baseline, NFE per sample.
 
         ``data`` defaults to the run's dataset; ``split`` picks the part
-        (by the run's fractions and seed) or ``"all"``. With ``t_split``,
-        errors are also reported separately for observations before it
-        (interpolation) and from it on (extrapolation).
+        (by the run's fractions and seed) or ``"all"``.
+
+        Interpolation vs extrapolation. The model was fitted on observations
+        up to the last time of the training split (:meth:`fitted_until`);
+        observations after it are a held-out tail, and predicting them is
+        extrapolation in time. When the evaluated data has any, errors are
+        reported for both parts automatically (``t_split_source``:
+        ``"training times"``): interpolation up to and at that time,
+        extrapolation after it. With ``t_split`` the boundary is given instead
+        and always reported (``"given"``): interpolation before it,
+        extrapolation from it on.
         """
         if split not in SPLIT_CHOICES:
             raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
         run_data = self._open_data(data)
         names = ("train", "val", "test") if split == "all" else (split,)
         scale = torch.as_tensor(self.normalization.std, dtype=self.dtype, device=self.device)
+        if t_split is not None:
+            boundary, source = t_split, "given"
+
+            def extrapolating(times):
+                return times >= boundary
+        else:
+            boundary, source = self.fitted_until(), "training times"
+
+            def extrapolating(times):
+                return times > boundary
         sums = {"all": ErrorSums(), "baseline": ErrorSums(), "interpolation": ErrorSums(),
                 "extrapolation": ErrorSums()}
         nfe, count = 0.0, 0
@@ -102,9 +135,10 @@ class Run:
                     pred = self.model.predict(batch)
                     sums["all"].add(pred, batch, scale)
                     sums["baseline"].add(first_observation(batch), batch, scale)
-                    if t_split is not None:
-                        sums["interpolation"].add(pred, batch, scale, batch.times < t_split)
-                        sums["extrapolation"].add(pred, batch, scale, batch.times >= t_split)
+                    if boundary is not None:
+                        beyond = extrapolating(batch.times)
+                        sums["interpolation"].add(pred, batch, scale, ~beyond)
+                        sums["extrapolation"].add(pred, batch, scale, beyond)
                     stats = getattr(self.model, "solve_stats", dict)()
                     nfe += stats.get("nfe_per_sample", float("nan")) * batch.batch_size
                     count += batch.batch_size
@@ -121,12 +155,15 @@ class Run:
             variable = feature.split("[")[0]
             result["variables"][feature] = {"units": run_data.units.get(variable, ""), "rmse": rmse[i],
                                             "mae": mae[i], "baseline_rmse": base_rmse[i], "n_observations": n[i]}
-        if t_split is not None:
-            result["t_split"] = t_split
+        held_out = sums["extrapolation"].count is not None and float(sums["extrapolation"].count.sum()) > 0
+        if source == "given" or (boundary is not None and held_out):
+            result["t_split"], result["t_split_source"] = boundary, source
             for part in ("interpolation", "extrapolation"):
                 part_rmse, part_mae, part_n = sums[part].per_feature()
                 for i, feature in enumerate(features):
-                    result["variables"][feature][part] = {"rmse": part_rmse[i], "mae": part_mae[i],
+                    # None where a part has no observation of the feature (strict JSON has no NaN)
+                    result["variables"][feature][part] = {"rmse": None if part_n[i] == 0 else part_rmse[i],
+                                                          "mae": None if part_n[i] == 0 else part_mae[i],
                                                           "n_observations": part_n[i]}
         return result
 

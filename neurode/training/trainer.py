@@ -139,7 +139,8 @@ class Trainer:
         solve = SolveSettings(solver=config.solver.name, adjoint=config.solver.adjoint, rtol=config.solver.rtol,
                               atol=config.solver.atol, controller=config.solver.controller,
                               max_num_steps=config.solver.max_num_steps,
-                              adjoint_options=dict(config.solver.adjoint_options))
+                              adjoint_options=dict(config.solver.adjoint_options),
+                              tangent_control=config.solver.tangent_control)
         try:
             self.model = build_model(config.model.name, n_features=self.data.n_features,
                                      n_static=self.data.n_static, options=config.model.options, solve=solve,
@@ -173,6 +174,12 @@ class Trainer:
             self._load_checkpoint()
         else:
             self._create()
+        from neurode.training.tensorboard import EventLog
+
+        # a resumed run replays the steps after its checkpoint: hide the interrupted run's copies of them
+        self.events = EventLog(self.dir.path, config.output.tensorboard,
+                               purge_step=self.position["step"] + 1 if self.resume else None)
+        self.dir.update_run_json(tensorboard=self.events.status)
 
     def _create(self) -> None:
         self.dir.path.mkdir(parents=True, exist_ok=True)
@@ -184,7 +191,7 @@ class Trainer:
             dataset={"path": str(self.data.path.resolve()), "fingerprint": fingerprint(self.data.path),
                      "n_trajectories": {k: len(v) for k, v in self.data.splits.items()},
                      "features": list(self.data.layout.feature_names), "static": list(self.data.layout.static),
-                     "units": self.data.units},
+                     "units": self.data.units, "train_time_range": list(self.data.train_time_range)},
             model={"name": self.config.model.name, "config": self.model.config()},
             device=str(self.device), dtype=self.config.runtime.dtype, threads=self.threads,
             baseline_val_rmse=baseline, step=0, best_val_rmse=None)
@@ -216,6 +223,7 @@ class Trainer:
         self._checkpointed_at = self.position["step"]
         rd.save_tensors(self.dir / rd.MODEL, self.model.state_dict())
         self.dir.write_metrics(self.metrics)
+        self.events.flush()
         self.dir.update_run_json(step=self.position["step"], best_val_rmse=self.position["best_val_rmse"],
                                  best_step=self.position["best_step"], checkpoint_step=self.position["step"])
         self._plot()
@@ -336,6 +344,7 @@ class Trainer:
                            "samples_per_s": batch.batch_size / max(time.perf_counter() - tick, 1e-9)}
                     if step % training.log_every == 0 or step == 1:
                         self.metrics.append(row)
+                        self.events.row(row)
                     self.reporter.step(row)
                     if step - self._checkpointed_at >= training.checkpoint_every:
                         self._save_checkpoint()
@@ -356,6 +365,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.events.close()
         return self._finish(status, time.perf_counter() - started)
 
     def _after_validation(self, epoch: int) -> bool:
@@ -365,6 +375,7 @@ class Trainer:
         self._validated_at = position["step"]
         row = {"step": position["step"], "epoch": epoch, **result}
         self.metrics.append(row)
+        self.events.row(row)
         self.reporter.validation(row)
         rmse = result["val_rmse"]
         position["last_val_rmse"] = rmse

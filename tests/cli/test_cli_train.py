@@ -101,6 +101,20 @@ def test_config_problems_are_listed_together_exit_1(runner, tmp_path):
     assert not (tmp_path / "r").exists(), "nothing is written before the config is valid"
 
 
+def test_unknown_model_option_is_a_config_problem_reported_before_data_is_read(runner, tmp_path):
+    missing = tmp_path / "never-read.zarr"  # reading it would fail with a data error instead
+    result = runner.invoke(app, ["train", "--set", f'data.path="{missing}"', "--model-option", "widht=3",
+                                 "--dynamics-option", "depht=1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1, result.output
+    assert "2 problems" in result.stderr
+    assert "model.options.widht: unknown option of model 'neural_ode' (value 3); did you mean " \
+           "'dynamics.options.width'?" in result.stderr
+    assert "dynamics.options.depht: unknown option of dynamics 'mlp' (value 1); did you mean " \
+           "'dynamics.options.depth'?" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -169,6 +183,76 @@ def test_a_third_party_dynamics_trains_from_the_cli_by_name(runner, store, tmp_p
     info = json.loads((out / "run.json").read_text())
     assert info["versions"]["plugins"]["dynamics"] == {"name": "damped_linear",
                                                        "distribution": "neurode-example-plugin", "version": "0.1.0"}
+
+
+def test_evaluate_reports_extrapolation_past_the_training_times_automatically(runner, tmp_path):
+    full = irregular_example(30, 6, seed=3)
+    cut = 6.0
+    full = full.isel(trajectory=full["time"].values[:, 0] <= cut)
+    # the training store holds each trajectory up to `cut`; the evaluation store has the tails too
+    head = full.where(full["time"] <= cut)
+    head["damping"] = full["damping"]
+    head.attrs = full.attrs
+    for name in ("time", "x", "v"):
+        head[name].attrs = full[name].attrs
+    head_store, full_store = tmp_path / "head.zarr", tmp_path / "full.zarr"
+    write_zarr(head, head_store)
+    write_zarr(full, full_store)
+    out = tmp_path / "r"
+    assert _train(runner, head_store, out, "--quiet").exit_code == 0
+
+    own = json.loads(runner.invoke(app, ["evaluate", str(out), "--split", "all", "--json"]).stdout)
+    assert "t_split" not in own, "no held-out tail in the training data itself"
+    assert "interpolation" not in own["variables"]["x"]
+
+    fitted_until = json.loads((out / "run.json").read_text())["dataset"]["train_time_range"][1]
+    assert fitted_until <= cut
+    result = runner.invoke(app, ["evaluate", str(out), "--data", str(full_store), "--split", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["t_split"] == fitted_until and report["t_split_source"] == "training times"
+    x = report["variables"]["x"]
+    times = full["time"].values
+    observed = ~full["x"].isnull().values
+    assert x["extrapolation"]["n_observations"] == int((observed & (times > fitted_until)).sum()) > 0
+    assert x["interpolation"]["n_observations"] + x["extrapolation"]["n_observations"] == x["n_observations"]
+
+    table = runner.invoke(app, ["evaluate", str(out), "--data", str(full_store), "--split", "all"])
+    assert "extrap. RMSE" in table.stdout and f"observations after t = {fitted_until:g}" in table.stdout
+
+    given = json.loads(runner.invoke(app, ["evaluate", str(out), "--data", str(full_store), "--split", "all",
+                                           "--t-split", "3", "--json"]).stdout)
+    assert given["t_split"] == 3 and given["t_split_source"] == "given"
+    assert given["variables"]["x"]["extrapolation"]["n_observations"] == int((observed & (times >= 3)).sum())
+
+    # a run written before train_time_range was recorded: recomputed from the run's dataset
+    info = json.loads((out / "run.json").read_text())
+    del info["dataset"]["train_time_range"]
+    (out / "run.json").write_text(json.dumps(info))
+    again = json.loads(runner.invoke(app, ["evaluate", str(out), "--data", str(full_store), "--split", "all",
+                                           "--json"]).stdout)
+    assert again["t_split"] == fitted_until
+
+
+def test_tensorboard_flags_and_help(runner, store, tmp_path, monkeypatch):
+    import importlib.util
+
+    from neurode.cli import train as train_cli
+
+    out = tmp_path / "off"
+    assert _train(runner, store, out, "--quiet", "--max-steps", "1", "--no-tensorboard").exit_code == 0
+    assert not list(out.glob("events.out.tfevents.*"))
+    assert json.loads((out / "run.json").read_text())["tensorboard"]["events"] is False
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert "NOT installed here, so none are written: pip install 'neurode[tensorboard]'" in \
+        train_cli._tensorboard_help()
+    for name in ("tensorboard", "torch.utils.tensorboard"):
+        monkeypatch.setitem(sys.modules, name, None)
+    result = _train(runner, store, tmp_path / "required", "--tensorboard")
+    assert result.exit_code == 1
+    assert "output.tensorboard: got True; expected tensorboard to be importable" in result.stderr
+    assert not (tmp_path / "required").exists()
 
 
 def _cli(*args):

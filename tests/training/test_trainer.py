@@ -164,3 +164,20 @@ def test_float64_runs_in_float64(fast_config):
     run = neurode.train(fast_config, overrides={"runtime.dtype": "float64", "training.max_steps": 1})
     assert all(p.dtype == torch.float64 for p in run.model.parameters())
     assert run.info["dtype"] == "float64"
+
+
+def test_solver_tangent_control_reaches_the_training_solves(fast_config, tmp_path):
+    """Unset, the training solves control a tangent too (one more evaluation per stage); false turns it off."""
+    def first_step(tangent, name):
+        config = {**fast_config, "training": {**fast_config["training"], "max_steps": 1},
+                  "output": {"dir": str(tmp_path / name), "tensorboard": False}}
+        if tangent is not None:
+            config["solver"] = {"tangent_control": tangent}
+        run = neurode.train(config)
+        assert run.model.settings.tangent_control is tangent
+        return next(row for row in run.metrics if "loss" in row)
+
+    automatic, off = first_step(None, "auto"), first_step(False, "off")
+    # the solution's rows (nfe_per_sample) exclude the tangent's forward differences; evaluations (nfe) do not
+    assert automatic["nfe"] > 1.5 * off["nfe"]
+    assert "tangent_control = false" in (tmp_path / "off" / "config.toml").read_text()
