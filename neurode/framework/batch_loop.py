@@ -279,13 +279,13 @@ def integrate_batch(
     y = y0
     stepper = make_stepper(solver, y0, tangent=tangent, per_sample=True)
     state = stepper.init(func, direction * tau, y0)
-    rows = batch
+    rows = batch * stepper.evaluations_per_stage if solver.tableau.fsal else 0  # init evaluates f(t0, y0) once
     if config.first_step is not None:
         h = torch.full((batch,), float(config.first_step), dtype=torch.float64, device=device)
     else:
         f0 = state[0] if state else func(direction * tau, y0)
         h = _initial_steps(func, solver, direction * tau, y0, f0, rtol, atol, direction)
-        rows += batch
+        rows += batch if state else 2 * batch
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
@@ -321,7 +321,7 @@ def integrate_batch(
             records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))
         step = None  # the last iteration's stages must not stay alive while this one runs
         step, tangent_error = stepper.step(func, t0, signed_h, y, state)
-        rows += act.numel() * evals_per_step
+        rows += act.numel() * evals_per_step * stepper.evaluations_per_stage
         iteration += 1
         with torch.no_grad():
             # RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11),

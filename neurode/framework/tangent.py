@@ -153,6 +153,11 @@ class TangentStepper:
         self.rtol_floor = 10 * math.sqrt(torch.finfo(real).eps)  # what a forward difference can resolve
         self._pending: tuple | None = None
 
+    @property
+    def evaluations_per_stage(self) -> int:
+        """Evaluations of ``f`` per stage: the stage's own and, while the tangent is on, its difference."""
+        return 2 if self.enabled else 1
+
     # ------------------------------------------------------------------ the solver's calls, and the tangent's
 
     def init(self, func, t0, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -262,6 +267,8 @@ class TangentStepper:
 
 class PlainStepper:
     """The solver's own calls, behind :class:`TangentStepper`'s interface (tangent control off)."""
+
+    evaluations_per_stage = 1
 
     def __init__(self, solver: AbstractSolver) -> None:
         self.solver = solver

@@ -217,3 +217,12 @@ def test_a_solver_whose_evaluations_depend_on_the_values_is_refused_clearly():
 
     with pytest.raises(neurode.SolverError, match="supports_tangent"):
         neurode.solve(Oscillator(), Y0, _times(False), solver=Irregular(dopri5.tableau))
+
+
+@pytest.mark.parametrize("tangent_control", [False, True])
+@pytest.mark.parametrize("solver", ["dopri5", "bosh3", "adaptive_heun"])
+def test_rows_evaluated_count_the_tangents_evaluations(solver, tangent_control):
+    # with one sample every evaluation is one row: nfe_rows must equal nfe, tangent differences included
+    sol = neurode.solve(Oscillator(), Y0[:1], _times(False)[:5], solver=solver, per_sample=True, rtol=1e-4,
+                        atol=1e-6, tangent_control=tangent_control)
+    assert sol.stats.nfe_rows == sol.stats.nfe
