@@ -32,19 +32,28 @@ def _save(figure, path: Path) -> None:
 
 
 def plot_loss(path: Path, metrics: list[dict]) -> None:
+    """Train and validation MSE (log scale); beside it, the model's own objective when that is not the MSE
+    (a negative ELBO, which may be negative and has no place on a log axis)."""
     Figure = _figure()
-    figure = Figure(figsize=(6, 3.5), layout="constrained")
-    axes = figure.add_subplot()
-    train = [(row["step"], row["loss"]) for row in metrics if "loss" in row]
+    rows = [row for row in metrics if "loss" in row]
+    objective_differs = any("mse" in row and row["mse"] != row["loss"] for row in rows)
+    figure = Figure(figsize=(10 if objective_differs else 6, 3.5), layout="constrained")
+    axes = figure.add_subplot(1, 2 if objective_differs else 1, 1)
+    train = [(row["step"], row.get("mse", row["loss"])) for row in rows]
     val = [(row["step"], row["val_rmse"] ** 2) for row in metrics if "val_rmse" in row]
     if train:
-        axes.plot(*zip(*train, strict=True), label="train loss (masked MSE)")
+        axes.plot(*zip(*train, strict=True), label="train MSE (observed values)")
     if val:
         axes.plot(*zip(*val, strict=True), "o-", label="validation MSE")
     axes.set_yscale("log")
     axes.set_xlabel("optimiser step")
     axes.set_ylabel("mean squared error (normalised units)")
     axes.legend(loc="upper right")
+    if objective_differs:
+        objective = figure.add_subplot(1, 2, 2)
+        objective.plot([row["step"] for row in rows], [row["loss"] for row in rows], color="C2")
+        objective.set_xlabel("optimiser step")
+        objective.set_ylabel("training objective (the model's loss)")
     _save(figure, path)
 
 

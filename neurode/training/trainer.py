@@ -342,6 +342,10 @@ class Trainer:
                            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(norm),
                            **self.model.solve_stats(),
                            "samples_per_s": batch.batch_size / max(time.perf_counter() - tick, 1e-9)}
+                    # what the model reports of its loss (an ELBO's nll, kl, kl_weight; a masked mse) is logged
+                    # too, under its own names, never over the trainer's
+                    row.update({k: float(v) for k, v in metrics.items()
+                                if k not in row and isinstance(v, (int, float)) and not isinstance(v, bool)})
                     if step % training.log_every == 0 or step == 1:
                         self.metrics.append(row)
                         self.events.row(row)

@@ -29,3 +29,19 @@ def test_a_trajectory_observed_once_is_drawn_over_the_batchs_span(tmp_path):
     path = tmp_path / "predictions.png"
     plot_predictions(path, model, batch, data, points=8)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_loss_plot_shows_an_objective_that_is_not_the_mse_beside_it(tmp_path):
+    # a negative ELBO can be negative: it gets its own linear panel, the MSE keeps the log axis
+    import struct
+
+    from neurode.training.plots import plot_loss
+
+    def width(path):
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]  # the PNG header's IHDR width
+
+    elbo = [{"step": i, "loss": 5.0 / i - 2.0, "mse": 1.0 / i} for i in range(1, 20)] + [{"step": 10, "val_rmse": 0.3}]
+    mse = [{"step": i, "loss": 1.0 / i, "mse": 1.0 / i} for i in range(1, 20)]
+    plot_loss(tmp_path / "elbo.png", elbo)
+    plot_loss(tmp_path / "mse.png", mse)
+    assert width(tmp_path / "elbo.png") > 1.5 * width(tmp_path / "mse.png")

@@ -253,5 +253,8 @@ def test_trains_from_the_trainer_like_any_model(tmp_path):
     })
     assert run.summary["status"] == "completed" and run.summary["best_val_rmse"] is not None
     assert (tmp_path / "run" / "predictions.png").is_file()
+    # the terms of the ELBO reach metrics.jsonl beside the trainer's own columns
+    rows = [r for r in run.metrics if "loss" in r]
+    assert rows and all({"nll", "kl", "kl_weight"} <= r.keys() for r in rows)
     # the KL schedule's step counter travels with the weights (a resumed run continues it)
     assert int(rd.load_tensors(tmp_path / "run" / "model.safetensors")["kl_step"]) == run.summary["step"] == 4
