@@ -34,6 +34,9 @@ def predict(
     times: Annotated[str | None, typer.Option("--times", help="Times to predict at: 0,1,2.5 or START:STOP:COUNT "
                                               "(default: each trajectory's observation times).")] = None,
     weights: Annotated[str, typer.Option("--weights", help="best or latest.")] = "best",
+    samples: Annotated[int, typer.Option("--samples", min=0, help="Also write K posterior predictive samples "
+                                         "(<name>_samples, with a leading 'sample' dimension) for a model that "
+                                         "draws them, such as latent_ode.")] = 0,
 ) -> None:
     """Write predictions with the input's variable names, units and trajectory ids (passes validate)."""
     from neurode.cli.choices import check_choice
@@ -44,7 +47,7 @@ def predict(
     from neurode.datasets.schema import validate
     from neurode.training.run import load_run
 
-    ds = load_run(run_dir, weights=weights).predict(data, times=requested)
+    ds = load_run(run_dir, weights=weights).predict(data, times=requested, samples=samples)
     validate(ds)
     write_zarr(ds, out)
     typer.echo(f"wrote predictions for {ds.sizes['trajectory']} trajectories to {out}")

@@ -53,6 +53,10 @@ TRAJECTORY_ID_ATTRS: dict[str, str] = {"cf_role": "trajectory_id", "long_name": 
 
 STATE_DIMS: tuple[tuple[str, ...], ...] = ((TRAJECTORY, OBS), (TRAJECTORY, OBS, COMPONENT))
 PER_TRAJECTORY_DIMS: tuple[str, ...] = (TRAJECTORY,)
+#: draws of a state variable (posterior predictive samples, an ensemble): a leading ``sample`` dimension; they are
+#: not state variables (a loader reads the others), but a dataset may carry them
+SAMPLE = "sample"
+SAMPLE_DIMS: tuple[tuple[str, ...], ...] = tuple((SAMPLE, *dims) for dims in STATE_DIMS)
 
 # How many offending trajectories a message names before it says "and N more".
 _EXAMPLES = 3
@@ -197,7 +201,7 @@ def _structure_violations(ds: xr.Dataset) -> tuple[list[str], bool]:
     for name, var in ds.data_vars.items():
         if name == TIME:
             continue
-        if var.dims in STATE_DIMS:
+        if var.dims in STATE_DIMS or var.dims in SAMPLE_DIMS:
             if not np.issubdtype(var.dtype, np.floating):
                 problems.append(
                     f"state variable {name!r} has dtype {var.dtype}, expected a floating dtype (NaN marks missing)"
@@ -208,7 +212,8 @@ def _structure_violations(ds: xr.Dataset) -> tuple[list[str], bool]:
         else:
             problems.append(
                 f"variable {name!r} has dims {_describe_dims(var.dims)}, expected (trajectory, obs), "
-                "(trajectory, obs, component) or (trajectory,)"
+                "(trajectory, obs, component) or (trajectory,), or samples of a state variable with a leading "
+                "'sample' dimension"
             )
         for attr in ("units", "long_name"):
             value = var.attrs.get(attr)

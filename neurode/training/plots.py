@@ -57,6 +57,15 @@ def plot_loss(path: Path, metrics: list[dict]) -> None:
     _save(figure, path)
 
 
+def _draws_samples(model) -> bool:
+    import inspect
+
+    try:
+        return "samples" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def plot_predictions(path: Path, model, batch, data, points: int = 100) -> None:
     """Observed values and the model's trajectories for the trajectories of ``batch``."""
     Figure = _figure()
@@ -69,8 +78,13 @@ def plot_predictions(path: Path, model, batch, data, points: int = 100) -> None:
     grid = times[:, :1] + span[:, None] * torch.linspace(0, 1, points, dtype=times.dtype, device=times.device)
     was_training = model.training
     model.eval()
+    band = None
     with torch.no_grad():
         pred = model.predict(batch, times=grid)
+        if _draws_samples(model):
+            # a posterior (latent_ode): the mean and a 5-95 % band of 32 posterior predictive draws
+            draws = model.predict(batch, times=grid, samples=32).double().cpu().numpy()
+            band = data.normalization.denormalize(np.nanquantile(draws, [0.05, 0.95], axis=0))
     model.train(was_training)
     stats = data.normalization
     pred = stats.denormalize(pred.double().cpu().numpy())
@@ -83,7 +97,10 @@ def plot_predictions(path: Path, model, batch, data, points: int = 100) -> None:
     for b in range(batch.batch_size):
         for f, name in enumerate(names):
             ax = axes[b, f]
-            ax.plot(t_grid[b], pred[b, :, f], color="C0", label="predicted")
+            ax.plot(t_grid[b], pred[b, :, f], color="C0", label="predicted" if band is None else "posterior mean")
+            if band is not None:
+                ax.fill_between(t_grid[b], band[0, b, :, f], band[1, b, :, f], color="C0", alpha=0.25, lw=0,
+                                label="5-95 % of posterior draws")
             seen = mask[b, :, f]
             ax.plot(t_obs[b][seen], observed[b][seen, f], ".", color="C1", label="observed")
             variable = name.split("[")[0]

@@ -23,13 +23,15 @@ import xarray as xr
 
 from neurode.datasets.batch import PADDED
 from neurode.datasets.normalization import NormalizationStats
-from neurode.datasets.schema import COMPONENT, DATASET_ATTRS, OBS, TIME, TRAJECTORY
+from neurode.datasets.schema import COMPONENT, DATASET_ATTRS, OBS, SAMPLE, TIME, TRAJECTORY
 from neurode.datasets.trajectory_dataset import TrajectoryDataset
+from neurode.framework.model import _accepts
 from neurode.training import rundir as rd
 from neurode.training.config import TrainConfig, load_toml, validate_config
 from neurode.training.data import RunData
 from neurode.training.devices import DTYPES, resolve_device
 from neurode.training.metrics import ErrorSums, first_observation
+from neurode.training.rundir import RunDirectoryError
 from neurode.training.trainer import Reporter, Trainer, default_run_dir, load_model, prepare_resume
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -170,14 +172,25 @@ class Run:
     # ------------------------------------------------------------------ predict
 
     def predict(self, ds: xr.Dataset | str | os.PathLike, times: Sequence[float] | np.ndarray | None = None,
-                *, batch_size: int = 64) -> xr.Dataset:
+                *, batch_size: int = 64, samples: int = 0) -> xr.Dataset:
         """Predictions for every trajectory of ``ds`` as a canonical dataset.
 
         At each trajectory's own observation times (``times=None``), or at
         ``times`` (``[T]``, shared; each must be at or after that trajectory's
         first observation). Variables keep the input's names, units and
         trajectory ids, so predictions and observations line up in xarray.
+
+        ``samples=K`` (a model whose ``predict`` takes ``samples``, such as
+        ``latent_ode``): also ``K`` draws from the posterior predictive, as
+        variables ``<name>_samples`` with a leading ``sample`` dimension, beside
+        the posterior-mean prediction under the input's names.
         """
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise RunDirectoryError(f"samples must be a non-negative integer, got {samples!r}")
+        if samples and not _accepts(self.model.predict, "samples"):
+            raise RunDirectoryError(
+                f"model {type(self.model).__name__!r} of {self.path} draws no posterior samples (its predict takes "
+                f"no samples=); predict without --samples")
         if not isinstance(ds, xr.Dataset):
             from neurode.datasets.io import load
 
@@ -186,28 +199,40 @@ class Run:
         n = len(dataset)
         request = None if times is None else torch.as_tensor(np.asarray(times, dtype=np.float64),
                                                               dtype=self.dtype, device=self.device)
-        chunks, time_chunks = [], []
+        chunks, sample_chunks, time_chunks = [], [], []
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 items = dataset.__getitems__(list(range(start, min(start + batch_size, n))))
                 batch = dataset.collate_fn(items).to(self.device, self.dtype)
                 pred = self.model.predict(batch, times=request)
+                draws = self.model.predict(batch, times=request, samples=samples) if samples else None
                 if request is None:
                     pred = torch.where(batch.time_mask.unsqueeze(-1), pred, torch.nan)
+                    if draws is not None:
+                        draws = torch.where(batch.time_mask.unsqueeze(-1), draws, torch.nan)
                     t = torch.where(batch.time_mask, batch.times, torch.nan)
                 else:
                     t = request.expand(batch.batch_size, -1)
                 chunks.append(pred.double().cpu().numpy())
+                if draws is not None:
+                    sample_chunks.append(draws.double().cpu().numpy())
                 time_chunks.append(t.double().cpu().numpy())
         width = max(c.shape[1] for c in chunks)
-        values = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1]), (0, 0)), constant_values=np.nan)
-                                 for c in chunks])
-        time = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=np.nan)
-                               for t in time_chunks])
-        values = self.normalization.denormalize(values)
-        return self._as_dataset(ds, dataset, time, values, times)
 
-    def _as_dataset(self, ds, dataset, time, values, times) -> xr.Dataset:
+        def padded(parts, axis):  # pad the obs axis of each chunk to the widest, then join the trajectories
+            pad = [(0, 0)] * parts[0].ndim
+            joined = []
+            for part in parts:
+                pad[axis + 1] = (0, width - part.shape[axis + 1])
+                joined.append(np.pad(part, pad, constant_values=np.nan))
+            return np.concatenate(joined, axis=axis)
+
+        values = self.normalization.denormalize(padded(chunks, 0))
+        time = padded([t[..., None] for t in time_chunks], 0)[..., 0]
+        draws = self.normalization.denormalize(padded(sample_chunks, 1)) if samples else None
+        return self._as_dataset(ds, dataset, time, values, times, draws)
+
+    def _as_dataset(self, ds, dataset, time, values, times, draws=None) -> xr.Dataset:
         layout = dataset.layout
         data_vars = {TIME: ((TRAJECTORY, OBS), time, dict(ds[TIME].attrs))}
         column = 0
@@ -219,6 +244,12 @@ class Run:
                 data_vars[name] = ((TRAJECTORY, OBS, COMPONENT), block, attrs)
             else:
                 data_vars[name] = ((TRAJECTORY, OBS), block[..., 0], attrs)
+            if draws is not None:
+                drawn = draws[..., column - width:column]
+                sample_attrs = {**attrs, "long_name": f"posterior predictive samples of {attrs.get('long_name', name)}"}
+                data_vars[f"{name}_samples"] = (
+                    ((SAMPLE, TRAJECTORY, OBS, COMPONENT), drawn, sample_attrs) if is_vector
+                    else ((SAMPLE, TRAJECTORY, OBS), drawn[..., 0], sample_attrs))
         for name in layout.static:
             data_vars[name] = ((TRAJECTORY,), ds[name].values, dict(ds[name].attrs))
         coords = {name: coord for name, coord in ds.coords.items()

@@ -335,3 +335,27 @@ def test_a_third_party_model_trains_evaluates_and_reloads_like_a_builtin(runner,
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["variables"]["x"]["rmse"] > 0 and report["nfe_per_sample"] is None
+
+
+def test_predict_writes_posterior_samples_for_a_latent_model_and_refuses_them_for_others(runner, store, tmp_path):
+    out = tmp_path / "latent"
+    result = _train(runner, store, out, "--quiet", "--model", "latent_ode", "--model-option", "encoder_hidden=8",
+                    "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    predictions = tmp_path / "samples.zarr"
+    result = runner.invoke(app, ["predict", str(out), "--data", str(store), "--out", str(predictions),
+                                 "--samples", "3", "--times", "9.75:12:4"])
+    assert result.exit_code == 0, result.output
+    ds = xr.open_zarr(predictions, decode_timedelta=False, consolidated=False)
+    validate(ds)  # the samples are a recognised ensemble of the state variables
+    assert ds["x_samples"].dims == ("sample", "trajectory", "obs") and ds.sizes["sample"] == 3
+    assert ds["v_samples"].dims == ("sample", "trajectory", "obs", "component")
+    assert ds["x_samples"].attrs["units"] == ds["x"].attrs["units"] == "m"
+    assert float(ds["x_samples"].std("sample").mean()) > 0  # draws from the posterior differ
+
+    plain = tmp_path / "plain"
+    assert _train(runner, store, plain, "--quiet", "--max-steps", "1").exit_code == 0
+    result = runner.invoke(app, ["predict", str(plain), "--data", str(store), "--out", str(tmp_path / "no.zarr"),
+                                 "--samples", "2"])
+    assert result.exit_code == 1 and "draws no posterior samples" in result.output
+    assert not (tmp_path / "no.zarr").exists()
