@@ -264,21 +264,26 @@ class ExplicitRungeKutta(AbstractSolver):
                 theta = theta.to(step.y0.dtype)
                 return step.y0 + theta * (step.y1 - step.y0)
             return torch.lerp(step.y0, step.y1, theta)
-        return self._cubic_hermite(step, theta)
+        return cubic_hermite(step, theta)
 
-    def _cubic_hermite(self, step: Step, theta):
-        # Hermite basis on [t0, t1] (torchdiffeq FixedGridODESolver._cubic_hermite_interp).
-        f0 = step.dense[0]
-        if step.cache is None:
-            step.cache = {}
-        f1 = step.cache.get("f1")
-        if f1 is None:
-            # one extra evaluation per step that produces outputs (torchdiffeq: one per output)
-            f1 = step.cache["f1"] = step.func(step.t0 + step.h, step.y1)
-        if isinstance(theta, torch.Tensor):
-            theta = theta.to(step.y0.dtype)
-        h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
-        h10 = theta * (1 - theta) * (1 - theta)
-        h01 = theta * theta * (3 - 2 * theta)
-        h11 = theta * theta * (theta - 1)
-        return h00 * step.y0 + h10 * step.h * f0 + h01 * step.y1 + h11 * step.h * f1
+
+def cubic_hermite(step: Step, theta):
+    """The cubic Hermite interpolant on ``[t0, t1]`` from ``y0, y1, f(t0, y0) = step.dense[0]`` and ``f(t1, y1)``.
+
+    torchdiffeq's ``FixedGridODESolver._cubic_hermite_interp``; ``f(t1, y1)``
+    is evaluated once per step that produces outputs and kept in the step's cache.
+    """
+    f0 = step.dense[0]
+    if step.cache is None:
+        step.cache = {}
+    f1 = step.cache.get("f1")
+    if f1 is None:
+        # one extra evaluation per step that produces outputs (torchdiffeq: one per output)
+        f1 = step.cache["f1"] = step.func(step.t0 + step.h, step.y1)
+    if isinstance(theta, torch.Tensor):
+        theta = theta.to(step.y0.dtype)
+    h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
+    h10 = theta * (1 - theta) * (1 - theta)
+    h01 = theta * theta * (3 - 2 * theta)
+    h11 = theta * theta * (theta - 1)
+    return h00 * step.y0 + h10 * step.h * f0 + h01 * step.y1 + h11 * step.h * f1
