@@ -102,3 +102,27 @@ def test_gl4_uses_the_gauss_nodes():
     # torchdiffeq's gl4 data gives both nodes as 1/2 - sqrt(3)/6; the Gauss nodes are 1/2 -/+ sqrt(3)/6
     gl4 = next(t for t in METHODS if t.name == "gl4")
     assert gl4.c == pytest.approx((0.5 - math.sqrt(3) / 6, 0.5 + math.sqrt(3) / 6))
+
+
+@pytest.mark.parametrize("adjoint", ["checkpoint", "backsolve"])
+def test_the_jacobian_is_not_mistaken_for_a_parameter(adjoint):
+    # the Newton matrix's Jacobian is taken under grad mode; the gradient methods that watch f (capture.py) must
+    # find the module's parameter only, and backsolve's augmented dynamics (not twice differentiable) still steps
+    class Decay(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rate = torch.nn.Parameter(torch.tensor(-0.5, dtype=F64))
+
+        def forward(self, t, y):
+            return self.rate * y
+
+    grads = []
+    for method in ("direct", adjoint):
+        func = Decay()
+        y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+        sol = neurode.solve(func, y0, torch.tensor([0.0, 1.0], dtype=F64), solver="gl4", step_size=0.1,
+                            adjoint=method)
+        grads.append(torch.autograd.grad(sol.ys[-1].sum(), (y0, func.rate)))
+    for d, m in zip(*grads):
+        assert torch.allclose(m, d, rtol=1e-6)
+    assert torch.allclose(grads[0][1], torch.tensor(3 * math.exp(-0.5), dtype=F64), rtol=1e-7)
