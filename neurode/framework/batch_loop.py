@@ -97,6 +97,10 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
             f"sample, but y0's leading (batch) dimension is {batch}"
         )
     tt = t.detach().to(torch.float64)
+    if bool(torch.isinf(tt).any()):
+        rows = torch.nonzero(torch.isinf(tt).any(dim=1)).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {rows} of t hold an infinite time; times must be finite (NaN only as padding "
+                                "at the end of a row)")
     finite = torch.isfinite(tt)
     n_out = finite.sum(dim=1)
     # padding only at the end: the finite entries form a prefix
@@ -287,6 +291,10 @@ def integrate_batch(
         h = _initial_steps(func, solver, direction * tau, y0, f0, rtol, atol, direction)
         rows += batch
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
+    # a state or f(t0, y0) that is not finite gives no finite first step: such a sample fails now, not after
+    # max_num_steps retries (the shared loop raises at once, too)
+    code = torch.where((code == RUNNING) & ~torch.isfinite(h), NON_FINITE, code)
+    code = torch.where(torch.isfinite(y0.reshape(batch, -1)).all(dim=1), code, NON_FINITE)  # even with one output
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
     clamp = min_step > 0 or math.isfinite(max_step)
@@ -353,7 +361,7 @@ def integrate_batch(
         new_ptr = torch.where(accept, torch.minimum(new_ptr, row_n_out), ptr)
         count = new_ptr - ptr
         finished = new_ptr >= row_n_out
-        stuck = tau + h_next <= tau
+        stuck = (tau + h_next <= tau) | ~torch.isfinite(h_next)
         if iteration >= config.max_num_steps:
             stuck = torch.ones_like(stuck)
         if min_step > 0:

@@ -31,12 +31,14 @@ from neurode.framework.controller import IController, PIController, PIDControlle
 from neurode.framework.errors import (
     EventNotFoundError,
     InvalidInputError,
+    InvalidTypeError,
     MaxStepsError,
     NonFiniteStateError,
     StepSizeUnderflowError,
 )
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver, Step
+from neurode.framework.stiffness import DEFAULT_NSTIFF, StiffnessDetector
 from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, unflatten_state
 
@@ -69,6 +71,11 @@ class LoopConfig:
     jump_t: Sequence[float] | None = None
     step_size: float | None = None
     grid_constructor: Callable | None = None
+    #: with an event function: the time by which the event must have happened (``EventNotFoundError`` after);
+    #: ``None``: no horizon, only ``max_num_steps`` bounds the search
+    t_max: float | None = None
+    #: accepted steps between two stiffness tests (Hairer's NSTIFF; 0 turns the test off), see stiffness.py
+    nstiff: int = DEFAULT_NSTIFF
 
     def validate(self) -> None:
         for name in ("rtol", "atol"):
@@ -88,6 +95,8 @@ class LoopConfig:
             raise InvalidInputError(f"min_step ({self.min_step}) must not exceed max_step ({self.max_step})")
         if not (isinstance(self.max_num_steps, int) and self.max_num_steps > 0):
             raise InvalidInputError(f"max_num_steps must be a positive integer, got {self.max_num_steps!r}")
+        if self.t_max is not None and not math.isfinite(self.t_max):
+            raise InvalidInputError(f"t_max must be a finite time, got {self.t_max!r}")
         if self.first_step is not None and not (self.first_step > 0 and math.isfinite(self.first_step)):
             raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step!r}")
         if self.step_size is not None:
@@ -139,6 +148,7 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
     if config.step_size is not None:
         # torchdiffeq's grid: ceil((t1 - t0) / dt + 1) points from t0, the last moved onto t1.
         start, end = tau_out[0], tau_out[-1]
+        _check_fixed_step_count(config, tau_out)
         n = int(math.ceil((end - start) / config.step_size + 1))
         grid = [start + k * config.step_size for k in range(n)]
         grid[-1] = end
@@ -146,7 +156,11 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
             grid.pop(-2)
         return grid
     if config.grid_constructor is not None:
-        grid_t = config.grid_constructor(func, y0, t)
+        try:
+            grid_t = config.grid_constructor(func, y0, t)
+        except TypeError as exc:  # most often the wrong signature
+            raise InvalidInputError(f"grid_constructor could not be called as grid_constructor(func, y0, t): {exc}") \
+                from None
         if not isinstance(grid_t, torch.Tensor) or grid_t.ndim != 1:
             raise InvalidInputError("grid_constructor must return a 1-D tensor of times")
         grid = [direction * float(g) for g in grid_t.detach().cpu().tolist()]
@@ -159,6 +173,27 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
             raise InvalidInputError("grid_constructor must return a strictly monotone grid in the direction of t")
         return grid
     return list(tau_out)
+
+
+def _check_fixed_step_count(config: LoopConfig, tau_out: list[float]) -> None:
+    """Raise :class:`MaxStepsError` before building a grid of more steps than ``max_num_steps`` allows.
+
+    Building the grid is itself O(steps): a step size of 1e-9 would hang in the list before the loop's own
+    step count could stop it.
+    """
+    if config.max_steps_per_output:
+        span = max((b - a for a, b in zip(tau_out, tau_out[1:])), default=0.0)
+    else:
+        span = tau_out[-1] - tau_out[0]
+    needed = math.ceil(span / config.step_size)
+    if needed > config.max_num_steps:
+        raise MaxStepsError(
+            f"step_size={config.step_size:.3g} needs {needed} steps to cover "
+            f"{'the longest output interval' if config.max_steps_per_output else 'the solve'} "
+            f"(length {span:.6g}), more than max_num_steps={config.max_num_steps}; use a larger step_size or "
+            "raise max_num_steps=...",
+            t=None, dt=config.step_size,
+        )
 
 
 def _sorted_after(values: Sequence[float] | None, tau0: float, direction: float) -> list[float]:
@@ -239,15 +274,22 @@ def integrate(
     if set(step_t) & set(jump_t):
         raise InvalidInputError("step_t and jump_t must not share any time")
     min_step, max_step = float(config.min_step), float(config.max_step)
+    stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
 
     # ---- event set-up
     sign0 = None
     event_fn_combined = None
+    tau_horizon = math.inf
     if event_fn is not None:
         event_fn_combined, sign0 = _combine_event_functions(event_fn, direction * tau, y0)
         if sign0 == 0:  # already on the event
             stats.nfe += func.nfe - nfe_start
             return LoopResult([y0, y0], stats, event_t=direction * tau)
+        if config.t_max is not None:
+            tau_horizon = direction * config.t_max
+            if not tau_horizon > tau:
+                raise InvalidInputError(f"t_max={config.t_max!r} must lie after t0={direction * tau!r} in the "
+                                        "direction of integration")
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
     # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision. As in torchdiffeq,
@@ -291,20 +333,15 @@ def integrate(
 
         if (steps_since_output if config.max_steps_per_output else n_steps) >= config.max_num_steps:
             stats.nfe += func.nfe - nfe_start
-            raise MaxStepsError(
-                f"max_num_steps={config.max_num_steps} reached"
-                f"{' within one output interval' if config.max_steps_per_output else ''} at t={direction * tau:.9g} "
-                f"with step size "
-                f"{h:.3g} before reaching t={t_list[-1]:.9g}; the problem may be stiff (try an implicit solver) or "
-                f"the tolerances too tight; raise the limit with max_num_steps=...",
-                t=direction * tau, dt=direction * h, stats=stats,
-            )
+            if not fixed:  # report the step that would be tried next, clipped as the loop would clip it
+                h = min(max(h, min_step), max_step) if math.isfinite(h) else min_step
+            raise _max_steps_error(config, direction * tau, direction * h, t_list[-1], event_fn is not None, stats)
 
         # ---- propose the step [tau, tau1]
         on_jump = False
         if fixed:
             if event_fn is not None:
-                tau1 = tau + float(config.step_size)
+                tau1 = min(tau + float(config.step_size), tau_horizon)
             else:
                 tau1 = grid[grid_index]
             h = tau1 - tau
@@ -318,6 +355,8 @@ def integrate(
                 tau1, clipped = step_t[0], True
             if jump_t and tau < jump_t[0] < tau1:
                 tau1, clipped, on_jump = jump_t[0], True, True
+            if tau1 > tau_horizon:
+                tau1, clipped = tau_horizon, True
             if clipped:  # otherwise keep h itself: tau1 - tau may round above min_step
                 h = tau1 - tau
         if not tau1 > tau:
@@ -373,6 +412,8 @@ def integrate(
             stats.h_last = direction * h
             if fixed and event_fn is None:
                 grid_index += 1
+            if stiffness is not None:
+                stiffness.check(step, h, stats)
             if step_t and tau == step_t[0]:
                 step_t.pop(0)
             if on_jump:
@@ -382,8 +423,8 @@ def integrate(
                     records[-1].jump = True
             # ---- events: a sign change of event_fn inside the step
             if event_fn is not None:
-                sign1 = torch.sign(event_fn_combined(func.time(direction * tau), y))
-                if bool(sign1 != sign0):
+                value1 = _event_value(event_fn_combined, func.time(direction * tau), y)
+                if math.copysign(1.0, value1) != math.copysign(1.0, sign0) or value1 == 0.0:
                     event_tau, theta = _find_event(solver, last, event_fn_combined, func, sign0, tau_prev, tau,
                                                    direction, atol)
                     y_event = solver.interpolate(last, theta)
@@ -392,6 +433,13 @@ def integrate(
                     stats.nfe += func.nfe - nfe_start
                     stats.h_next = direction * h_next
                     return LoopResult([y0, y_event], stats, event_t=direction * event_tau, records=records)
+                if tau >= tau_horizon:
+                    stats.nfe += func.nfe - nfe_start
+                    raise EventNotFoundError(
+                        f"the event function did not change sign between t0={t_list[0]:.9g} and t_max="
+                        f"{config.t_max:.9g} (its value at t_max is {value1 * float(sign0):.6g}; a root it only "
+                        "touches without changing sign is not an event); integrate further with a later t_max",
+                        t=direction * tau, dt=direction * h, stats=stats)
         else:
             if cb_reject is not None:
                 cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -404,6 +452,21 @@ def integrate(
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records)
+
+
+def _max_steps_error(config: LoopConfig, t: float, h: float, t_end: float, event: bool, stats) -> MaxStepsError:
+    if event:
+        horizon = "" if config.t_max is None else f" by t_max={config.t_max:.9g}"
+        goal = f"the event function changed sign{horizon} (pass t_max=... to bound the search)"
+    else:
+        goal = f"reaching t={t_end:.9g}"
+    return MaxStepsError(
+        f"max_num_steps={config.max_num_steps} reached"
+        f"{' within one output interval' if config.max_steps_per_output else ''} at t={t:.9g} with step size "
+        f"{abs(h):.3g} before {goal}; the problem may be stiff (try an implicit solver) or the tolerances too tight; "
+        "raise the limit with max_num_steps=...",
+        t=t, dt=h, stats=stats,
+    )
 
 
 def _warn_adaptive_only_callbacks(solver: AbstractSolver, cb_accept, cb_reject) -> None:
@@ -440,14 +503,34 @@ def _combine_event_functions(event_fn: Callable, t0: float, y0: torch.Tensor):
     """Make every event function start positive and take the minimum (torchdiffeq ``combine_event_functions``)."""
     t0_tensor = torch.scalar_tensor(t0, dtype=y0.real.dtype if y0.is_complex() else y0.dtype, device=y0.device)
     with torch.no_grad():
-        initial_signs = torch.sign(event_fn(t0_tensor, y0))
+        initial_signs = torch.sign(_event_tensor(event_fn, t0_tensor, y0))
 
     def combined(t, y):
-        return torch.min(event_fn(t, y) * initial_signs)
+        return torch.min(_event_tensor(event_fn, t, y) * initial_signs)
 
     with torch.no_grad():
-        sign0 = torch.sign(combined(t0_tensor, y0))
+        sign0 = float(torch.sign(combined(t0_tensor, y0)))
     return combined, sign0
+
+
+def _event_tensor(event_fn: Callable, t, y) -> torch.Tensor:
+    """``event_fn(t, y)``, checked: a real, non-empty tensor with no NaN (a NaN has no sign to change)."""
+    value = event_fn(t, y)
+    if not isinstance(value, torch.Tensor):
+        raise InvalidTypeError(f"event_fn must return a tensor (0-d, or one value per event), got "
+                               f"{type(value).__name__} at t={float(t):.9g}")
+    if value.numel() == 0 or value.is_complex():
+        raise InvalidInputError(f"event_fn must return a non-empty real tensor, got dtype {value.dtype} and shape "
+                                f"{tuple(value.shape)}")
+    if bool(torch.isnan(value).any()):
+        raise NonFiniteStateError(
+            f"event_fn returned NaN at t={float(t):.9g}: a NaN has no sign, so no event can be located", t=float(t))
+    return value
+
+
+def _event_value(combined: Callable, t, y) -> float:
+    with torch.no_grad():
+        return float(combined(t, y))
 
 
 def _find_event(solver, step, event_fn, func, sign0, tau0, tau1, direction, tol):
