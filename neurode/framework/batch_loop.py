@@ -361,7 +361,7 @@ def integrate_batch(
         new_ptr = torch.where(accept, torch.minimum(new_ptr, row_n_out), ptr)
         count = new_ptr - ptr
         finished = new_ptr >= row_n_out
-        stuck = (tau + h_next <= tau) | ~torch.isfinite(h_next)
+        stuck = ~(tau + h_next > tau)  # also where h_next is NaN (a non-finite first step): no retries until the limit
         if iteration >= config.max_num_steps:
             stuck = torch.ones_like(stuck)
         if min_step > 0:

@@ -269,7 +269,8 @@ def test_per_sample_grids(rows, atol, on_failure):
     if sol.status is not None and bool((sol.status != 0).any()):
         assert on_failure == "report"
         return
-    assert_right(sol.ys, y0, t, 0.5, 1e-3)
+    # accepted, atol is a valid number or tensor; a loose one (atol=1) buys a loose answer
+    assert_right(sol.ys, y0, t, 0.5, max(1e-3, 100 * float(torch.as_tensor(atol).max())))
 
 
 @given(name=st.one_of(st.text(max_size=6), junk, st.integers()), kind=st.one_of(

@@ -257,3 +257,20 @@ def test_registry_lookup_with_a_non_string_name(name):
         neurode.get_registry().get("solver", name)
     with pytest.raises(NeurodeError):
         neurode.solve(decay, torch.ones(2), T, solver=name)
+
+
+def test_a_norm_turning_nan_during_the_solve_is_not_blamed_on_a_finite_y0():
+    calls = []
+
+    def norm(x):  # passes the probe, then returns NaN
+        calls.append(1)
+        return x.abs().max() if len(calls) == 1 else torch.tensor(math.nan)
+
+    with pytest.raises(NonFiniteStateError, match="although both are finite .*check the norm option") as info:
+        neurode.solve(decay, torch.ones(2), T, norm=norm)
+    assert "the initial state y0 is not finite" not in str(info.value)
+
+
+def test_non_finite_y0_is_refused_even_without_a_step():
+    with pytest.raises(NonFiniteStateError, match=r"the initial state y0 is not finite: it holds \[nan\]"):
+        neurode.solve(decay, torch.tensor([0.0, math.nan]), torch.tensor([0.0]))
