@@ -265,7 +265,7 @@ def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSo
         reject_unknown_options(f"solver {solver!r}", factory, options, LOOP_OPTIONS - {"dtype"})
     try:
         instance = factory(**options)
-    except TypeError as exc:  # raised inside the factory: its own message is the explanation
+    except (TypeError, RuntimeError) as exc:  # raised inside the factory (RuntimeError: bool() of a tensor option)
         raise InvalidInputError(f"solver {solver!r} rejected the options {options}: {exc}") from None
     except ValueError as exc:
         raise InvalidInputError(f"solver {solver!r}: {exc}") from None

@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 
-import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -154,9 +154,18 @@ def exact_decay(y0, t, k):
     if isinstance(y0, tuple):
         return tuple(exact_decay(p, t, k) for p in y0)
     scale = torch.exp(-k * (t - t[..., :1]))
+    y0 = y0.to(torch.complex128 if y0.is_complex() else torch.float64)
     if t.ndim == 2:  # (batch, T) -> (T, batch, 1...)
-        return scale.T.reshape(t.shape[1], t.shape[0], *([1] * (y0.ndim - 1))) * y0.double()
-    return scale.reshape(-1, *([1] * y0.ndim)) * y0.double()
+        return scale.T.reshape(t.shape[1], t.shape[0], *([1] * (y0.ndim - 1))) * y0
+    return scale.reshape(-1, *([1] * y0.ndim)) * y0
+
+
+def _largest(tol) -> float:
+    """The loosest of an accepted tolerance (a number, a tensor, possibly empty, or a tuple per part)."""
+    if isinstance(tol, (tuple, list)):
+        return 1e-3
+    tol = torch.as_tensor(tol)
+    return float(tol.max()) if tol.numel() else 0.0
 
 
 def assert_right(ys, y0, t, k, tol):
@@ -169,7 +178,7 @@ def assert_right(ys, y0, t, k, tol):
     assert ys.dtype == y0.dtype, f"ys is {ys.dtype} for a {y0.dtype} state"
     assert ys.shape == (t.shape[-1], *y0.shape)
     expected = exact_decay(y0, t, k)
-    got = ys.detach().double()
+    got = ys.detach().to(torch.complex128 if ys.is_complex() else torch.float64)
     if t.ndim == 1:
         assert torch.isfinite(got).all(), "a non-finite result returned without an error"
     else:  # ragged rows are NaN-padded; the rest must be finite
@@ -189,9 +198,9 @@ def test_states_grids_and_tolerances(y0, t, rtol, atol):
     if sol is None:
         return
     # accepted inputs: a real state, a valid grid, valid tolerances; the answer must be right
-    r = float(torch.as_tensor(rtol).max()) if not isinstance(rtol, (tuple, list)) else 1e-3
-    a = float(torch.as_tensor(atol).max()) if not isinstance(atol, (tuple, list)) else 1e-3
-    tol = max(1e-4, 1e3 * (r + a)) if not isinstance(y0, torch.Tensor) or y0.dtype == torch.float64 else 1e-2
+    r, a = _largest(rtol), _largest(atol)
+    single = any(p.dtype == torch.float32 for p in (y0 if isinstance(y0, tuple) else (y0,)))
+    tol = max(1e-2 if single else 1e-4, 1e3 * (r + a))  # loose tolerances buy loose answers
     assert_right(sol.ys, y0, t, k, min(tol, 1.0))
 
 
@@ -202,24 +211,18 @@ def test_solvers_and_options(solver, options):
     t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
     if isinstance(solver, str) and solver in FIXED and "step_size" not in options:
         options["step_size"] = 0.05
-    with pytest.warns(None) if False else _no_warning_check():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. torchdiffeq-style warnings about options a solver ignores
         sol = call_under_contract(lambda: neurode.solve(decay_field(1.0), y0, t, solver=solver, **options))
     if sol is None:
         return
     # options may coarsen the steps (max_step, step_size) but never make the answer silently wrong
-    assume("norm" not in options)  # a user's norm may legitimately loosen the error control
+    # a user's norm may loosen the error control, and steps at min_step are taken whatever their error
+    # (torchdiffeq's semantics): both are accuracy the user gave up on purpose
+    assume("norm" not in options and "min_step" not in options)
     step = options.get("step_size")
     tol = 1e-2 if not isinstance(step, (int, float)) or step <= 0.05 else 0.3
     assert_right(sol.ys, y0, t, 1.0, tol)
-
-
-@contextmanager
-def _no_warning_check():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 @given(field=st.sampled_from(sorted(BAD_FIELDS)), tuple_state=st.booleans(),
@@ -248,10 +251,11 @@ def test_events(event, t):
     y0 = torch.ones(1, dtype=torch.float64)
     sol = call_under_contract(lambda: neurode.solve(decay_field(1.0), y0, torch.tensor(t, dtype=torch.float64),
                                                     event_fn=fns[event]))
+    crossing = event in ("crosses", "vector") and t != [1.0, 0.0]  # y = 0.5 at t = log 2; backwards y only grows
     if sol is None:
-        assert event not in ("crosses", "vector") or t in ([0.0, 1.0], [1.0, 0.0]) or t == [0.0]
+        assert not crossing, f"event {event!r} with t={t} was not found"
         return
-    assert event in ("crosses", "vector"), f"event {event!r} returned a result"
+    assert crossing, f"event {event!r} with t={t} returned a result"
     event_t = float(sol.event_t)
     assert abs(abs(event_t - t[0]) - math.log(2.0)) < 1e-5  # the first root: y = 0.5 after log 2
 
@@ -270,7 +274,7 @@ def test_per_sample_grids(rows, atol, on_failure):
         assert on_failure == "report"
         return
     # accepted, atol is a valid number or tensor; a loose one (atol=1) buys a loose answer
-    assert_right(sol.ys, y0, t, 0.5, max(1e-3, 100 * float(torch.as_tensor(atol).max())))
+    assert_right(sol.ys, y0, t, 0.5, max(1e-3, 100 * _largest(atol)))
 
 
 @given(name=st.one_of(st.text(max_size=6), junk, st.integers()), kind=st.one_of(

@@ -274,3 +274,9 @@ def test_a_norm_turning_nan_during_the_solve_is_not_blamed_on_a_finite_y0():
 def test_non_finite_y0_is_refused_even_without_a_step():
     with pytest.raises(NonFiniteStateError, match=r"the initial state y0 is not finite: it holds \[nan\]"):
         neurode.solve(decay, torch.tensor([0.0, math.nan]), torch.tensor([0.0]))
+
+
+def test_a_solver_option_its_factory_cannot_take_names_the_solver_and_options():
+    # found by the fuzz suite: bool(tensor([])) inside the factory raised a raw RuntimeError
+    with pytest.raises(InvalidInputError, match=r"solver 'dopri5' rejected the options \{'perturb'"):
+        neurode.solve(decay, torch.ones(2), T, perturb=torch.tensor([]))
