@@ -274,7 +274,6 @@ def integrate(
     if set(step_t) & set(jump_t):
         raise InvalidInputError("step_t and jump_t must not share any time")
     min_step, max_step = float(config.min_step), float(config.max_step)
-    stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
 
     # ---- event set-up
     sign0 = None
@@ -290,6 +289,14 @@ def integrate(
             if not tau_horizon > tau:
                 raise InvalidInputError(f"t_max={config.t_max!r} must lie after t0={direction * tau!r} in the "
                                         "direction of integration")
+
+    stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
+
+    def unfinished() -> tuple[float, int]:
+        """Time left to the goal of the step budget, and steps left in it (for the stiffness test's verdict)."""
+        per_output = config.max_steps_per_output and event_fn is None
+        goal = tau_horizon if event_fn is not None else tau_out[min(out_index, n_out - 1) if per_output else -1]
+        return goal - tau, config.max_num_steps - (steps_since_output if config.max_steps_per_output else n_steps)
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
     # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision. As in torchdiffeq,
@@ -413,7 +420,7 @@ def integrate(
             if fixed and event_fn is None:
                 grid_index += 1
             if stiffness is not None:
-                stiffness.check(step, h, stats)
+                stiffness.check(step, stats, unfinished)
             if step_t and tau == step_t[0]:
                 step_t.pop(0)
             if on_jump:

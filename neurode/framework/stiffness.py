@@ -12,6 +12,10 @@ for DOPRI5) in 15 tests without 6 non-stiff tests in between. The test runs at
 every ``nstiff``-th accepted step (default 1000) and then at every step while a
 stiff sign is pending, so a non-stiff solve pays nothing below 1000 steps.
 
+Unlike DOPRI5, a stiff stretch that the remaining step budget finishes anyway
+at the current step size is left to finish; only a solve that would run into
+``max_num_steps`` is stopped.
+
 The boundary here is computed from the tableau itself (the real stability
 interval of the stability polynomial ``R(z) = 1 + Σ_k z^k b^T A^(k-1) 1``), so
 any registered tableau with two stages at one node gets the test.
@@ -28,6 +32,11 @@ from neurode.framework.registry import get_registry
 
 #: accepted steps between two tests (Hairer's NSTIFF)
 DEFAULT_NSTIFF = 1000
+#: h|λ| above this fraction of the stability boundary counts as stiff. Hairer's DOPRI5 uses 3.25, 98% of its
+#: boundary 3.31, under its PI controller's steady steps; the I controller (the default here) makes stability-
+#: limited steps cycle about 10% around the boundary (h|λ| = 2.9 ... 3.7 for DOPRI5), so the test takes 85%. A
+#: false alarm costs nothing: the verdict is only given when the step limit would be reached anyway.
+THRESHOLD = 0.85
 #: stiff tests in a row before the solve is stopped, and non-stiff tests that clear the count (Hairer's 15 and 6)
 STIFF_TESTS, NONSTIFF_TESTS = 15, 6
 
@@ -58,8 +67,7 @@ class StiffnessDetector:
         self.tableau = tableau
         self.i, self.j = pair
         self.nstiff = nstiff
-        # Hairer's 3.25 for DOPRI5 is 98% of its boundary 3.31
-        self.threshold = 0.98 * real_stability_boundary(tableau.a, tableau.b)
+        self.threshold = THRESHOLD * real_stability_boundary(tableau.a, tableau.b)
         # Y_i - Y_j = h sum_m (a_im - a_jm) k_m
         row_i = tableau.a[self.i] + (0.0,) * (self.j - self.i)
         self.weights = tuple((m, x - y) for m, (x, y) in enumerate(zip(row_i, tableau.a[self.j])) if x != y)
@@ -79,8 +87,13 @@ class StiffnessDetector:
             return None
         return cls(tableau, pairs[-1], nstiff)
 
-    def check(self, step, h: float, stats) -> None:
-        """Count this accepted step; on a test step, estimate ``h |λ|`` and raise once the problem looks stiff."""
+    def check(self, step, stats, unfinished) -> None:
+        """Count this accepted step; on a test step, estimate ``h |λ|`` and raise once the problem looks stiff.
+
+        ``unfinished()`` gives the time left to the goal and the steps left in the budget: a stiff stretch that
+        the remaining steps finish anyway at this step size (y' = -y to t = 5000: 1500 steps at the stability
+        limit) is not stopped; one that would run into ``max_num_steps`` is, at once.
+        """
         self.accepted += 1
         if self.accepted % self.nstiff and not self.stiff:
             return
@@ -96,6 +109,9 @@ class StiffnessDetector:
             self.nonstiff = 0
             self.stiff += 1
             if self.stiff >= STIFF_TESTS:
+                time_left, steps_left = unfinished()
+                if time_left / abs(float(step.h)) <= steps_left:
+                    return
                 t = step.t0 + step.h
                 raise StiffProblemError(
                     f"the problem looks stiff at t={float(t):.9g}: for {STIFF_TESTS} tests in a row the step size "
