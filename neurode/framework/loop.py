@@ -29,13 +29,12 @@ import torch
 
 from neurode.framework.controller import IController, PIController, PIDController, initial_step, norm_value
 from neurode.framework.errors import (
-    EventNotFoundError,
     InvalidInputError,
-    InvalidTypeError,
     MaxStepsError,
     NonFiniteStateError,
     StepSizeUnderflowError,
 )
+from neurode.framework.events import EventSearch
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver, Step
 from neurode.framework.stiffness import DEFAULT_NSTIFF, StiffnessDetector
@@ -275,27 +274,15 @@ def integrate(
         raise InvalidInputError("step_t and jump_t must not share any time")
     min_step, max_step = float(config.min_step), float(config.max_step)
 
-    # ---- event set-up
-    sign0 = None
-    event_fn_combined = None
-    tau_horizon = math.inf
-    if event_fn is not None:
-        event_fn_combined, sign0 = _combine_event_functions(event_fn, direction * tau, y0)
-        if sign0 == 0:  # already on the event
-            stats.nfe += func.nfe - nfe_start
-            return LoopResult([y0, y0], stats, event_t=direction * tau)
-        if config.t_max is not None:
-            tau_horizon = direction * config.t_max
-            if not tau_horizon > tau:
-                raise InvalidInputError(f"t_max={config.t_max!r} must lie after t0={direction * tau!r} in the "
-                                        "direction of integration")
-
+    events = None if event_fn is None else EventSearch(event_fn, direction, tau, y0, config.t_max)
+    if events is not None and events.sign0 == 0:  # already on the event
+        stats.nfe += func.nfe - nfe_start
+        return LoopResult([y0, y0], stats, event_t=direction * tau)
+    tau_horizon = math.inf if events is None else events.tau_horizon
     stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
 
-    def unfinished() -> tuple[float, int]:
-        """Time left to the goal of the step budget, and steps left in it (for the stiffness test's verdict)."""
-        per_output = config.max_steps_per_output and event_fn is None
-        goal = tau_horizon if event_fn is not None else tau_out[min(out_index, n_out - 1) if per_output else -1]
+    def unfinished() -> tuple[float, int]:  # time and steps left to the step budget's goal (stiffness verdict)
+        goal = tau_horizon if events else tau_out[min(out_index, n_out - 1) if config.max_steps_per_output else -1]
         return goal - tau, config.max_num_steps - (steps_since_output if config.max_steps_per_output else n_steps)
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
@@ -314,7 +301,6 @@ def integrate(
     tau_prev = tau
     n_steps = 0
     steps_since_output = 0
-    event_tau = None
     while True:
         # ---- outputs inside the last accepted step (tau_prev, tau]
         if last is not None and event_fn is None:
@@ -429,24 +415,15 @@ def integrate(
                 if record == "steps":
                     records[-1].jump = True
             # ---- events: a sign change of event_fn inside the step
-            if event_fn is not None:
-                value1 = _event_value(event_fn_combined, func.time(direction * tau), y)
-                if math.copysign(1.0, value1) != math.copysign(1.0, sign0) or value1 == 0.0:
-                    event_tau, theta = _find_event(solver, last, event_fn_combined, func, sign0, tau_prev, tau,
-                                                   direction, atol)
-                    y_event = solver.interpolate(last, theta)
-                    if record == "steps":
-                        records[-1].outputs.append((1, theta))
-                    stats.nfe += func.nfe - nfe_start
-                    stats.h_next = direction * h_next
-                    return LoopResult([y0, y_event], stats, event_t=direction * event_tau, records=records)
-                if tau >= tau_horizon:
-                    stats.nfe += func.nfe - nfe_start
-                    raise EventNotFoundError(
-                        f"the event function did not change sign between t0={t_list[0]:.9g} and t_max="
-                        f"{config.t_max:.9g} (its value at t_max is {value1 * float(sign0):.6g}; a root it only "
-                        "touches without changing sign is not an event); integrate further with a later t_max",
-                        t=direction * tau, dt=direction * h, stats=stats)
+            found = None if events is None else events.locate(solver, last, func, tau_prev, tau, y, atol, stats)
+            if found is not None:
+                event_tau, theta = found
+                if record == "steps":
+                    records[-1].outputs.append((1, theta))
+                stats.nfe += func.nfe - nfe_start
+                stats.h_next = direction * h_next
+                return LoopResult([y0, solver.interpolate(last, theta)], stats, event_t=direction * event_tau,
+                                  records=records)
         else:
             if cb_reject is not None:
                 cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -504,59 +481,3 @@ def _user_state(y: torch.Tensor, func: VectorField):
     if func.shapes is None:
         return y
     return unflatten_state(y, func.shapes)
-
-
-def _combine_event_functions(event_fn: Callable, t0: float, y0: torch.Tensor):
-    """Make every event function start positive and take the minimum (torchdiffeq ``combine_event_functions``)."""
-    t0_tensor = torch.scalar_tensor(t0, dtype=y0.real.dtype if y0.is_complex() else y0.dtype, device=y0.device)
-    with torch.no_grad():
-        initial_signs = torch.sign(_event_tensor(event_fn, t0_tensor, y0))
-
-    def combined(t, y):
-        return torch.min(_event_tensor(event_fn, t, y) * initial_signs)
-
-    with torch.no_grad():
-        sign0 = float(torch.sign(combined(t0_tensor, y0)))
-    return combined, sign0
-
-
-def _event_tensor(event_fn: Callable, t, y) -> torch.Tensor:
-    """``event_fn(t, y)``, checked: a real, non-empty tensor with no NaN (a NaN has no sign to change)."""
-    value = event_fn(t, y)
-    if not isinstance(value, torch.Tensor):
-        raise InvalidTypeError(f"event_fn must return a tensor (0-d, or one value per event), got "
-                               f"{type(value).__name__} at t={float(t):.9g}")
-    if value.numel() == 0 or value.is_complex():
-        raise InvalidInputError(f"event_fn must return a non-empty real tensor, got dtype {value.dtype} and shape "
-                                f"{tuple(value.shape)}")
-    if bool(torch.isnan(value).any()):
-        raise NonFiniteStateError(
-            f"event_fn returned NaN at t={float(t):.9g}: a NaN has no sign, so no event can be located", t=float(t))
-    return value
-
-
-def _event_value(combined: Callable, t, y) -> float:
-    with torch.no_grad():
-        return float(combined(t, y))
-
-
-def _find_event(solver, step, event_fn, func, sign0, tau0, tau1, direction, tol):
-    """Bisection on the dense interpolant down to ``atol`` (torchdiffeq ``find_event``)."""
-    tol_value = float(tol.max()) if isinstance(tol, torch.Tensor) else float(tol)
-    tol_value = max(tol_value, 1e-15 * max(1.0, abs(tau1)))
-    n_iter = max(0, int(math.ceil(math.log((tau1 - tau0) / tol_value) / math.log(2.0))))
-    lo, hi = tau0, tau1
-    with torch.no_grad():
-        for _ in range(n_iter):
-            mid = 0.5 * (lo + hi)
-            theta = (mid - tau0) / (tau1 - tau0)
-            y_mid = solver.interpolate(step, theta)
-            sign_mid = torch.sign(event_fn(func.time(direction * mid), y_mid))
-            if bool(sign_mid == sign0):
-                lo = mid
-            else:
-                hi = mid
-    event_tau = 0.5 * (lo + hi)
-    if not tau0 <= event_tau <= tau1:  # pragma: no cover - bisection stays inside
-        raise EventNotFoundError(f"event root finding left the step [{tau0}, {tau1}]")
-    return event_tau, (event_tau - tau0) / (tau1 - tau0)
