@@ -25,6 +25,7 @@ import signal
 import threading
 import warnings
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import torch
 from hypothesis import assume, given
@@ -205,15 +206,20 @@ def test_states_grids_and_tolerances(y0, t, rtol, atol):
 
 
 @given(solver=st.one_of(st.sampled_from(ADAPTIVE + FIXED), st.text(max_size=8), junk),
-       options=st.dictionaries(st.sampled_from(OPTION_NAMES), option_values, max_size=3))
-def test_solvers_and_options(solver, options):
+       options=st.dictionaries(st.sampled_from(OPTION_NAMES), option_values, max_size=3),
+       api=st.sampled_from(["solve", "odeint"]))
+def test_solvers_and_options(solver, options, api):
     y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
     t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
     if isinstance(solver, str) and solver in FIXED and "step_size" not in options:
         options["step_size"] = 0.05
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. torchdiffeq-style warnings about options a solver ignores
-        sol = call_under_contract(lambda: neurode.solve(decay_field(1.0), y0, t, solver=solver, **options))
+        if api == "solve":
+            sol = call_under_contract(lambda: neurode.solve(decay_field(1.0), y0, t, solver=solver, **options))
+        else:  # the torchdiffeq drop-in: the same checks behind method= and options=
+            sol = call_under_contract(lambda: SimpleNamespace(ys=neurode.odeint(decay_field(1.0), y0, t, method=solver,
+                                                                                options=options)))
     if sol is None:
         return
     # options may coarsen the steps (max_step, step_size) but never make the answer silently wrong

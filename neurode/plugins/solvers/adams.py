@@ -68,7 +68,8 @@ class AdamsBashforthMoulton(AbstractSolver):
         max_iters: most corrector evaluations per step (default 4).
         max_order: at most ``max_order - 1`` past derivatives are kept, so the
             predictor has order ``<= max_order - 1`` and the corrector order
-            ``<= max_order`` (default and largest 12). Below 4 every step is RK4.
+            ``<= max_order`` (default and largest 12; ``explicit_adams`` defaults to 5, see
+            :class:`AdamsBashforth`). Below 4 every step is RK4.
         interp: ``"linear"`` (default) or ``"cubic"`` Hermite output between grid points.
         perturb: evaluate ``f`` just after ``t_n`` and just before ``t_{n+1}``.
         rtol, atol: the corrector's convergence tolerances; neurode's
@@ -83,7 +84,7 @@ class AdamsBashforthMoulton(AbstractSolver):
 
     * ``explicit_adams``: ``h^3`` with ``max_order=4`` (3-step Adams–Bashforth
       throughout); ``h^4`` with ``max_order >= 5`` (the one 3-step step after
-      start-up dominates). With the default ``max_order=12`` the 11-step
+      start-up dominates). With ``max_order=12`` (torchdiffeq's default) the 11-step
       formula's stability region is tiny, so ``h |λ|`` must be small (below
       about 0.003 here) before any convergence shows.
     * ``implicit_adams``: ``h^4`` with ``max_order=4``; ``h^5`` with
