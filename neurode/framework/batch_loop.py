@@ -36,18 +36,22 @@ from neurode.framework.errors import (
     NonFiniteStateError,
     SolverError,
     StepSizeUnderflowError,
+    StiffProblemError,
 )
 from neurode.framework.loop import LoopConfig
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver
+from neurode.framework.stiffness import StiffnessDetector, stiff_advice
 from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, slice_args
 
 #: per-sample status codes of a batch-parallel solve
-RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE = -1, 0, 1, 2, 3
+RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE, STIFF = -1, 0, 1, 2, 3, 4
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps reached", UNDERFLOW: "step size underflow",
-                NON_FINITE: "non-finite state", RUNNING: "running"}
-_ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
+                NON_FINITE: "non-finite state", RUNNING: "running",
+                STIFF: "stiff (steps held at the explicit method's stability limit; max_num_steps would not finish)"}
+_ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError,
+           STIFF: StiffProblemError}
 
 
 @dataclass
@@ -298,6 +302,7 @@ def integrate_batch(
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
     clamp = min_step > 0 or math.isfinite(max_step)
+    stiffness = StiffnessDetector.for_solver(solver, config.nstiff)
     history = _controller_state(controller, batch, device)  # per-sample controller memory
 
     while True:
@@ -316,6 +321,8 @@ def integrate_batch(
             history = history[:, keep]
             state = tuple(v[keep] for v in state)
             stepper.compact(keep)
+            if stiffness is not None:
+                stiffness.compact(keep)
             func.args = slice_args(full_args, act)
             if act.numel() == 0:
                 break
@@ -366,6 +373,10 @@ def integrate_batch(
             stuck = torch.ones_like(stuck)
         if min_step > 0:
             stuck = stuck | ((h <= min_step) & ~torch.isfinite(ratio))
+        stiff = None
+        if stiffness is not None and stiffness.due(iteration):
+            stiff = stiffness.check_batch(step, accept, (tau_end - tau) / h_next, config.max_num_steps - iteration)
+            stuck = stuck | stiff
         n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
         if n_drop:
             # classify only when someone leaves (rare): success, or why it failed
@@ -373,6 +384,8 @@ def integrate_batch(
             if iteration >= config.max_num_steps:
                 code = torch.where(stuck, MAX_STEPS, code)
             code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
+            if stiff is not None:
+                code = torch.where(stiff, STIFF, code)
             code = torch.where(finished, SUCCESS, code)
 
         if n_emit:
@@ -420,6 +433,7 @@ def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
     where = float(result.fail_t[first])
     raise cls(
         f"{failed.numel()} of {result.status.numel()} samples failed; sample {first}: {STATUS_NAMES[code]} at "
-        f"t={where:.9g}. Pass on_failure='report' to get the others' results and per-sample status instead.",
+        f"t={where:.9g}.{' ' + stiff_advice() if code == STIFF else ''} Pass on_failure='report' to get the others' "
+        "results and per-sample status instead.",
         t=where, dt=float(result.h_last[first]), stats=stats,
     )

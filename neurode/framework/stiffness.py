@@ -67,13 +67,17 @@ class StiffnessDetector:
         self.tableau = tableau
         self.i, self.j = pair
         self.nstiff = nstiff
-        self.threshold = THRESHOLD * real_stability_boundary(tableau.a, tableau.b)
+        self.boundary = real_stability_boundary(tableau.a, tableau.b)
+        self.threshold = THRESHOLD * self.boundary
         # Y_i - Y_j = h sum_m (a_im - a_jm) k_m
         row_i = tableau.a[self.i] + (0.0,) * (self.j - self.i)
         self.weights = tuple((m, x - y) for m, (x, y) in enumerate(zip(row_i, tableau.a[self.j])) if x != y)
         self.accepted = 0
         self.stiff = 0
         self.nonstiff = 0
+        # the batch loop's per-sample counts (stiff, non-stiff tests), aligned with its active set
+        self.counts: torch.Tensor | None = None
+        self.suspect = False  # some sample's last test was stiff: test every iteration until it clears
 
     @classmethod
     def for_solver(cls, solver, nstiff: int = DEFAULT_NSTIFF) -> "StiffnessDetector | None":
@@ -100,11 +104,7 @@ class StiffnessDetector:
         k = step.dense
         if not isinstance(k, (list, tuple)) or len(k) <= self.j:
             return
-        with torch.no_grad():
-            numerator = torch.linalg.vector_norm(k[self.i] - k[self.j])
-            difference = sum(w * k[m] for m, w in self.weights)
-            denominator = torch.linalg.vector_norm(difference)  # ||Y_i - Y_j|| / |h|
-            h_lambda = float(numerator / denominator) if float(denominator) > 0 else 0.0
+        h_lambda = float(self._h_lambda(k, None))
         if h_lambda > self.threshold:
             self.nonstiff = 0
             self.stiff += 1
@@ -116,15 +116,58 @@ class StiffnessDetector:
                 raise StiffProblemError(
                     f"the problem looks stiff at t={float(t):.9g}: for {STIFF_TESTS} tests in a row the step size "
                     f"{abs(float(step.h)):.3g} was held at the stability limit of the explicit method "
-                    f"(h|lambda| = {h_lambda:.3g}, boundary {self.threshold:.3g}), not by the tolerances, after "
-                    f"{stats.n_steps} steps; an explicit solver would crawl to max_num_steps. Use a stiff (implicit) "
-                    f"method: {stiff_methods()}. (Hairer's DOPRI5 stiffness test; options={{'nstiff': 0}} "
-                    "turns it off.)",
+                    f"(h|lambda| = {h_lambda:.3g}, its stability boundary {self.boundary:.3g}), not by the tolerances, "
+                    f"after {stats.n_steps} steps; an explicit solver would crawl to max_num_steps. {stiff_advice()}",
                     t=float(t), dt=float(step.h), stats=stats)
         elif self.stiff:
             self.nonstiff += 1
             if self.nonstiff >= NONSTIFF_TESTS:
                 self.stiff = 0
+
+
+    def _h_lambda(self, k, dims) -> torch.Tensor:
+        """``h |λ| ≈ ||k_i - k_j|| / ||Σ_m (a_im - a_jm) k_m||`` (``h`` cancels), per sample over ``dims``."""
+        with torch.no_grad():
+            numerator = torch.linalg.vector_norm(k[self.i] - k[self.j], dim=dims)
+            denominator = torch.linalg.vector_norm(sum(w * k[m] for m, w in self.weights), dim=dims)
+            return torch.where(denominator > 0, numerator / denominator, torch.zeros_like(numerator))
+
+    # ------------------------------------------------------------------ the batch-parallel loop
+
+    def due(self, iteration: int) -> bool:
+        """Whether the batch loop tests at this iteration: every ``nstiff``-th, and every one while a sample is
+        under suspicion (each test costs one host sync; iterations without a test, none)."""
+        return iteration % self.nstiff == 0 or self.suspect
+
+    def check_batch(self, step, accept: torch.Tensor, steps_needed: torch.Tensor, steps_left: int) -> torch.Tensor:
+        """Per sample of the active set: the test on accepted samples, and which ones to stop as stiff.
+
+        ``steps_needed`` is each sample's time left over its step size: as in :meth:`check`, a sample is
+        stopped only when it would not finish within the ``steps_left`` of the budget.
+        """
+        k = step.dense
+        dims = tuple(range(1, k[0].ndim)) or None
+        h_lambda = self._h_lambda(k, dims) if dims is not None else (k[self.i] - k[self.j]).abs() / sum(
+            w * k[m] for m, w in self.weights).abs().clamp_min(torch.finfo(k[0].real.dtype).tiny)
+        if self.counts is None or self.counts.shape[1] != accept.shape[0]:
+            self.counts = torch.zeros(2, accept.shape[0], dtype=torch.int64, device=accept.device)
+        stiff, nonstiff = self.counts
+        over = accept & (h_lambda > self.threshold)
+        under = accept & ~over & (stiff > 0)
+        nonstiff = torch.where(over, 0, nonstiff + under.long())
+        stiff = torch.where(over, stiff + 1, torch.where(nonstiff >= NONSTIFF_TESTS, 0, stiff))
+        self.counts = torch.stack([stiff, nonstiff])
+        self.suspect = bool((stiff > 0).any())  # the test's one host sync
+        return (stiff >= STIFF_TESTS) & (steps_needed > steps_left)
+
+    def compact(self, keep: torch.Tensor) -> None:
+        if self.counts is not None:
+            self.counts = self.counts[:, keep]
+
+
+def stiff_advice() -> str:
+    return (f"Use a stiff (implicit) method: {stiff_methods()}. (Hairer's DOPRI5 stiffness test; options "
+            "{'nstiff': 0} turns it off.)")
 
 
 def stiff_methods() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -62,3 +64,24 @@ def test_nstiff_zero_turns_the_test_off():
     with pytest.raises(MaxStepsError):
         neurode.solve(_stiff_linear, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 10.0], dtype=torch.float64),
                       nstiff=0, max_num_steps=3000)
+
+
+def _relaxation(t, y, rates):
+    return -rates * (y - torch.cos(t)[:, None])
+
+
+def test_per_sample_a_stiff_sample_stops_and_the_others_finish():
+    rates = torch.tensor([[1e5], [1.0]], dtype=torch.float64)  # sample 0 stiff, sample 1 not
+    y0, t = torch.ones(2, 1, dtype=torch.float64), torch.tensor([0.0, 10.0], dtype=torch.float64)
+    sol = neurode.solve(_relaxation, y0, t, per_sample=True, args=rates, on_failure="report")
+    assert sol.status.tolist() == [4, 0]  # STIFF, success
+    assert int(sol.sample_stats["n_accepted"][0]) < 1500
+    # sample 1: y' = -(y - cos t), y(0) = 1 has y(t) = (cos t + sin t) / 2 + e^-t / 2
+    exact = (math.cos(10.0) + math.sin(10.0)) / 2 + math.exp(-10.0) / 2
+    assert float(sol.ys[-1, 1, 0]) == pytest.approx(exact, abs=1e-5)
+    with pytest.raises(StiffProblemError, match="sample 0: stiff .* Use a stiff \\(implicit\\) method"):
+        neurode.solve(_relaxation, y0, t, per_sample=True, args=rates)
+    # a stiff stretch that the budget finishes is left to finish, per sample as in the shared loop
+    short = neurode.solve(_relaxation, y0, torch.tensor([0.0, 0.05], dtype=torch.float64), per_sample=True,
+                          args=rates)
+    assert short.status.tolist() == [0, 0]
