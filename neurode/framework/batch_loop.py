@@ -182,6 +182,25 @@ def _adapt(controller, h, ratio, order, history=None):
     return accept, h * factor, history
 
 
+@torch.no_grad()
+def _error_ratios(step, rtol_n, atol_n, feature_dims) -> torch.Tensor:
+    """RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11), in float64,
+    with the RMS's sqrt(n) folded into the tolerances ``rtol_n``/``atol_n``."""
+    scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol_n).add_(atol_n)
+    scaled = step.error / scale
+    ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
+    return ratio if ratio.dtype == torch.float64 else ratio.double()
+
+
+def _classify(finished, stuck, ratio, stiff, out_of_steps: bool) -> torch.Tensor:
+    """Each active sample's status after an iteration: running, success, or why it stopped."""
+    code = torch.where(stuck, MAX_STEPS if out_of_steps else UNDERFLOW, RUNNING)
+    code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
+    if stiff is not None:
+        code = torch.where(stiff, STIFF, code)
+    return torch.where(finished, SUCCESS, code)
+
+
 def _per_sample_rms(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     return torch.linalg.vector_norm(flat, dim=1) / math.sqrt(max(flat.shape[1], 1))
@@ -338,16 +357,9 @@ def integrate_batch(
         step, tangent_error = stepper.step(func, t0, signed_h, y, state)
         rows += act.numel() * evals_per_step
         iteration += 1
-        with torch.no_grad():
-            # RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11),
-            # with the RMS's sqrt(n) folded into the tolerances
-            scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol_n).add_(atol_n)
-            scaled = step.error / scale
-            ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
-            if ratio.dtype != torch.float64:
-                ratio = ratio.double()
-            if tangent_error is not None:
-                ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
+        ratio = _error_ratios(step, rtol_n, atol_n, feature_dims)
+        if tangent_error is not None:
+            ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
         accept, h_next, history = _adapt(controller, h, ratio, order, history)
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
@@ -378,15 +390,8 @@ def integrate_batch(
             stiff = stiffness.check_batch(step, accept, (tau_end - tau) / h_next, config.max_num_steps - iteration)
             stuck = stuck | stiff
         n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
-        if n_drop:
-            # classify only when someone leaves (rare): success, or why it failed
-            code = torch.where(stuck, UNDERFLOW, RUNNING)
-            if iteration >= config.max_num_steps:
-                code = torch.where(stuck, MAX_STEPS, code)
-            code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
-            if stiff is not None:
-                code = torch.where(stiff, STIFF, code)
-            code = torch.where(finished, SUCCESS, code)
+        if n_drop:  # classify only when someone leaves (rare): success, or why it failed
+            code = _classify(finished, stuck, ratio, stiff, iteration >= config.max_num_steps)
 
         if n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
