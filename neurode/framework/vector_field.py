@@ -78,10 +78,14 @@ class VectorField:
         return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
 
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        version = _version(y)  # read outside the capture: the loop looking at y is not f reading it
         if self.capture is not None:
             with self.capture:
-                return self._evaluate(t, y, perturb)
-        return self._evaluate(t, y, perturb)
+                out = self._evaluate(t, y, perturb)
+        else:
+            out = self._evaluate(t, y, perturb)
+        _check_unchanged(y, version)
+        return out
 
     def _evaluate(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int) -> torch.Tensor:
         self.nfe += 1
@@ -92,10 +96,8 @@ class VectorField:
                 toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
                 t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
             tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
-        version = _version(y)
         if self.shapes is None:
             out = self.func(tt, y) if self.args is None else self.func(tt, y, self.args)
-            _check_unchanged(y, version)
             if not isinstance(out, torch.Tensor):
                 raise InvalidTypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
             if out.shape != y.shape:
@@ -108,7 +110,6 @@ class VectorField:
             return out
         y_parts = unflatten_state(y, self.shapes)
         out = self.func(tt, y_parts) if self.args is None else self.func(tt, y_parts, self.args)
-        _check_unchanged(y, version)
         if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
             raise InvalidTypeError(
                 f"for a tuple state of {len(self.shapes)} tensors the vector field must return a tuple of "
