@@ -32,6 +32,7 @@ from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
     NonFiniteStateError,
+    SolverError,
     StepSizeUnderflowError,
 )
 from neurode.framework.events import EventSearch
@@ -272,7 +273,8 @@ def integrate(
     jump_t = _sorted_after(config.jump_t, tau, direction)
     if set(step_t) & set(jump_t):
         raise InvalidInputError("step_t and jump_t must not share any time")
-    min_step, max_step = float(config.min_step), float(config.max_step)
+    # a step must be a number of the state's dtype (f's error can be 0 and the steps grow without bound)
+    min_step, max_step = float(config.min_step), min(float(config.max_step), torch.finfo(func.time_dtype).max)
 
     events = None if event_fn is None else EventSearch(event_fn, direction, tau, y0, config.t_max)
     if events is not None and events.sign0 == 0:  # already on the event
@@ -339,8 +341,8 @@ def integrate(
                 tau1 = grid[grid_index]
             h = tau1 - tau
         else:
-            if not math.isfinite(h):
-                h = min_step
+            if not math.isfinite(h):  # grown past the float range (an error of 0), or NaN
+                h = max_step if h == math.inf else min_step
             h = min(max(h, min_step), max_step)
             tau1 = tau + h
             clipped = False
@@ -352,13 +354,9 @@ def integrate(
                 tau1, clipped = tau_horizon, True
             if clipped:  # otherwise keep h itself: tau1 - tau may round above min_step
                 h = tau1 - tau
-        if not tau1 > tau:
+        if not math.inf > tau1 > tau:
             stats.nfe += func.nfe - nfe_start
-            raise StepSizeUnderflowError(
-                f"step size underflow at t={direction * tau:.17g}: a step of {h:.3g} does not change t in "
-                f"float64; the solution may be blowing up or the problem is stiff",
-                t=direction * tau, dt=direction * h, stats=stats,
-            )
+            raise _step_size_error(direction * tau, direction * h, tau1, stats)
 
         if cb_step is not None:
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -436,6 +434,16 @@ def integrate(
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records)
+
+
+def _step_size_error(t: float, h: float, tau1: float, stats) -> SolverError:
+    if math.isinf(tau1):
+        return SolverError(f"the solve reached t={t:.6g}: a step of {h:.3g} leaves the range of float64 (the "
+                           "error estimate is 0 and the steps grew without bound); with an event that never "
+                           "happens, bound the search with t_max=...", t=t, dt=h, stats=stats)
+    return StepSizeUnderflowError(
+        f"step size underflow at t={t:.17g}: a step of {h:.3g} does not change t in float64; the solution may be "
+        "blowing up or the problem is stiff", t=t, dt=h, stats=stats)
 
 
 def _max_steps_error(config: LoopConfig, t: float, h: float, t_end: float, event: bool, stats) -> MaxStepsError:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from neurode.framework.errors import InvalidInputError, InvalidTypeError
+from neurode.framework.errors import InvalidInputError, InvalidTypeError, SolverError
 from neurode.framework.explicit_rk import prev_time
 from neurode.framework.solver import PERTURB_PREV
 
@@ -75,7 +75,12 @@ class VectorField:
         self.direction = 1.0
 
     def time(self, t: float) -> torch.Tensor:
-        return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+        try:
+            return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+        except RuntimeError:  # "value cannot be converted to type float without overflow"
+            raise SolverError(
+                f"the solve reached t={t:.6g}, beyond the range of {self.time_dtype} (the state's dtype, in which f "
+                "receives t); with an event that never happens, bound the search with t_max=...", t=t) from None
 
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         version = _version(y)  # read outside the capture: the loop looking at y is not f reading it
@@ -95,7 +100,7 @@ class VectorField:
             if perturb:
                 toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
                 t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
-            tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+            tt = self.time(t)
         if self.shapes is None:
             out = self.func(tt, y) if self.args is None else self.func(tt, y, self.args)
             if not isinstance(out, torch.Tensor):

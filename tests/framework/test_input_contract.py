@@ -280,3 +280,11 @@ def test_a_solver_option_its_factory_cannot_take_names_the_solver_and_options():
     # found by the fuzz suite: bool(tensor([])) inside the factory raised a raw RuntimeError
     with pytest.raises(InvalidInputError, match=r"solver 'dopri5' rejected the options \{'perturb'"):
         neurode.solve(decay, torch.ones(2), T, perturb=torch.tensor([]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_steps_growing_past_the_float_range_end_in_a_clear_error(dtype):
+    # f = 0 has no error: the steps grow tenfold until time leaves the dtype's range (odeint_event has no horizon)
+    with pytest.raises(neurode.SolverError, match="range of .*bound the search with t_max"):
+        neurode.odeint_event(lambda t, y: torch.zeros_like(y), torch.ones(1, dtype=dtype), torch.tensor(0.0),
+                             event_fn=lambda t, y: y.sum() + 1)
