@@ -590,8 +590,10 @@ def solve(
             ``"pi"`` (Hairer's DOPRI5 PI control, option ``beta``; fewer
             rejected steps on oscillatory solutions), ``"pid"`` (options
             ``pcoeff``, ``icoeff``, ``dcoeff``) or a controller instance.
-        event_fn: stop at the first sign change of ``event_fn(t, y)``; only
-            ``t[0]`` is used then, and ``Solution.event_t`` holds the time.
+        event_fn: stop at the first sign change of ``event_fn(t, y)``; ``t[0]``
+            is the start, ``t[-1]`` (or the option ``t_max``) the horizon:
+            no sign change by then raises ``EventNotFoundError``.
+            ``Solution.event_t`` holds the time.
         adjoint_options: options of the gradient method (e.g. for
             ``backsolve``: ``rtol``, ``atol``, ``solver``, ``options``,
             ``norm="seminorm"``).
@@ -641,7 +643,11 @@ def solve(
             (default 100000), ``step_t``, ``jump_t``, ``norm``, ``safety``,
             ``ifactor``, ``dfactor``, ``pcoeff``/``icoeff``/``dcoeff`` (PID),
             and for fixed-step methods ``step_size``, ``grid_constructor``,
-            ``interp`` (``"linear"``/``"cubic"``), ``perturb``.
+            ``interp`` (``"linear"``/``"cubic"``), ``perturb``. neurode's own:
+            ``t_max`` (the event horizon), ``nstiff`` (accepted steps between
+            two stiffness tests, default 1000, 0 for none; a solve the step
+            limit cannot finish with its steps pinned at the explicit method's
+            stability limit raises ``StiffProblemError``, see ``stiffness.py``).
 
     Returns:
         :class:`Solution` with ``ys`` of shape ``(len(t), *y0.shape)`` and

@@ -310,3 +310,21 @@ def test_gradient_methods(adjoint, adjoint_options):
     assume(all(isinstance(v, (int, float, torch.Tensor)) and float(torch.as_tensor(v).max()) <= 1e-3
                for v in loosened))
     assert abs(float(grad) - (-2.0 * math.exp(-0.8))) < 1e-3, f"gradient {float(grad)} is wrong"
+
+
+@given(field=st.sampled_from(["decay", "zero", "growth"]), event=st.sampled_from(["never", "crosses", "nan"]),
+       t_max=st.one_of(st.none(), st.sampled_from([0.5, 2.0, -1.0, math.inf, math.nan])),
+       dtype=st.sampled_from([torch.float32, torch.float64]), reverse=st.booleans())
+def test_odeint_event(field, event, t_max, dtype, reverse):
+    fields = {"decay": lambda t, y: -y, "zero": lambda t, y: torch.zeros_like(y), "growth": lambda t, y: y}
+    events = {"never": lambda t, y: y.sum() + 10, "crosses": lambda t, y: y.sum() - 0.5,
+              "nan": lambda t, y: y.sum() * math.nan}
+    result = call_under_contract(lambda: neurode.odeint_event(
+        fields[field], torch.ones(1, dtype=dtype), torch.tensor(0.0), event_fn=events[event], t_max=t_max,
+        reverse_time=reverse))
+    if result is None:
+        return
+    event_t, ys = result
+    # found: only a decay crossing y = 1/2, at |t| = log 2 (forward; backward the decay grows, the growth decays)
+    assert event == "crosses" and (field == "decay") != reverse and field != "zero"
+    assert abs(abs(float(event_t)) - math.log(2.0)) < 1e-3 and abs(float(ys[-1].sum()) - 0.5) < 1e-3
