@@ -404,7 +404,7 @@ def integrate(
             if fixed and event_fn is None:
                 grid_index += 1
             if stiffness is not None:
-                stiffness.check(step, stats, unfinished)
+                _counting(stats, func, nfe_start, stiffness.check, step, stats, unfinished)
             if step_t and tau == step_t[0]:
                 step_t.pop(0)
             if on_jump:
@@ -413,7 +413,8 @@ def integrate(
                 if record == "steps":
                     records[-1].jump = True
             # ---- events: a sign change of event_fn inside the step
-            found = None if events is None else events.locate(solver, last, func, tau_prev, tau, y, atol, stats)
+            found = None if events is None else _counting(stats, func, nfe_start, events.locate, solver, last, func,
+                                                          tau_prev, tau, y, atol, stats)
             if found is not None:
                 event_tau, theta = found
                 if record == "steps":
@@ -434,6 +435,15 @@ def integrate(
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records)
+
+
+def _counting(stats: SolveStats, func: VectorField, nfe_start: int, check: Callable, *args):
+    """``check(*args)``; if it raises, the solve's evaluations are counted in ``stats`` first, as at every failure."""
+    try:
+        return check(*args)
+    except SolverError:
+        stats.nfe += func.nfe - nfe_start
+        raise
 
 
 def _step_size_error(t: float, h: float, tau1: float, stats) -> SolverError:
