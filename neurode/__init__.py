@@ -31,6 +31,10 @@ _LAZY: dict[str, str] = {
     "MaxStepsError": "neurode.framework.errors",
     "StepSizeUnderflowError": "neurode.framework.errors",
     "NonFiniteStateError": "neurode.framework.errors",
+    "EventNotFoundError": "neurode.framework.errors",
+    "StiffProblemError": "neurode.framework.errors",
+    "InvalidInputError": "neurode.framework.errors",
+    "InvalidTypeError": "neurode.framework.errors",
     "load": "neurode.datasets.io",
     "train": "neurode.training.run",
     "load_run": "neurode.training.run",
@@ -41,11 +45,15 @@ __all__ = ["__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from neurode.framework.errors import (  # noqa: F401
+        EventNotFoundError,
+        InvalidInputError,
+        InvalidTypeError,
         MaxStepsError,
         NeurodeError,
         NonFiniteStateError,
         SolverError,
         StepSizeUnderflowError,
+        StiffProblemError,
     )
     from neurode.framework.explicit_rk import ExplicitRungeKutta  # noqa: F401
     from neurode.framework.functional import odeint, odeint_adjoint, odeint_dense, odeint_event  # noqa: F401

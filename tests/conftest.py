@@ -12,6 +12,10 @@ Plugin index: tests build registries from fake plugin sites
 (``tests/cli/conftest.py``); a cache of the real installation's registry
 must not answer for them, nor may tests write into the user's cache. Tests of
 the index itself switch it back on with a temporary cache directory.
+
+Hypothesis: the property-based suites (``tests/**/test_fuzz_*.py``) run a few
+examples per test by default (the ``ci`` profile, fast enough for every run);
+``pytest --hypothesis-profile=long`` explores many more.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["NEURODE_PLUGIN_INDEX"] = "0"
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# no deadline: a solve's first call pays for imports and plugin loading; example counts keep the suite fast
+settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 def pytest_configure(config):

@@ -36,7 +36,9 @@ def summarize(ds: xr.Dataset) -> dict[str, Any]:
     time = ds[TIME]
     present = time.notnull()
     counts = present.sum(OBS).data
-    t_min, t_max = time.min().data, time.max().data
+    # no trajectories (or no observations): an empty reduction has no min; report None as for all-NaN times
+    empty = time.size == 0
+    t_min, t_max = (np.nan, np.nan) if empty else (time.min().data, time.max().data)
     states = state_variables(ds)
     missing = {}
     totals = {}

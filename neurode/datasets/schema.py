@@ -311,6 +311,8 @@ def _value_violations(ds: xr.Dataset) -> list[str]:
 
 def violations(ds: xr.Dataset, *, check_values: bool = True) -> list[str]:
     """Every way in which ``ds`` departs from the schema; empty when it conforms."""
+    if not isinstance(ds, xr.Dataset):
+        return [f"expected an xarray.Dataset, got {type(ds).__name__} ({ds!r:.80})"]
     problems, values_checkable = _structure_violations(ds)
     if check_values and values_checkable:
         problems.extend(_value_violations(ds))

@@ -213,6 +213,8 @@ def simulate(
     system = get_system(system) if isinstance(system, str) else system
     t_span = tuple(float(t) for t in (t_span if t_span is not None else system.t_span))
     check_options(n_trajectories, n_obs, t_span, sampling, missing, noise, rtol, atol)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SimulationConfigError(f"seed must be a non-negative integer, got {seed!r}")
     ranges = resolve_parameter_ranges(system, parameters)
     config = SimulationConfig(
         system.name, n_trajectories, n_obs, t_span, sampling, missing, noise, ranges, seed, method, rtol, atol

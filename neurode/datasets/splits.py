@@ -44,9 +44,17 @@ def trajectory_split_indices(
     Part sizes are the rounded cumulative fractions, so they sum to
     ``n_trajectories`` exactly. The same seed gives the same split.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence):
+        raise DataError(f"fractions must be a sequence of numbers, got {fractions!r}")
     if len(fractions) != len(names):
         raise DataError(f"{len(fractions)} fractions for {len(names)} split names {list(names)}")
+    if not all(isinstance(f, (int, float, np.integer, np.floating)) and not isinstance(f, bool) for f in fractions):
+        raise DataError(f"split fractions must be numbers, got {list(fractions)!r}")
     fractions = np.asarray(fractions, dtype=np.float64)
+    if not np.isfinite(fractions).all():
+        raise DataError(f"split fractions must be finite, got {fractions.tolist()}")
     if (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
         raise DataError(f"split fractions must be non-negative and sum to 1, got {fractions.tolist()}")
     order = np.random.default_rng(seed).permutation(n_trajectories)

@@ -67,6 +67,10 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         check_times: bool = True,
     ) -> None:
         validate(ds, check_values=False)
+        for label, value in (("dtype", dtype), ("time_dtype", time_dtype)):
+            if not isinstance(value, torch.dtype) or not value.is_floating_point:
+                # an integer dtype would truncate values (and times: 5.25 and 5.5 both become 5)
+                raise DataError(f"{label} must be a floating torch dtype (e.g. torch.float32), got {value!r}")
         if check_times and ds[TIME].chunks is None:
             problems = time_violations(ds)
             if problems:
@@ -113,6 +117,10 @@ class TrajectoryDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[Trajectory]:
         """Read a batch of trajectories with one computation (torch's batched fetch)."""
         n = len(self)
+        wrong = [i for i in indices if isinstance(i, bool) or not isinstance(i, (int, np.integer))
+                 and not (isinstance(i, torch.Tensor) and i.numel() == 1 and not i.is_floating_point())]
+        if wrong:  # int(1.5) would silently return trajectory 1
+            raise TypeError(f"trajectory indices must be integers, got {wrong[:8]!r}")
         positions = [int(i) + n if int(i) < 0 else int(i) for i in indices]
         bad = [i for i, p in zip(indices, positions, strict=True) if not 0 <= p < n]
         if bad:

@@ -36,18 +36,22 @@ from neurode.framework.errors import (
     NonFiniteStateError,
     SolverError,
     StepSizeUnderflowError,
+    StiffProblemError,
 )
 from neurode.framework.loop import LoopConfig
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver
+from neurode.framework.stiffness import StiffnessDetector, stiff_advice
 from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, slice_args
 
 #: per-sample status codes of a batch-parallel solve
-RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE = -1, 0, 1, 2, 3
+RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE, STIFF = -1, 0, 1, 2, 3, 4
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps reached", UNDERFLOW: "step size underflow",
-                NON_FINITE: "non-finite state", RUNNING: "running"}
-_ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
+                NON_FINITE: "non-finite state", RUNNING: "running",
+                STIFF: "stiff (steps held at the explicit method's stability limit; max_num_steps would not finish)"}
+_ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError,
+           STIFF: StiffProblemError}
 
 
 @dataclass
@@ -97,6 +101,10 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
             f"sample, but y0's leading (batch) dimension is {batch}"
         )
     tt = t.detach().to(torch.float64)
+    if bool(torch.isinf(tt).any()):
+        rows = torch.nonzero(torch.isinf(tt).any(dim=1)).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {rows} of t hold an infinite time; times must be finite (NaN only as padding "
+                                "at the end of a row)")
     finite = torch.isfinite(tt)
     n_out = finite.sum(dim=1)
     # padding only at the end: the finite entries form a prefix
@@ -172,6 +180,25 @@ def _adapt(controller, h, ratio, order, history=None):
     kept = ratio < 1.0 if isinstance(controller, IController) else accept
     factor = torch.maximum(factor, kept.to(factor.dtype)).nan_to_num_(nan=controller.dfactor)
     return accept, h * factor, history
+
+
+@torch.no_grad()
+def _error_ratios(step, rtol_n, atol_n, feature_dims) -> torch.Tensor:
+    """RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11), in float64,
+    with the RMS's sqrt(n) folded into the tolerances ``rtol_n``/``atol_n``."""
+    scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol_n).add_(atol_n)
+    scaled = step.error / scale
+    ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
+    return ratio if ratio.dtype == torch.float64 else ratio.double()
+
+
+def _classify(finished, stuck, ratio, stiff, out_of_steps: bool) -> torch.Tensor:
+    """Each active sample's status after an iteration: running, success, or why it stopped."""
+    code = torch.where(stuck, MAX_STEPS if out_of_steps else UNDERFLOW, RUNNING)
+    code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
+    if stiff is not None:
+        code = torch.where(stiff, STIFF, code)
+    return torch.where(finished, SUCCESS, code)
 
 
 def _per_sample_rms(x: torch.Tensor) -> torch.Tensor:
@@ -287,9 +314,14 @@ def integrate_batch(
         h = _initial_steps(func, solver, direction * tau, y0, f0, rtol, atol, direction)
         rows += batch if state else 2 * batch
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
+    # a state or f(t0, y0) that is not finite gives no finite first step: such a sample fails now, not after
+    # max_num_steps retries (the shared loop raises at once, too)
+    code = torch.where((code == RUNNING) & ~torch.isfinite(h), NON_FINITE, code)
+    code = torch.where(torch.isfinite(y0.reshape(batch, -1)).all(dim=1), code, NON_FINITE)  # even with one output
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
     clamp = min_step > 0 or math.isfinite(max_step)
+    stiffness = StiffnessDetector.for_solver(solver, config.nstiff)
     history = _controller_state(controller, batch, device)  # per-sample controller memory
 
     while True:
@@ -308,6 +340,8 @@ def integrate_batch(
             history = history[:, keep]
             state = tuple(v[keep] for v in state)
             stepper.compact(keep)
+            if stiffness is not None:
+                stiffness.compact(keep)
             func.args = slice_args(full_args, act)
             if act.numel() == 0:
                 break
@@ -323,16 +357,9 @@ def integrate_batch(
         step, tangent_error = stepper.step(func, t0, signed_h, y, state)
         rows += act.numel() * evals_per_step * stepper.evaluations_per_stage
         iteration += 1
-        with torch.no_grad():
-            # RMS over each sample of error / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, eq. 4.10-4.11),
-            # with the RMS's sqrt(n) folded into the tolerances
-            scale = torch.maximum(step.y0.abs(), step.y1.abs()).mul_(rtol_n).add_(atol_n)
-            scaled = step.error / scale
-            ratio = scaled.abs() if feature_dims is None else torch.linalg.vector_norm(scaled, dim=feature_dims)
-            if ratio.dtype != torch.float64:
-                ratio = ratio.double()
-            if tangent_error is not None:
-                ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
+        ratio = _error_ratios(step, rtol_n, atol_n, feature_dims)
+        if tangent_error is not None:
+            ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
         accept, h_next, history = _adapt(controller, h, ratio, order, history)
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
@@ -353,19 +380,18 @@ def integrate_batch(
         new_ptr = torch.where(accept, torch.minimum(new_ptr, row_n_out), ptr)
         count = new_ptr - ptr
         finished = new_ptr >= row_n_out
-        stuck = tau + h_next <= tau
+        stuck = ~(tau + h_next > tau)  # also where h_next is NaN (a non-finite first step): no retries until the limit
         if iteration >= config.max_num_steps:
             stuck = torch.ones_like(stuck)
         if min_step > 0:
             stuck = stuck | ((h <= min_step) & ~torch.isfinite(ratio))
+        stiff = None
+        if stiffness is not None and stiffness.due(iteration):
+            stiff = stiffness.check_batch(step, accept, (tau_end - tau) / h_next, config.max_num_steps - iteration)
+            stuck = stuck | stiff
         n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
-        if n_drop:
-            # classify only when someone leaves (rare): success, or why it failed
-            code = torch.where(stuck, UNDERFLOW, RUNNING)
-            if iteration >= config.max_num_steps:
-                code = torch.where(stuck, MAX_STEPS, code)
-            code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
-            code = torch.where(finished, SUCCESS, code)
+        if n_drop:  # classify only when someone leaves (rare): success, or why it failed
+            code = _classify(finished, stuck, ratio, stiff, iteration >= config.max_num_steps)
 
         if n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
@@ -412,6 +438,7 @@ def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
     where = float(result.fail_t[first])
     raise cls(
         f"{failed.numel()} of {result.status.numel()} samples failed; sample {first}: {STATUS_NAMES[code]} at "
-        f"t={where:.9g}. Pass on_failure='report' to get the others' results and per-sample status instead.",
+        f"t={where:.9g}.{' ' + stiff_advice() if code == STIFF else ''} Pass on_failure='report' to get the others' "
+        "results and per-sample status instead.",
         t=where, dt=float(result.h_last[first]), stats=stats,
     )

@@ -202,8 +202,14 @@ def initial_step(func, t0: float, y0: torch.Tensor, f0: torch.Tensor, order: int
     d0 = norm_value(y0 / scale, norm)
     d1 = norm_value(f0 / scale, norm)
     if not (math.isfinite(d0) and math.isfinite(d1)):
-        what = "the initial state y0" if not math.isfinite(d0) else "the derivative f(t0, y0)"
-        raise NonFiniteStateError(f"{what} is not finite (NaN or inf) at t={t0:.9g}; cannot start the solve", t=t0)
+        if not bool(torch.isfinite(y0).all()):
+            what = "the initial state y0 is"
+        elif not bool(torch.isfinite(f0).all()):
+            what = "the derivative f(t0, y0) is"
+        else:  # finite state and derivative: the norm (a user's) or the tolerances made the error measure non-finite
+            what = (f"the error norm of y0 / (atol + rtol |y0|) is {d0:g} and of f(t0, y0) / (...) is {d1:g} although "
+                    "both are finite (check the norm option, and atol > 0 where y0 is 0): the error measure is")
+        raise NonFiniteStateError(f"{what} not finite (NaN or inf) at t={t0:.9g}; cannot start the solve", t=t0)
     if d0 < 1e-5 or d1 < 1e-5:
         h0 = 1e-6
     else:

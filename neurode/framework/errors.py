@@ -92,3 +92,11 @@ class EventNotFoundError(SolverError):
 
 class InvalidInputError(NeurodeError, ValueError):
     """Arguments to a solve (times, tolerances, options) are malformed."""
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument (or what a user's function returned) is of the wrong type: a Tensor expected, say."""
+
+
+class StiffProblemError(SolverError):
+    """An explicit method's steps were pinned by its stability, not its accuracy: the problem looks stiff."""

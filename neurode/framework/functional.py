@@ -41,6 +41,8 @@ def _method_name(method: str | None) -> str:
 
 def _filter_options(method: str, options: dict | None) -> dict:
     """torchdiffeq warns about (and ignores) options a method does not take; so does neurode.odeint."""
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(f"options must be a dict of solver and loop options, got {options!r}")
     options = dict(options or {})
     if not options:
         return options
@@ -60,6 +62,7 @@ def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_op
     problem, _ = build_problem(
         func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options,
         tangent_control=False,  # torchdiffeq's step sizes, for parity (neurode.solve controls the tangent too)
+        event_horizon=False,
     )
     # torchdiffeq counts max_num_steps per output interval; so does its drop-in
     problem.config.max_steps_per_output = True
@@ -128,14 +131,19 @@ def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
 
 
 def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, reverse_time: bool = False,
-                 odeint_interface: Callable = odeint, **kwargs):
+                 odeint_interface: Callable = odeint, t_max: float | None = None, **kwargs):
     """Solve until ``event_fn(t, y) = 0``; the event time is differentiable.
+
+    ``t_max`` (neurode's addition): raise ``EventNotFoundError`` if there is no event by then; without it
+    only ``max_num_steps`` bounds the search.
 
     Returns ``(event_t, y)`` with ``y`` the states at ``t0`` and at the event.
     Gradients of the event time follow from the implicit function theorem
     (Chen, Amos & Nickel 2021, "Learning neural event functions", eq. 6):
     ``dt*/dθ = -(∂g/∂θ) / (dg/dt)`` with ``dg/dt = ∂g/∂t + ∂g/∂y · f``.
     """
+    if t_max is not None:
+        kwargs["options"] = {**(kwargs.get("options") or {}), "t_max": t_max}
     t0 = t0.reshape(-1)
     t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
     event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)

@@ -29,14 +29,16 @@ import torch
 
 from neurode.framework.controller import IController, PIController, PIDController, initial_step, norm_value
 from neurode.framework.errors import (
-    EventNotFoundError,
     InvalidInputError,
     MaxStepsError,
     NonFiniteStateError,
+    SolverError,
     StepSizeUnderflowError,
 )
+from neurode.framework.events import EventSearch
 from neurode.framework.solution import SolveStats
 from neurode.framework.solver import AbstractSolver, Step
+from neurode.framework.stiffness import DEFAULT_NSTIFF, StiffnessDetector
 from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, unflatten_state
 
@@ -69,6 +71,11 @@ class LoopConfig:
     jump_t: Sequence[float] | None = None
     step_size: float | None = None
     grid_constructor: Callable | None = None
+    #: with an event function: the time by which the event must have happened (``EventNotFoundError`` after);
+    #: ``None``: no horizon, only ``max_num_steps`` bounds the search
+    t_max: float | None = None
+    #: accepted steps between two stiffness tests (Hairer's NSTIFF; 0 turns the test off), see stiffness.py
+    nstiff: int = DEFAULT_NSTIFF
 
     def validate(self) -> None:
         for name in ("rtol", "atol"):
@@ -88,6 +95,8 @@ class LoopConfig:
             raise InvalidInputError(f"min_step ({self.min_step}) must not exceed max_step ({self.max_step})")
         if not (isinstance(self.max_num_steps, int) and self.max_num_steps > 0):
             raise InvalidInputError(f"max_num_steps must be a positive integer, got {self.max_num_steps!r}")
+        if self.t_max is not None and not math.isfinite(self.t_max):
+            raise InvalidInputError(f"t_max must be a finite time, got {self.t_max!r}")
         if self.first_step is not None and not (self.first_step > 0 and math.isfinite(self.first_step)):
             raise InvalidInputError(f"first_step must be a positive finite number, got {self.first_step!r}")
         if self.step_size is not None:
@@ -139,6 +148,7 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
     if config.step_size is not None:
         # torchdiffeq's grid: ceil((t1 - t0) / dt + 1) points from t0, the last moved onto t1.
         start, end = tau_out[0], tau_out[-1]
+        _check_fixed_step_count(config, tau_out)
         n = int(math.ceil((end - start) / config.step_size + 1))
         grid = [start + k * config.step_size for k in range(n)]
         grid[-1] = end
@@ -146,7 +156,11 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
             grid.pop(-2)
         return grid
     if config.grid_constructor is not None:
-        grid_t = config.grid_constructor(func, y0, t)
+        try:
+            grid_t = config.grid_constructor(func, y0, t)
+        except TypeError as exc:  # most often the wrong signature
+            raise InvalidInputError(f"grid_constructor could not be called as grid_constructor(func, y0, t): {exc}") \
+                from None
         if not isinstance(grid_t, torch.Tensor) or grid_t.ndim != 1:
             raise InvalidInputError("grid_constructor must return a 1-D tensor of times")
         grid = [direction * float(g) for g in grid_t.detach().cpu().tolist()]
@@ -159,6 +173,27 @@ def _fixed_grid(config: LoopConfig, func, y0, t: torch.Tensor, tau_out: list[flo
             raise InvalidInputError("grid_constructor must return a strictly monotone grid in the direction of t")
         return grid
     return list(tau_out)
+
+
+def _check_fixed_step_count(config: LoopConfig, tau_out: list[float]) -> None:
+    """Raise :class:`MaxStepsError` before building a grid of more steps than ``max_num_steps`` allows.
+
+    Building the grid is itself O(steps): a step size of 1e-9 would hang in the list before the loop's own
+    step count could stop it.
+    """
+    if config.max_steps_per_output:
+        span = max((b - a for a, b in zip(tau_out, tau_out[1:])), default=0.0)
+    else:
+        span = tau_out[-1] - tau_out[0]
+    needed = math.ceil(span / config.step_size)
+    if needed > config.max_num_steps:
+        raise MaxStepsError(
+            f"step_size={config.step_size:.3g} needs {needed} steps to cover "
+            f"{'the longest output interval' if config.max_steps_per_output else 'the solve'} "
+            f"(length {span:.6g}), more than max_num_steps={config.max_num_steps}; use a larger step_size or "
+            "raise max_num_steps=...",
+            t=None, dt=config.step_size,
+        )
 
 
 def _sorted_after(values: Sequence[float] | None, tau0: float, direction: float) -> list[float]:
@@ -238,16 +273,19 @@ def integrate(
     jump_t = _sorted_after(config.jump_t, tau, direction)
     if set(step_t) & set(jump_t):
         raise InvalidInputError("step_t and jump_t must not share any time")
-    min_step, max_step = float(config.min_step), float(config.max_step)
+    # a step must be a number of the state's dtype (f's error can be 0 and the steps grow without bound)
+    min_step, max_step = float(config.min_step), min(float(config.max_step), torch.finfo(func.time_dtype).max)
 
-    # ---- event set-up
-    sign0 = None
-    event_fn_combined = None
-    if event_fn is not None:
-        event_fn_combined, sign0 = _combine_event_functions(event_fn, direction * tau, y0)
-        if sign0 == 0:  # already on the event
-            stats.nfe += func.nfe - nfe_start
-            return LoopResult([y0, y0], stats, event_t=direction * tau)
+    events = None if event_fn is None else EventSearch(event_fn, direction, tau, y0, config.t_max)
+    if events is not None and events.sign0 == 0:  # already on the event
+        stats.nfe += func.nfe - nfe_start
+        return LoopResult([y0, y0], stats, event_t=direction * tau)
+    tau_horizon = math.inf if events is None else events.tau_horizon
+    stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
+
+    def unfinished() -> tuple[float, int]:  # time and steps left to the step budget's goal (stiffness verdict)
+        goal = tau_horizon if events else tau_out[min(out_index, n_out - 1) if config.max_steps_per_output else -1]
+        return goal - tau, config.max_num_steps - (steps_since_output if config.max_steps_per_output else n_steps)
 
     # torchdiffeq's optional callbacks on the vector field: callback_step(t0, y0, dt) before each step,
     # callback_accept_step / callback_reject_step(t0, y0, dt) after the decision. As in torchdiffeq,
@@ -265,7 +303,6 @@ def integrate(
     tau_prev = tau
     n_steps = 0
     steps_since_output = 0
-    event_tau = None
     while True:
         # ---- outputs inside the last accepted step (tau_prev, tau]
         if last is not None and event_fn is None:
@@ -291,26 +328,21 @@ def integrate(
 
         if (steps_since_output if config.max_steps_per_output else n_steps) >= config.max_num_steps:
             stats.nfe += func.nfe - nfe_start
-            raise MaxStepsError(
-                f"max_num_steps={config.max_num_steps} reached"
-                f"{' within one output interval' if config.max_steps_per_output else ''} at t={direction * tau:.9g} "
-                f"with step size "
-                f"{h:.3g} before reaching t={t_list[-1]:.9g}; the problem may be stiff (try an implicit solver) or "
-                f"the tolerances too tight; raise the limit with max_num_steps=...",
-                t=direction * tau, dt=direction * h, stats=stats,
-            )
+            if not fixed:  # report the step that would be tried next, clipped as the loop would clip it
+                h = min(max(h, min_step), max_step) if math.isfinite(h) else min_step
+            raise _max_steps_error(config, direction * tau, direction * h, t_list[-1], event_fn is not None, stats)
 
         # ---- propose the step [tau, tau1]
         on_jump = False
         if fixed:
             if event_fn is not None:
-                tau1 = tau + float(config.step_size)
+                tau1 = min(tau + float(config.step_size), tau_horizon)
             else:
                 tau1 = grid[grid_index]
             h = tau1 - tau
         else:
-            if not math.isfinite(h):
-                h = min_step
+            if not math.isfinite(h):  # grown past the float range (an error of 0), or NaN
+                h = max_step if h == math.inf else min_step
             h = min(max(h, min_step), max_step)
             tau1 = tau + h
             clipped = False
@@ -318,15 +350,13 @@ def integrate(
                 tau1, clipped = step_t[0], True
             if jump_t and tau < jump_t[0] < tau1:
                 tau1, clipped, on_jump = jump_t[0], True, True
+            if tau1 > tau_horizon:
+                tau1, clipped = tau_horizon, True
             if clipped:  # otherwise keep h itself: tau1 - tau may round above min_step
                 h = tau1 - tau
-        if not tau1 > tau:
+        if not math.inf > tau1 > tau:
             stats.nfe += func.nfe - nfe_start
-            raise StepSizeUnderflowError(
-                f"step size underflow at t={direction * tau:.17g}: a step of {h:.3g} does not change t in "
-                f"float64; the solution may be blowing up or the problem is stiff",
-                t=direction * tau, dt=direction * h, stats=stats,
-            )
+            raise _step_size_error(direction * tau, direction * h, tau1, stats)
 
         if cb_step is not None:
             cb_step(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -373,6 +403,8 @@ def integrate(
             stats.h_last = direction * h
             if fixed and event_fn is None:
                 grid_index += 1
+            if stiffness is not None:
+                _counting(stats, func, nfe_start, stiffness.check, step, stats, unfinished)
             if step_t and tau == step_t[0]:
                 step_t.pop(0)
             if on_jump:
@@ -381,17 +413,16 @@ def integrate(
                 if record == "steps":
                     records[-1].jump = True
             # ---- events: a sign change of event_fn inside the step
-            if event_fn is not None:
-                sign1 = torch.sign(event_fn_combined(func.time(direction * tau), y))
-                if bool(sign1 != sign0):
-                    event_tau, theta = _find_event(solver, last, event_fn_combined, func, sign0, tau_prev, tau,
-                                                   direction, atol)
-                    y_event = solver.interpolate(last, theta)
-                    if record == "steps":
-                        records[-1].outputs.append((1, theta))
-                    stats.nfe += func.nfe - nfe_start
-                    stats.h_next = direction * h_next
-                    return LoopResult([y0, y_event], stats, event_t=direction * event_tau, records=records)
+            found = None if events is None else _counting(stats, func, nfe_start, events.locate, solver, last, func,
+                                                          tau_prev, tau, y, atol, stats)
+            if found is not None:
+                event_tau, theta = found
+                if record == "steps":
+                    records[-1].outputs.append((1, theta))
+                stats.nfe += func.nfe - nfe_start
+                stats.h_next = direction * h_next
+                return LoopResult([y0, solver.interpolate(last, theta)], stats, event_t=direction * event_tau,
+                                  records=records)
         else:
             if cb_reject is not None:
                 cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
@@ -404,6 +435,40 @@ def integrate(
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
         _check_finite_outputs(ys, t_list, stats)
     return LoopResult(ys, stats, records=records)
+
+
+def _counting(stats: SolveStats, func: VectorField, nfe_start: int, check: Callable, *args):
+    """``check(*args)``; if it raises, the solve's evaluations are counted in ``stats`` first, as at every failure."""
+    try:
+        return check(*args)
+    except SolverError:
+        stats.nfe += func.nfe - nfe_start
+        raise
+
+
+def _step_size_error(t: float, h: float, tau1: float, stats) -> SolverError:
+    if math.isinf(tau1):
+        return SolverError(f"the solve reached t={t:.6g}: a step of {h:.3g} leaves the range of float64 (the "
+                           "error estimate is 0 and the steps grew without bound); with an event that never "
+                           "happens, bound the search with t_max=...", t=t, dt=h, stats=stats)
+    return StepSizeUnderflowError(
+        f"step size underflow at t={t:.17g}: a step of {h:.3g} does not change t in float64; the solution may be "
+        "blowing up or the problem is stiff", t=t, dt=h, stats=stats)
+
+
+def _max_steps_error(config: LoopConfig, t: float, h: float, t_end: float, event: bool, stats) -> MaxStepsError:
+    if event:
+        horizon = "" if config.t_max is None else f" by t_max={config.t_max:.9g}"
+        goal = f"the event function changed sign{horizon} (pass t_max=... to bound the search)"
+    else:
+        goal = f"reaching t={t_end:.9g}"
+    return MaxStepsError(
+        f"max_num_steps={config.max_num_steps} reached"
+        f"{' within one output interval' if config.max_steps_per_output else ''} at t={t:.9g} with step size "
+        f"{abs(h):.3g} before {goal}; the problem may be stiff (try an implicit solver) or the tolerances too tight; "
+        "raise the limit with max_num_steps=...",
+        t=t, dt=h, stats=stats,
+    )
 
 
 def _warn_adaptive_only_callbacks(solver: AbstractSolver, cb_accept, cb_reject) -> None:
@@ -434,39 +499,3 @@ def _user_state(y: torch.Tensor, func: VectorField):
     if func.shapes is None:
         return y
     return unflatten_state(y, func.shapes)
-
-
-def _combine_event_functions(event_fn: Callable, t0: float, y0: torch.Tensor):
-    """Make every event function start positive and take the minimum (torchdiffeq ``combine_event_functions``)."""
-    t0_tensor = torch.scalar_tensor(t0, dtype=y0.real.dtype if y0.is_complex() else y0.dtype, device=y0.device)
-    with torch.no_grad():
-        initial_signs = torch.sign(event_fn(t0_tensor, y0))
-
-    def combined(t, y):
-        return torch.min(event_fn(t, y) * initial_signs)
-
-    with torch.no_grad():
-        sign0 = torch.sign(combined(t0_tensor, y0))
-    return combined, sign0
-
-
-def _find_event(solver, step, event_fn, func, sign0, tau0, tau1, direction, tol):
-    """Bisection on the dense interpolant down to ``atol`` (torchdiffeq ``find_event``)."""
-    tol_value = float(tol.max()) if isinstance(tol, torch.Tensor) else float(tol)
-    tol_value = max(tol_value, 1e-15 * max(1.0, abs(tau1)))
-    n_iter = max(0, int(math.ceil(math.log((tau1 - tau0) / tol_value) / math.log(2.0))))
-    lo, hi = tau0, tau1
-    with torch.no_grad():
-        for _ in range(n_iter):
-            mid = 0.5 * (lo + hi)
-            theta = (mid - tau0) / (tau1 - tau0)
-            y_mid = solver.interpolate(step, theta)
-            sign_mid = torch.sign(event_fn(func.time(direction * mid), y_mid))
-            if bool(sign_mid == sign0):
-                lo = mid
-            else:
-                hi = mid
-    event_tau = 0.5 * (lo + hi)
-    if not tau0 <= event_tau <= tau1:  # pragma: no cover - bisection stays inside
-        raise EventNotFoundError(f"event root finding left the step [{tau0}, {tau1}]")
-    return event_tau, (event_tau - tau0) / (tau1 - tau0)

@@ -33,6 +33,7 @@ import pluggy
 from neurode.framework import hookspecs
 from neurode.framework.errors import (
     DuplicateComponentError,
+    InvalidTypeError,
     PluginUnavailableError,
     UnknownComponentError,
 )
@@ -301,7 +302,12 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Component:
         """The component of ``kind`` called ``name``; clear errors otherwise."""
+        if not isinstance(kind, str):
+            raise UnknownComponentError("component kind", repr(kind), KINDS)
         table = self._table(kind)
+        if not isinstance(name, str):
+            raise InvalidTypeError(f"a {kind} name must be a string, got {name!r} ({type(name).__name__}); known "
+                                   f"{kind} names: {', '.join(sorted(table))}")
         if name in table:
             return table[name]
         conflict = self._conflicts.get((kind, name))

@@ -21,7 +21,7 @@ import torch
 
 from neurode.framework.adjoint import AbstractAdjoint, Problem, default_params
 from neurode.framework.controller import IController, PIController, PIDController
-from neurode.framework.errors import InvalidInputError
+from neurode.framework.errors import InvalidInputError, NonFiniteStateError
 from neurode.framework.explicit_rk import ExplicitRungeKutta
 from neurode.framework.loop import DEFAULT_MAX_NUM_STEPS, LoopConfig, rms_norm
 from neurode.framework.registry import get_registry
@@ -43,7 +43,7 @@ CONTROLLER_OPTIONS = frozenset(_FACTOR_OPTIONS + _PID_OPTIONS + _PI_OPTIONS)
 #: options consumed by the loop and the controller; the rest go to the solver
 LOOP_OPTIONS = frozenset(
     {"first_step", "min_step", "max_step", "max_num_steps", "step_t", "jump_t", "step_size",
-     "grid_constructor", "norm", "dtype"} | CONTROLLER_OPTIONS
+     "grid_constructor", "norm", "dtype", "t_max", "nstiff"} | CONTROLLER_OPTIONS
 )
 
 
@@ -91,7 +91,17 @@ def _tuple_tol(name: str, tol, shapes):
     if isinstance(tol, (tuple, list)):
         if len(tol) != len(shapes):
             raise InvalidInputError(f"{name} has {len(tol)} entries for a tuple state of {len(shapes)} tensors")
-        return torch.cat([torch.as_tensor(x, dtype=torch.float64).expand(s.numel()) for x, s in zip(tol, shapes)])
+        parts = []
+        for i, (x, s) in enumerate(zip(tol, shapes)):
+            if not isinstance(x, (int, float, torch.Tensor)) or isinstance(x, bool):
+                raise InvalidInputError(f"{name}[{i}] (for part {i} of the tuple state) must be a number or a "
+                                        f"tensor, got {x!r}")
+            x = torch.as_tensor(x, dtype=torch.float64)
+            if x.numel() != 1:
+                raise InvalidInputError(f"{name}[{i}] (for part {i} of the tuple state) must be a scalar, got shape "
+                                        f"{tuple(x.shape)}")
+            parts.append(x.reshape(()).expand(s.numel()))
+        return torch.cat(parts)
     return tol
 
 
@@ -99,20 +109,120 @@ def _as_tolerance(name: str, value, y0: torch.Tensor):
     if isinstance(value, torch.Tensor):
         if value.requires_grad:
             raise InvalidInputError(f"{name} cannot require gradient")
+        if value.is_complex() or not (torch.is_floating_point(value) or value.dtype in _INT_DTYPES):
+            raise InvalidInputError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        with torch.no_grad():
+            bad = ~torch.isfinite(value) | (value < 0)
+        if bool(bad.any()):
+            shown = value.detach().flatten()[bad.flatten()][:4].tolist()
+            raise InvalidInputError(f"{name} must be finite and >= 0 everywhere, got {shown} in {name} of shape "
+                                    f"{tuple(value.shape)}")
         if value.numel() == 1:
             return float(value)
+        try:
+            fits = torch.broadcast_shapes(value.shape, y0.shape) == y0.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise InvalidInputError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast to the state's shape {tuple(y0.shape)}; "
+                f"give a scalar, or a tensor that broadcasts to the state (one tolerance per component)")
         return value.to(device=y0.device, dtype=y0.real.dtype if y0.is_complex() else y0.dtype)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a number or a tensor, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{name} must be a number or a tensor, got {value!r}")
+    return float(value)
+
+
+def _check_tolerances(rtol, atol) -> None:
+    """Reject ``rtol`` and ``atol`` both zero for some component: its error would be divided by zero."""
+    both_zero = torch.as_tensor(rtol) == 0
+    both_zero = both_zero & (torch.as_tensor(atol) == 0)
+    if bool(both_zero.any()):
+        raise InvalidInputError(
+            f"rtol and atol are both 0 (rtol={_shown(rtol)}, atol={_shown(atol)}): the error tolerance "
+            "atol + rtol * |y| would be 0 where y is 0; give atol > 0 (or rtol > 0 for every component)")
+
+
+def _shown(value) -> str:
+    return f"{value!r}" if not isinstance(value, torch.Tensor) else f"tensor of shape {tuple(value.shape)}"
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def float_option(name: str, value) -> float:
+    """``value`` of the option ``name`` as a float: a number or a one-element tensor, else a clear error."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"option {name!r} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _int_option(name: str, value) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"option {name!r} must be a positive (finite) integer, got {value!r}")
     return value
 
 
+def _times_option(name: str, value) -> list[float]:
+    """``step_t``/``jump_t``: a sequence (or 1-D tensor) of finite times."""
+    if isinstance(value, torch.Tensor):
+        values = value.detach().cpu().reshape(-1).tolist()
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+    else:
+        raise InvalidInputError(
+            f"option {name!r} must be a sequence (list, tuple or 1-D tensor) of times, got {value!r}; "
+            f"write [{value!r}] for a single time")
+    try:
+        values = [float_option(name, v) for v in values]
+    except InvalidInputError:
+        raise InvalidInputError(f"option {name!r} must hold numbers only, got {value!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInputError(f"option {name!r} must hold finite times, got {values[:8]}")
+    return values
+
+
+def _check_finite_state(y0: torch.Tensor) -> None:
+    # also when no step is taken (t of one time): a NaN in y0 would come back as the "solution"
+    with torch.no_grad():
+        finite = bool(torch.isfinite(y0).all())
+    if not finite:
+        shown = y0.detach().flatten()[~torch.isfinite(y0.detach().flatten())][:4].tolist()
+        raise NonFiniteStateError(f"the initial state y0 is not finite: it holds {shown}", t=None)
+
+
+def _check_norm(norm, y0) -> None:
+    """Call the user's ``norm`` once on a probe: it must map the state to one finite number > 0."""
+    if not callable(norm):
+        raise InvalidInputError(f"option 'norm' must be callable as norm(x) -> scalar, got {norm!r}")
+    probe = torch.ones_like(y0) if isinstance(y0, torch.Tensor) else tuple(torch.ones_like(p) for p in y0)
+    try:
+        with torch.no_grad():
+            value = norm(probe)
+    except TypeError as exc:  # most often the wrong signature
+        raise InvalidInputError(f"option 'norm' could not be called as norm(x): {exc}") from None
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise InvalidInputError(f"option 'norm' must return a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"option 'norm' must return a number or a 0-d tensor, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(
+            f"option 'norm' returned {value!r} for a state of ones; a norm must return a finite number > 0 for a "
+            "nonzero state")
+
+
 def _make_controller(controller, options: dict) -> IController | PIController | PIDController:
-    factors = {k: float(options.pop(k)) for k in _FACTOR_OPTIONS if k in options}
-    pid = {k: float(options.pop(k)) for k in _PID_OPTIONS if k in options}
-    pi = {k: float(options.pop(k)) for k in _PI_OPTIONS if k in options}
+    factors = {k: float_option(k, options.pop(k)) for k in _FACTOR_OPTIONS if k in options}
+    pid = {k: float_option(k, options.pop(k)) for k in _PID_OPTIONS if k in options}
+    pi = {k: float_option(k, options.pop(k)) for k in _PI_OPTIONS if k in options}
     try:
         if controller is None:
             controller = "pid" if pid else "pi" if pi else "i"
@@ -155,7 +265,7 @@ def make_solver(solver: str | AbstractSolver, options: dict) -> tuple[AbstractSo
         reject_unknown_options(f"solver {solver!r}", factory, options, LOOP_OPTIONS - {"dtype"})
     try:
         instance = factory(**options)
-    except TypeError as exc:  # raised inside the factory: its own message is the explanation
+    except (TypeError, RuntimeError) as exc:  # raised inside the factory (RuntimeError: bool() of a tensor option)
         raise InvalidInputError(f"solver {solver!r} rejected the options {options}: {exc}") from None
     except ValueError as exc:
         raise InvalidInputError(f"solver {solver!r}: {exc}") from None
@@ -281,8 +391,13 @@ def build_problem(
     args=None,
     compile: bool | dict = False,
     tangent_control: bool | None = None,
+    event_horizon: bool = True,
 ) -> tuple[Problem, str]:
-    """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``)."""
+    """Normalise a solve's arguments into a :class:`Problem` (shared by ``solve`` and ``odeint``).
+
+    ``event_horizon``: with ``event_fn``, ``t[-1]`` bounds the event search unless ``t_max`` is given (``odeint``'s
+    ``t[1]`` only sets the direction, as in torchdiffeq, and passes ``False``).
+    """
     if not callable(func):
         raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     y0_flat, shapes = flatten_state(y0)
@@ -299,6 +414,12 @@ def build_problem(
             raise InvalidInputError(f"t must be a floating-point tensor, got {t!r}")
         if y0_flat.ndim < 1:
             raise InvalidInputError("per-sample solving needs y0 with a leading batch dimension")
+        if y0_flat.shape[0] == 0:
+            raise InvalidInputError(f"per-sample solving needs at least one sample, got y0 of shape "
+                                    f"{tuple(y0_flat.shape)} (an empty batch)")
+        if dense:
+            raise InvalidInputError("dense=True is not supported with per-sample solving (each sample has its own "
+                                    "steps); request the output times in t, one row per sample")
         if t.ndim == 1:
             check_times(t)
             t = t.expand(y0_flat.shape[0], -1)
@@ -318,7 +439,13 @@ def build_problem(
     rtol = _as_tolerance("rtol", rtol, y0_flat)
     atol = _as_tolerance("atol", atol, y0_flat)
 
+    _check_tolerances(rtol, atol)
+    if not per_sample:  # (per sample, a non-finite sample fails with its own status)
+        _check_finite_state(y0_flat)
+
     norm = options.pop("norm", None)
+    if norm is not None:
+        _check_norm(norm, y0 if shapes is not None else y0_flat)
     if shapes is not None:
         user_norm = norm if norm is not None else mixed_norm
 
@@ -329,20 +456,25 @@ def build_problem(
     controller = _make_controller(controller, loop_kwargs)
     for key in ("step_t", "jump_t"):
         if loop_kwargs.get(key) is not None:
-            value = loop_kwargs[key]
-            loop_kwargs[key] = [
-                float(v)
-                for v in (value.detach().cpu().reshape(-1).tolist() if isinstance(value, torch.Tensor) else value)
-            ]
-    for key in ("first_step", "min_step", "max_step", "step_size"):
+            loop_kwargs[key] = _times_option(key, loop_kwargs[key])
+    if "nstiff" in loop_kwargs:
+        loop_kwargs["nstiff"] = _int_option("nstiff", loop_kwargs["nstiff"])
+    if event_fn is not None and loop_kwargs.get("t_max") is None and len(t) >= 2 and event_horizon:
+        loop_kwargs["t_max"] = float(t[-1])  # solve's event search ends at the last output time
+    for key in ("first_step", "min_step", "max_step", "step_size", "t_max"):
         if loop_kwargs.get(key) is not None:
-            loop_kwargs[key] = float(loop_kwargs[key])
+            loop_kwargs[key] = float_option(key, loop_kwargs[key])
+    if loop_kwargs.get("min_step") is not None and not math.isfinite(loop_kwargs["min_step"]):
+        raise InvalidInputError(f"option 'min_step' must be a finite number >= 0, got {loop_kwargs['min_step']!r}")
+    if loop_kwargs.get("grid_constructor") is not None and not callable(loop_kwargs["grid_constructor"]):
+        raise InvalidInputError(f"option 'grid_constructor' must be callable as grid_constructor(func, y0, t), got "
+                                f"{loop_kwargs['grid_constructor']!r}")
     config = LoopConfig(
         rtol=rtol,
         atol=atol,
         norm=norm,
         controller=controller,
-        max_num_steps=int(loop_kwargs.pop("max_num_steps", DEFAULT_MAX_NUM_STEPS)),
+        max_num_steps=_int_option("max_num_steps", loop_kwargs.pop("max_num_steps", DEFAULT_MAX_NUM_STEPS)),
         **{k: v for k, v in loop_kwargs.items() if v is not None or k in ("step_size", "grid_constructor")},
     )
     config.max_num_steps = min(config.max_num_steps, 2**31 - 1)
@@ -376,6 +508,8 @@ def build_problem(
             raise InvalidInputError("tangent_control=True is not supported with compile=True (the compiled step "
                                     "takes no forward-mode tangent); use one or the other")
         solver_obj = CompiledRungeKutta(solver_obj, **(compile if isinstance(compile, dict) else {}))
+    if event_fn is not None and not callable(event_fn):
+        raise InvalidInputError(f"event_fn must be callable as event_fn(t, y) -> tensor, got {event_fn!r}")
     if event_fn is not None and shapes is not None:
         user_event_fn = event_fn
 
@@ -456,8 +590,10 @@ def solve(
             ``"pi"`` (Hairer's DOPRI5 PI control, option ``beta``; fewer
             rejected steps on oscillatory solutions), ``"pid"`` (options
             ``pcoeff``, ``icoeff``, ``dcoeff``) or a controller instance.
-        event_fn: stop at the first sign change of ``event_fn(t, y)``; only
-            ``t[0]`` is used then, and ``Solution.event_t`` holds the time.
+        event_fn: stop at the first sign change of ``event_fn(t, y)``; ``t[0]``
+            is the start, ``t[-1]`` (or the option ``t_max``) the horizon:
+            no sign change by then raises ``EventNotFoundError``.
+            ``Solution.event_t`` holds the time.
         adjoint_options: options of the gradient method (e.g. for
             ``backsolve``: ``rtol``, ``atol``, ``solver``, ``options``,
             ``norm="seminorm"``).
@@ -507,7 +643,11 @@ def solve(
             (default 100000), ``step_t``, ``jump_t``, ``norm``, ``safety``,
             ``ifactor``, ``dfactor``, ``pcoeff``/``icoeff``/``dcoeff`` (PID),
             and for fixed-step methods ``step_size``, ``grid_constructor``,
-            ``interp`` (``"linear"``/``"cubic"``), ``perturb``.
+            ``interp`` (``"linear"``/``"cubic"``), ``perturb``. neurode's own:
+            ``t_max`` (the event horizon), ``nstiff`` (accepted steps between
+            two stiffness tests, default 1000, 0 for none; a solve the step
+            limit cannot finish with its steps pinned at the explicit method's
+            stability limit raises ``StiffProblemError``, see ``stiffness.py``).
 
     Returns:
         :class:`Solution` with ``ys`` of shape ``(len(t), *y0.shape)`` and

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from neurode.framework.errors import InvalidInputError
+from neurode.framework.errors import InvalidInputError, InvalidTypeError, SolverError
 from neurode.framework.explicit_rk import prev_time
 from neurode.framework.solver import PERTURB_PREV
 
@@ -22,9 +22,22 @@ def flatten_state(y: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tenso
     if isinstance(y, torch.Tensor):
         return y, None
     if not isinstance(y, tuple) or not y or not all(isinstance(v, torch.Tensor) for v in y):
-        raise TypeError(f"y0 must be a Tensor or a non-empty tuple of Tensors, got {type(y).__name__}")
+        raise InvalidTypeError(f"y0 must be a Tensor or a non-empty tuple of Tensors, got {_describe(y)}")
+    # one flat vector has one dtype and device: promoting a part (float32 -> float64, int -> float) would hand
+    # back a state of another dtype than the one given, silently; the parts must agree
+    for i, v in enumerate(y[1:], start=1):
+        if v.dtype != y[0].dtype or v.device != y[0].device:
+            raise InvalidInputError(
+                f"every part of a tuple state must have one dtype and device: part 0 is {y[0].dtype} on "
+                f"{y[0].device}, part {i} is {v.dtype} on {v.device}; convert them to one dtype")
     shapes = [v.shape for v in y]
     return torch.cat([v.reshape(-1) for v in y]), shapes
+
+
+def _describe(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of ({', '.join(type(v).__name__ for v in value[:8])})"
+    return type(value).__name__
 
 
 def unflatten_state(
@@ -62,13 +75,22 @@ class VectorField:
         self.direction = 1.0
 
     def time(self, t: float) -> torch.Tensor:
-        return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+        try:
+            return torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+        except RuntimeError:  # "value cannot be converted to type float without overflow"
+            raise SolverError(
+                f"the solve reached t={t:.6g}, beyond the range of {self.time_dtype} (the state's dtype, in which f "
+                "receives t); with an event that never happens, bound the search with t_max=...", t=t) from None
 
     def __call__(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        version = _version(y)  # read outside the capture: the loop looking at y is not f reading it
         if self.capture is not None:
             with self.capture:
-                return self._evaluate(t, y, perturb)
-        return self._evaluate(t, y, perturb)
+                out = self._evaluate(t, y, perturb)
+        else:
+            out = self._evaluate(t, y, perturb)
+        _check_unchanged(y, version)
+        return out
 
     def _evaluate(self, t: float | torch.Tensor, y: torch.Tensor, perturb: int) -> torch.Tensor:
         self.nfe += 1
@@ -78,31 +100,61 @@ class VectorField:
             if perturb:
                 toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
                 t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
-            tt = torch.scalar_tensor(t, dtype=self.time_dtype, device=self.device)
+            tt = self.time(t)
         if self.shapes is None:
             out = self.func(tt, y) if self.args is None else self.func(tt, y, self.args)
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
+                raise InvalidTypeError(f"the vector field must return a Tensor, got {type(out).__name__}")
             if out.shape != y.shape:
                 raise InvalidInputError(
                     f"the vector field returned shape {tuple(out.shape)} for a state of shape {tuple(y.shape)}; "
                     "dy/dt must have the state's shape"
                 )
+            if out.dtype != y.dtype:
+                raise InvalidInputError(_dtype_message(out.dtype, y.dtype, ""))
             return out
         y_parts = unflatten_state(y, self.shapes)
         out = self.func(tt, y_parts) if self.args is None else self.func(tt, y_parts, self.args)
         if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"for a tuple state of {len(self.shapes)} tensors the vector field must return a tuple of "
-                f"{len(self.shapes)} tensors, got {type(out).__name__}"
+                f"{len(self.shapes)} tensors, got {_describe(out)}"
             )
         for i, (o, shape) in enumerate(zip(out, self.shapes)):
+            if not isinstance(o, torch.Tensor):
+                raise InvalidTypeError(
+                    f"the vector field returned {type(o).__name__} for part {i} of the tuple state; every part of "
+                    f"dy/dt must be a Tensor of shape {tuple(shape)}")
             if o.numel() != shape.numel():  # same size, other shape: accepted and flattened, as by torchdiffeq
                 raise InvalidInputError(
                     f"the vector field returned shape {tuple(o.shape)} for part {i} of the tuple state, whose "
                     f"shape is {tuple(shape)}; dy/dt must have the state's shape"
                 )
+            if o.dtype != y.dtype:
+                raise InvalidInputError(_dtype_message(o.dtype, y.dtype, f" for part {i} of the tuple state"))
         return torch.cat([o.reshape(-1) for o in out])
+
+
+def _dtype_message(got: torch.dtype, expected: torch.dtype, where: str) -> str:
+    # promoting the state to the field's dtype would hand back ys of another dtype (or complex) than y0's
+    return (f"the vector field returned dtype {got}{where}, but the state is {expected}; dy/dt must have the "
+            f"state's dtype (cast y0, or the field's output, so that they agree)")
+
+
+def _version(y: torch.Tensor) -> int | None:
+    """The state's version counter (bumped by every in-place operation on it or a view of it)."""
+    try:
+        return y._version
+    except RuntimeError:  # an inference-mode tensor has no version counter
+        return None
+
+
+def _check_unchanged(y: torch.Tensor, version: int | None) -> None:
+    # the state handed to f is the solver's: f modifying it in place changes the solution silently
+    if version is not None and y._version != version:
+        raise InvalidInputError(
+            "the vector field modified its input state y in place (e.g. y[0] = ..., y.mul_(...)); f(t, y) must "
+            "return dy/dt without changing y: compute on a copy (y = y.clone()) or use out-of-place operations")
 
 
 def slice_args(args, index: torch.Tensor):

@@ -126,3 +126,12 @@ def test_no_loader_advice_is_worded_for_the_command_line(runner, tmp_path):
     assert result.exit_code == 1
     assert "no loader recognises this path; pass --loader NAME." in result.stderr
     assert "loader=<name>" not in result.stderr
+
+
+def test_info_on_a_store_with_zero_trajectories(runner, tmp_path):
+    path = write_zarr(irregular_example().isel(trajectory=slice(0, 0)), tmp_path / "empty.zarr")
+    result = runner.invoke(app, ["data", "info", str(path), "--json"])
+    assert result.exit_code in (0, 1), result.output  # a report, or a user-facing error; never a crash (exit 3)
+    if result.exit_code == 0:
+        report = json.loads(result.stdout)
+        assert report["trajectories"] == 0 and report["time"]["min"] is None

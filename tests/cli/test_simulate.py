@@ -225,3 +225,11 @@ def test_options_are_checked_before_the_progress_bar(runner, tmp_path, args, mes
     assert message in result.output
     assert "simulating" not in result.output
     assert _files(tmp_path) == []
+
+
+def test_negative_seed_is_a_user_error(runner, tmp_path):
+    out = tmp_path / "s.zarr"
+    result = runner.invoke(app, ["simulate", "pendulum", "-o", str(out), "-n", "2", "--obs", "4", "--seed", "-1"])
+    assert result.exit_code == 1, result.output
+    assert "seed must be a non-negative integer, got -1" in result.output
+    assert not out.exists()

@@ -190,3 +190,38 @@ def test_the_static_order_is_visible_and_names_pick_columns(example):
     np.testing.assert_allclose(batch.static_by_name()["dose"].numpy(), with_dose.dose.values[:2])
     reordered = TrajectoryDataset(with_dose, static=["dose", "damping"])
     assert reordered.collate_fn(reordered.__getitems__([0])).static_names == ("dose", "damping")
+
+
+@pytest.mark.parametrize("key", ["dtype", "time_dtype"])
+def test_integer_dtypes_are_refused_instead_of_truncating(example, key):
+    # times 5.25 and 5.5 would both become 5 (and values truncate to 0)
+    with pytest.raises(DataError, match=f"{key} must be a floating torch dtype.*torch.int64"):
+        TrajectoryDataset(example, **{key: torch.int64})
+
+
+@pytest.mark.parametrize("index", [1.5, "1", None, True])
+def test_non_integer_index_is_refused_not_truncated(example, index):
+    dataset = TrajectoryDataset(example)
+    with pytest.raises(TypeError, match="trajectory indices must be integers"):
+        dataset[index]
+    assert dataset[np.int64(1)].index == 1
+
+
+def test_time_with_nan_in_the_middle_of_a_row_is_refused(example):
+    bad = example.copy(deep=True)
+    bad["time"].values[0, 2] = np.nan
+    with pytest.raises(DataError, match="after NaN padding"):
+        TrajectoryDataset(bad)
+    with pytest.raises(DataError, match="observations after NaN padding"):
+        TrajectoryDataset(bad, check_times=False)[0]
+
+
+@pytest.mark.parametrize("value", [None, {}, 3])
+def test_something_other_than_a_dataset_is_a_schema_error(value):
+    from neurode.datasets.errors import SchemaError
+    from neurode.datasets.schema import validate
+
+    with pytest.raises(SchemaError, match=f"expected an xarray.Dataset, got {type(value).__name__}"):
+        validate(value)
+    with pytest.raises(SchemaError, match="expected an xarray.Dataset"):
+        TrajectoryDataset(value)

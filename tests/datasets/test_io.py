@@ -219,3 +219,13 @@ def test_a_store_too_large_for_the_eager_time_check_is_checked_batch_by_batch(
     assert zarr_reads.chunks("time") == [], "a large store's times are not all read at load"
     with pytest.raises(DataError, match="trajectory 2: time repeats"):
         TrajectoryDataset(ds).__getitems__([2])
+
+
+@pytest.mark.parametrize("loader", [5, 3.5, ("zarr",)])
+def test_loader_that_is_not_a_name_is_a_clear_error(tmp_path, loader):
+    from neurode.datasets.examples import irregular_example
+    from neurode.framework.errors import InvalidTypeError
+
+    path = write_zarr(irregular_example(), tmp_path / "e.zarr")
+    with pytest.raises(InvalidTypeError, match="a loader name must be a string, got"):
+        neurode.load(path, loader=loader)

@@ -26,7 +26,9 @@ def test_trajectory_splits_are_disjoint_cover_everything_and_are_seeded():
 
 @pytest.mark.parametrize(
     ("fractions", "message"),
-    [((0.5, 0.5), "2 fractions for 3 split names"), ((0.8, 0.3, -0.1), "non-negative and sum to 1")],
+    [((0.5, 0.5), "2 fractions for 3 split names"), ((0.8, 0.3, -0.1), "non-negative and sum to 1"),
+     (("0.8", "0.1", "0.1"), "split fractions must be numbers"), ("abc", "must be a sequence of numbers"),
+     ((0.8, float("nan"), 0.1), "must be finite")],
 )
 def test_bad_fractions(fractions, message):
     with pytest.raises(DataError, match=message):
@@ -110,3 +112,9 @@ def test_a_split_that_fills_every_part_does_not_warn(example):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         split_by_trajectory(example)
+
+
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, None])
+def test_bad_seed_is_a_data_error_naming_it(seed):
+    with pytest.raises(DataError, match=f"seed must be a non-negative integer, got {seed!r}"):
+        split_by_trajectory(irregular_example(), seed=seed)
