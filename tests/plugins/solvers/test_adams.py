@@ -277,3 +277,24 @@ def test_unstable_explicit_adams_raises_instead_of_returning_a_blow_up(field):
         neurode.solve(func, y0, t, solver="explicit_adams", step_size=0.01, max_order=12)
     # the same formula at a step size inside its stability region is fine
     neurode.solve(func, y0, t, solver="explicit_adams", step_size=0.001, max_order=12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_explicit_adams_finds_an_event_to_the_precision_of_its_dtype(dtype):
+    # y' = 2y/t + t^4 sin 2t - t^2 + 4t^3 (exact solution below), stopped where y reaches its exact value at
+    # t = 23/9: in float32 the old default (max_order=12, unstable at h = 0.01) missed the time by 8 % and more
+    def f(t, y):
+        return 2 * y / t + t**4 * torch.sin(2 * t) - t**2 + 4 * t**3
+
+    def exact(t):
+        return (-0.5 * t**4 * torch.cos(2 * t) + 0.5 * t**3 * torch.sin(2 * t) + 0.25 * t**2 * torch.cos(2 * t)
+                - t**3 + 2 * t**4 + (math.pi - 0.25) * t**2)
+
+    target_t = 23 / 9
+    target = exact(torch.tensor(target_t, dtype=torch.float64)).to(dtype)
+    y0 = exact(torch.tensor([1.0], dtype=torch.float64)).to(dtype)
+    event_t, ys = neurode.odeint(f, y0, torch.tensor([1.0, 3.0], dtype=torch.float64), method="explicit_adams",
+                                 options={"step_size": 0.01, "interp": "cubic"},
+                                 event_fn=lambda t, y: (y - target).sum())
+    assert abs(float(event_t) - target_t) / target_t < (1e-5 if dtype == torch.float32 else 1e-7)
+    assert ys.dtype == dtype and float(((ys[-1] - target) / target).abs().max()) < 1e-5

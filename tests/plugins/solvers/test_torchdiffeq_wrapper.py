@@ -214,3 +214,30 @@ def test_the_lsoda_probe_tells_whether_min_step_bounds_the_steps():
         warnings.simplefilter("ignore")
         solve_ivp(f, (0.0, 10.0), [1.0], method="LSODA", rtol=1e-8, atol=1e-10, min_step=2.0)
     assert lsoda_honours_min_step() == (calls[0] < 40)  # about 10 evaluations when honoured, ~150 when not
+
+
+@pytest.mark.filterwarnings("ignore")  # LSODA complains about convergence when its steps are bounded below
+def test_min_step_bounds_the_steps_of_every_adaptive_route():
+    # torchdiffeq's TestMinMaxStep: min_step=2 on y' = Ay over [0, 10] makes far fewer evaluations, for neurode's
+    # own loop and for scipy's LSODA (where this scipy honours it: the test extra pins scipy < 1.17)
+    from neurode.plugins.solvers.torchdiffeq_wrapper import lsoda_honours_min_step
+
+    routes = [("dopri5", {})]
+    if lsoda_honours_min_step():
+        routes.append(("scipy_solver", {"solver": "LSODA"}))
+    else:
+        pytest.skip("this scipy's LSODA ignores min_step (scipy issue 25827); the wrapper warns instead")
+    A = torch.tensor([[-0.1, -2.0], [2.0, -0.1]], dtype=F64)
+    for method, options in routes:
+        counts = {}
+        for min_step in (0.0, 2.0):
+            calls = [0]
+
+            def f(t, y):
+                calls[0] += 1
+                return y @ A.T
+
+            neurode.odeint(f, torch.tensor([1.0, 0.5], dtype=F64), torch.linspace(0.0, 10.0, 11, dtype=F64),
+                           method=method, options={**options, "min_step": min_step})
+            counts[min_step] = calls[0]
+        assert counts[2.0] < 50 < counts[0.0], (method, counts)
