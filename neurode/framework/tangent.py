@@ -69,9 +69,14 @@ def _rows(x: torch.Tensor, ndim: int) -> torch.Tensor:
     return x.view(-1, *([1] * (ndim - 1)))
 
 
-def _rms(x: torch.Tensor, dims) -> torch.Tensor:
+def _rms(x: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    """RMS of ``x`` (a 0-d tensor), or of each sample (shaped to broadcast over ``x``) in the batch loop."""
     x = x.abs()
-    return x.square().mean().sqrt() if dims is None else x.square().mean(dim=dims).sqrt()
+    if not per_sample:
+        return x.square().mean().sqrt()
+    if x.ndim == 1:  # one number per sample
+        return x
+    return _rows(x.square().mean(dim=tuple(range(1, x.ndim))).sqrt(), x.ndim)
 
 
 class _Recording:
@@ -115,12 +120,9 @@ class _Variational:
         self.index += 1
         y_i = y_i.detach()
         # forward difference, eps = sqrt(machine eps) (1 + rms Y) / rms V (per sample in the batch loop)
-        dims = tuple(range(1, y_i.ndim)) if self.per_sample and y_i.ndim > 1 else None
         real = y_i.real.dtype if y_i.is_complex() else y_i.dtype
-        eps = (1.0 + _rms(y_i, dims)) * math.sqrt(torch.finfo(real).eps) / _rms(v, dims).clamp_min(
-            torch.finfo(real).tiny)
-        if dims is not None:
-            eps = _rows(eps, y_i.ndim)
+        eps = (1.0 + _rms(y_i, self.per_sample)) * math.sqrt(torch.finfo(real).eps) / _rms(
+            v, self.per_sample).clamp_min(torch.finfo(real).tiny)
         eps = eps.to(y_i.dtype)
         return (self.func(t_i, y_i + eps * v, *rest_i) - f_i.detach()) / eps
 

@@ -226,3 +226,18 @@ def test_rows_evaluated_count_the_tangents_evaluations(solver, tangent_control):
     sol = neurode.solve(Oscillator(), Y0[:1], _times(False)[:5], solver=solver, per_sample=True, rtol=1e-4,
                         atol=1e-6, tangent_control=tangent_control)
     assert sol.stats.nfe_rows == sol.stats.nfe
+
+
+def test_a_scalar_sample_takes_the_same_steps_in_any_batch():
+    # a per-sample state of shape (batch,): the forward difference's step is per sample, not over the batch
+    rate = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([1e-3, 50.0, -2.0], dtype=F64)
+    t = torch.linspace(0, 3, 4, dtype=F64)
+
+    def f(t_, y):
+        return -rate * torch.sin(y) * y
+
+    together = neurode.solve(f, y0, t, per_sample=True, rtol=1e-6, atol=1e-9)
+    for b in range(3):
+        alone = neurode.solve(f, y0[b:b + 1], t, per_sample=True, rtol=1e-6, atol=1e-9)
+        assert torch.equal(alone.ys[:, 0], together.ys[:, b])
