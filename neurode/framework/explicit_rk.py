@@ -259,12 +259,18 @@ class ExplicitRungeKutta(AbstractSolver):
                 return out
             weights = tab.interpolation_weights(theta)
             return _combine(step.y0, tuple((i, w) for i, w in enumerate(weights) if w != 0.0), k, step.h)
-        if self.interp == "linear":
-            if isinstance(theta, torch.Tensor):
-                theta = theta.to(step.y0.dtype)
-                return step.y0 + theta * (step.y1 - step.y0)
-            return torch.lerp(step.y0, step.y1, theta)
-        return cubic_hermite(step, theta)
+        return grid_interpolate(step, theta, self.interp)
+
+
+def grid_interpolate(step: Step, theta, interp: str):
+    """Between the ends of a step of a method without a dense interpolant: ``"linear"`` or ``"cubic"`` (Hermite),
+    torchdiffeq's ``interp`` option; a tensor ``theta`` keeps the output time differentiable."""
+    if interp == "linear":
+        if isinstance(theta, torch.Tensor):
+            theta = theta.to(step.y0.dtype)
+            return step.y0 + theta * (step.y1 - step.y0)
+        return torch.lerp(step.y0, step.y1, theta)
+    return cubic_hermite(step, theta)
 
 
 def cubic_hermite(step: Step, theta):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from neurode.framework.errors import InvalidInputError, SolverError
-from neurode.framework.explicit_rk import cubic_hermite
+from neurode.framework.explicit_rk import grid_interpolate
 from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
 
 _INTERPS = ("linear", "cubic")
@@ -183,14 +183,17 @@ class ImplicitRungeKutta(AbstractSolver):
         lu = (lu, pivots)
         scale = (self.atol + self.rtol * y0.detach().abs()).reshape(1, -1)
         roundoff = 10 * torch.finfo(real).eps
+        magnitude = 1.0 + y0.detach().abs().max()
         k = f0.unsqueeze(0).expand(s, *y0.shape).clone()
         previous = math.inf
         for _ in range(self.max_iters):
             residual = k - self._evaluate(func, t0, h, y0, a, k)
             delta = torch.linalg.lu_solve(*lu, residual.reshape(s * n, 1)).reshape(k.shape)
             k = k - delta
-            size = float((h * delta.detach()).reshape(s, -1).div(scale).abs().square().mean().sqrt())
-            relative = float((h * delta.detach()).abs().max() / (1.0 + y0.detach().abs().max()))
+            step_change = h * delta.detach()
+            # one host synchronisation per iteration: both convergence measures in one read
+            size, relative = torch.stack([step_change.reshape(s, -1).div(scale).abs().square().mean().sqrt(),
+                                          step_change.abs().max() / magnitude]).tolist()
             if not math.isfinite(size):
                 break  # diverged: say so at once, below
             if relative <= roundoff:
@@ -209,14 +212,6 @@ class ImplicitRungeKutta(AbstractSolver):
         return Step(t0, h, y0, y1, state, (), None, dense=[f0], func=func)
 
     def interpolate(self, step: Step, theta):
-        if isinstance(theta, float):
-            if theta == 0.0:
-                return step.y0
-            if theta == 1.0:
-                return step.y1
-        if self.interp == "cubic":
-            return cubic_hermite(step, theta)
-        if isinstance(theta, torch.Tensor):
-            theta = theta.to(step.y0.dtype)
-            return step.y0 + theta * (step.y1 - step.y0)
-        return torch.lerp(step.y0, step.y1, theta)
+        if isinstance(theta, float) and theta in (0.0, 1.0):
+            return step.y0 if theta == 0.0 else step.y1
+        return grid_interpolate(step, theta, self.interp)

@@ -47,61 +47,11 @@ from neurode.framework.model import AbstractModel, SolveSettings
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
 from neurode.plugins.models import elbo
+from neurode.plugins.models.inputs import check_batch, check_times, forecast_grid
 from neurode.plugins.models.irregular_scan import observation_kinds, scan
 from neurode.plugins.models.recurrent_cells import build_cell
 
 ENCODERS = {"rnn": "delta_t", "ode_rnn": "ode"}
-
-
-def forecast_grid(t0: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample solve grid from ``t0`` ``[batch]`` through ``times`` ``[batch, T]`` (increasing, >= t0).
-
-    Returns ``grid`` ``[batch, T + 1]`` — ``t0``, then each row's times after
-    ``t0``, NaN-padded — and ``position`` ``[batch, T]``, where each requested
-    time sits in ``grid`` (0 for a time equal to ``t0``: that is z0 itself).
-    """
-    later = times > t0[:, None]
-    at_start = (~later).sum(1, keepdim=True)
-    column = torch.arange(times.shape[1], device=times.device)[None, :]
-    position = torch.where(later, 1 + column - at_start, torch.zeros_like(column))
-    grid = torch.full((times.shape[0], times.shape[1] + 1), float("nan"), dtype=times.dtype, device=times.device)
-    grid[:, 0] = t0
-    grid.scatter_(1, position, torch.where(later, times, t0[:, None].expand_as(times)))
-    return grid, position
-
-
-def check_times(times, t0: torch.Tensor, model: str) -> torch.Tensor:
-    """``times`` as ``[batch, T]``, refused unless strictly increasing per row and none before that row's ``t0``."""
-    batch = t0.shape[0]
-    times = torch.as_tensor(times, dtype=t0.dtype, device=t0.device)
-    if times.ndim == 1:
-        times = times.expand(batch, -1)
-    if times.ndim != 2 or times.shape[0] != batch or times.shape[1] == 0:
-        raise InvalidInputError(f"{model}: prediction times must be [T] or [{batch}, T] with T >= 1, "
-                                f"got shape {tuple(times.shape)}")
-    if not bool(torch.isfinite(times).all()):
-        raise InvalidInputError(f"{model}: prediction times must be finite")
-    if times.shape[1] > 1 and not bool((times[:, 1:] > times[:, :-1]).all()):
-        raise InvalidInputError(f"{model}: prediction times must be strictly increasing along each row")
-    early = times < t0[:, None]
-    if bool(early.any()):
-        row = int(early.any(1).nonzero()[0])
-        raise InvalidInputError(
-            f"{model}: prediction time {float(times[row][early[row]][0]):g} is before trajectory {row}'s first "
-            f"observation at t0={float(t0[row]):g}; the latent state z0 is inferred at t0 and carried forward")
-    return times
-
-
-def check_batch(model, batch) -> None:
-    """Refuse a batch that is not padded or has the wrong number of features or statics."""
-    name = type(model).__name__
-    if batch.mode != PADDED:
-        raise InvalidInputError(f"{name} takes padded batches (each trajectory on its own times), "
-                                f"got mode {batch.mode!r}")
-    if batch.values.shape[-1] != model.n_features or batch.static.shape[-1] != model.n_static:
-        raise InvalidInputError(
-            f"{name} was built for {model.n_features} features and {model.n_static} static variables, "
-            f"got a batch with {batch.values.shape[-1]} and {batch.static.shape[-1]}")
 
 
 class LatentODE(AbstractModel):
@@ -233,7 +183,8 @@ class LatentODE(AbstractModel):
             pred = torch.where(batch.time_mask[None, :, :, None], pred, torch.full_like(pred, float("nan")))
         else:
             t0 = batch.times[:, 0]
-            grid, position = forecast_grid(t0, check_times(times, t0, "latent_ode"))
+            grid, position = forecast_grid(t0, check_times(times, t0, "latent_ode", t0=t0, after_t0=(
+                "the latent state z0 is inferred at t0 and carried forward")))
             decoded = self.decode(z0, grid)
             pred = decoded.gather(2, position[None, :, :, None].expand(z0.shape[0], -1, -1, decoded.shape[-1]))
         return pred[0] if samples is None else pred

@@ -33,6 +33,7 @@ from neurode.framework.errors import InvalidInputError
 from neurode.framework.model import AbstractModel, SolveSettings
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
+from neurode.plugins.models.inputs import check_batch, check_times, forecast_grid
 
 INITIAL_STATES = ("first", "encoder")
 
@@ -138,7 +139,7 @@ class NeuralODE(AbstractModel):
         return mse, metrics
 
     def predict(self, batch, times: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_batch(batch)
+        check_batch(self, batch, "neural_ode")
         z0 = self.initial_latent(batch)
         t0 = batch.times[:, 0]
         if times is None:
@@ -161,15 +162,6 @@ class NeuralODE(AbstractModel):
         }
 
     # ------------------------------------------------------------------ pieces
-
-    def _check_batch(self, batch) -> None:
-        if batch.mode != PADDED:
-            raise InvalidInputError(f"neural_ode takes padded batches (each trajectory on its own times), "
-                                    f"got mode {batch.mode!r}")
-        if batch.values.shape[-1] != self.n_features or batch.static.shape[-1] != self.n_static:
-            raise InvalidInputError(
-                f"neural_ode was built for {self.n_features} features and {self.n_static} static variables, "
-                f"got a batch with {batch.values.shape[-1]} and {batch.static.shape[-1]}")
 
     def initial_latent(self, batch) -> torch.Tensor:
         """z0 at each trajectory's first observation time."""
@@ -218,32 +210,9 @@ class NeuralODE(AbstractModel):
 
     def _solve_at(self, z0, t0, times, static) -> torch.Tensor:
         """Latent states at ``times`` (``[T]`` or ``[batch, T]``, increasing, each >= that trajectory's t0)."""
-        batch = z0.shape[0]
-        times = torch.as_tensor(times, dtype=t0.dtype, device=t0.device)
-        if times.ndim == 1:
-            times = times.expand(batch, -1)
-        if times.ndim != 2 or times.shape[0] != batch or times.shape[1] == 0:
-            raise InvalidInputError(f"prediction times must be [T] or [{batch}, T] with T >= 1, "
-                                    f"got shape {tuple(times.shape)}")
-        if times.shape[1] > 1 and not bool((times[:, 1:] > times[:, :-1]).all()):
-            raise InvalidInputError("prediction times must be strictly increasing")
-        early = times < t0[:, None]
-        if bool(early.any()):
-            row = int(early.any(1).nonzero()[0])
-            raise InvalidInputError(
-                f"prediction time {float(times[row][early[row]][0]):g} is before trajectory {row}'s first "
-                f"observation at t0={float(t0[row]):g}; neural_ode predicts forward from t0")
-        # Times equal to t0 are z0 itself; the solve covers the later ones,
-        # shifted left so the per-sample grid is [t0, later times..., NaN padding].
-        length = times.shape[1]
-        dropped = (times <= t0[:, None]).sum(1)
-        column = torch.arange(length, device=times.device)
-        source = column[None, :] + dropped[:, None]
-        later = torch.where(source < length, times.gather(1, source.clamp(max=length - 1)),
-                            torch.full_like(times, float("nan")))
-        grid = torch.cat([t0[:, None], later], dim=1)
+        times = check_times(times, t0, "neural_ode", t0=t0, after_t0="neural_ode predicts forward from t0")
+        grid, position = forecast_grid(t0, times)
         latent = self._solve(z0, grid, static)
-        position = torch.where(column[None, :] < dropped[:, None], 0, 1 + column[None, :] - dropped[:, None])
         return latent.gather(1, position.unsqueeze(-1).expand(-1, -1, latent.shape[-1]))
 
 

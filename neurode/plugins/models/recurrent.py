@@ -34,8 +34,8 @@ from neurode import hookimpl
 from neurode.datasets.batch import PADDED
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.model import AbstractModel, SolveSettings
+from neurode.plugins.models.inputs import check_batch, check_times
 from neurode.plugins.models.irregular_scan import merge_queries, observation_kinds, scan
-from neurode.plugins.models.latent_ode import check_batch
 from neurode.plugins.models.recurrent_cells import build_cell
 
 
@@ -91,7 +91,7 @@ class RecurrentForecaster(AbstractModel):
                           observation_kinds(batch.time_mask), record=True).before
             pred = self.decoder(states)
             return torch.where(batch.time_mask.unsqueeze(-1), pred, torch.full_like(pred, float("nan")))
-        times = self._check_times(times, batch)
+        times = check_times(times, batch.times, self.name)
         merged = merge_queries(batch.times, batch.values, batch.mask, batch.time_mask, times)
         states = scan(self.recurrent, h0, merged.times, merged.values, merged.mask, merged.kind, record=True).before
         at_queries = states.gather(1, merged.query_position.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
@@ -99,20 +99,6 @@ class RecurrentForecaster(AbstractModel):
 
     def solve_stats(self) -> dict[str, float]:
         return self.recurrent.stats()
-
-    def _check_times(self, times, batch) -> torch.Tensor:
-        size = batch.batch_size
-        times = torch.as_tensor(times, dtype=batch.times.dtype, device=batch.times.device)
-        if times.ndim == 1:
-            times = times.expand(size, -1)
-        if times.ndim != 2 or times.shape[0] != size or times.shape[1] == 0:
-            raise InvalidInputError(f"{self.name}: prediction times must be [T] or [{size}, T] with T >= 1, "
-                                    f"got shape {tuple(times.shape)}")
-        if not bool(torch.isfinite(times).all()):
-            raise InvalidInputError(f"{self.name}: prediction times must be finite")
-        if times.shape[1] > 1 and not bool((times[:, 1:] > times[:, :-1]).all()):
-            raise InvalidInputError(f"{self.name}: prediction times must be strictly increasing along each row")
-        return times
 
 
 class ODERNN(RecurrentForecaster):
