@@ -35,6 +35,7 @@ import torch
 
 from neurode.framework.errors import InvalidInputError, SolverError
 from neurode.framework.explicit_rk import grid_interpolate
+from neurode.framework.jacobian import dense_jacobian, unwatched
 from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
 
 _INTERPS = ("linear", "cubic")
@@ -64,29 +65,6 @@ class ImplicitTableau:
     @property
     def stages(self) -> int:
         return len(self.c)
-
-
-def _jacobian(f, y0: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
-    """``∂f/∂y`` at ``y0`` as an ``(n, n)`` matrix: by autograd, or by forward differences where ``f`` cannot be
-    differentiated again (a continuous adjoint's augmented dynamics differentiates ``f`` itself, without a graph
-    to differentiate twice). It only preconditions the simplified Newton iteration, so differences serve."""
-    n = y0.numel()
-    with torch.enable_grad():
-        point = y0.requires_grad_(True) if not y0.requires_grad else y0
-        for vectorize in (True, False):  # vmap cannot batch every f (in-place ops, data-dependent control flow)
-            try:
-                return torch.autograd.functional.jacobian(f, point, vectorize=vectorize).detach().reshape(n, n)
-            except RuntimeError:
-                continue
-    with torch.no_grad():
-        real = y0.real.dtype if y0.is_complex() else y0.dtype
-        eps = math.sqrt(torch.finfo(real).eps) * (1.0 + y0.abs().reshape(-1))
-        columns = []
-        for j in range(n):
-            shifted = y0.reshape(-1).clone()
-            shifted[j] += eps[j]
-            columns.append(((f(shifted.view_as(y0)) - f0) / eps[j]).reshape(-1))
-        return torch.stack(columns, dim=1)
 
 
 class ImplicitRungeKutta(AbstractSolver):
@@ -163,18 +141,10 @@ class ImplicitRungeKutta(AbstractSolver):
         start = PERTURB_NEXT if self.perturb else PERTURB_NONE
         f0 = func(t0, y0, start)
         # the iteration matrix I - h (A ⊗ J), J = ∂f/∂y(t0, y0), factored once per step
-        # under grad mode, unwatched: a gradient method's TensorCapture (capture.py) must see only what f reads,
-        # not the tensors this differentiation makes
-        capture = getattr(func, "capture", None)
-        if capture is not None:
-            func.capture = None
-        try:
-            jacobian = _jacobian(lambda y: func(t0, y, start), y0.detach(), f0.detach())
-        finally:
-            if capture is not None:
-                func.capture = capture
+        with unwatched(func):
+            jac = dense_jacobian(lambda y: func(t0, y, start), y0.detach(), f0.detach())
         eye = torch.eye(s * n, dtype=y0.dtype, device=y0.device)
-        lu, pivots, info = torch.linalg.lu_factor_ex(eye - h * torch.kron(a.detach(), jacobian))
+        lu, pivots, info = torch.linalg.lu_factor_ex(eye - h * torch.kron(a.detach(), jac))
         if int(info) != 0:
             raise SolverError(
                 f"{self.name}: the Newton iteration matrix I - h (A ⊗ ∂f/∂y) is singular at t={t0:.9g} with step "

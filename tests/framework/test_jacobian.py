@@ -1,0 +1,111 @@
+"""The Jacobians implicit methods build: dense, per-sample blocks, user-supplied, forward differences."""
+
+import pytest
+import torch
+
+from neurode.framework.errors import InvalidInputError
+from neurode.framework.jacobian import block_jacobian, dense_jacobian, difference_jvp, jacobian, user_jacobian
+
+
+def robertson(y):
+    """Robertson's kinetics, per sample: y of shape (B, 3)."""
+    y1, y2, y3 = y.unbind(-1)
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3,
+                        0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2**2,
+                        3e7 * y2**2], dim=-1)
+
+
+def robertson_jacobian(y):
+    y1, y2, y3 = y.unbind(-1)
+    zero = torch.zeros_like(y1)
+    rows = [torch.stack([-0.04 + zero, 1e4 * y3, 1e4 * y2], -1),
+            torch.stack([0.04 + zero, -1e4 * y3 - 6e7 * y2, -1e4 * y2], -1),
+            torch.stack([zero, 6e7 * y2, zero], -1)]
+    return torch.stack(rows, dim=-2)
+
+
+@pytest.fixture
+def states():
+    torch.manual_seed(0)
+    return torch.rand(5, 3, dtype=torch.float64) * torch.tensor([1.0, 1e-4, 1.0], dtype=torch.float64)
+
+
+def test_block_jacobian_is_the_closed_form_per_sample(states):
+    blocks = block_jacobian(robertson, states)
+    assert blocks.shape == (5, 3, 3)
+    torch.testing.assert_close(blocks, robertson_jacobian(states), rtol=1e-12, atol=1e-12)
+
+
+def test_block_jacobian_matches_the_diagonal_blocks_of_the_dense_one(states):
+    dense = dense_jacobian(robertson, states).reshape(5, 3, 5, 3)
+    blocks = block_jacobian(robertson, states)
+    for b in range(5):
+        torch.testing.assert_close(blocks[b], dense[b, :, b, :])
+        others = torch.cat([dense[b, :, :b, :], dense[b, :, b + 1:, :]], dim=1)
+        assert torch.count_nonzero(others) == 0
+
+
+def test_block_jacobian_of_a_state_with_several_dimensions():
+    weight = torch.randn(6, 6, dtype=torch.float64)
+
+    def f(y):  # (B, 2, 3) -> (B, 2, 3)
+        return torch.tanh(y.reshape(y.shape[0], 6) @ weight.T).reshape(y.shape)
+
+    y = torch.randn(4, 2, 3, dtype=torch.float64)
+    blocks = block_jacobian(f, y)
+    for b in range(4):
+        expected = torch.autograd.functional.jacobian(lambda z: f(z.unsqueeze(0))[0], y[b]).reshape(6, 6)
+        torch.testing.assert_close(blocks[b], expected)
+
+
+def test_block_jacobian_falls_back_to_differences_without_a_graph(states):
+    def no_graph(y):
+        with torch.no_grad():
+            return robertson(y)
+
+    blocks = block_jacobian(no_graph, states)
+    torch.testing.assert_close(blocks, robertson_jacobian(states), rtol=1e-3, atol=1e-6)
+
+
+def test_dense_jacobian_falls_back_to_differences_without_a_graph():
+    a = torch.tensor([[-2.0, 1.0], [0.5, -3.0]], dtype=torch.float64)
+
+    def no_graph(y):
+        with torch.no_grad():
+            return a @ y
+
+    torch.testing.assert_close(dense_jacobian(no_graph, torch.tensor([1.0, 2.0], dtype=torch.float64)), a)
+
+
+def test_block_jacobian_works_for_an_f_vmap_cannot_batch(states):
+    def in_place(y):
+        out = robertson(y).clone()
+        if float(out.abs().sum()) > -1:  # data-dependent control flow
+            out.mul_(1.0)
+        return out
+
+    torch.testing.assert_close(block_jacobian(in_place, states), robertson_jacobian(states))
+
+
+def test_user_jacobian_is_checked_and_reshaped(states):
+    out = jacobian(robertson, states, per_sample=True, jac=lambda t, y: robertson_jacobian(y), t=0.0)
+    torch.testing.assert_close(out, robertson_jacobian(states))
+    flat = torch.zeros(15, 15, dtype=torch.float64)
+    assert user_jacobian(lambda t, y: flat.reshape(5, 3, 5, 3), 0.0, states, per_sample=False).shape == (15, 15)
+    with pytest.raises(InvalidInputError, match=r"returned shape \(3, 3\).*expected \(batch, d, d\)"):
+        user_jacobian(lambda t, y: torch.zeros(3, 3), 0.0, states, per_sample=True)
+    with pytest.raises(InvalidInputError, match="must return a tensor"):
+        user_jacobian(lambda t, y: [[0.0]], 0.0, states, per_sample=True)
+
+
+def test_difference_jvp_approximates_the_jacobian_product():
+    a = torch.tensor([[-2.0, 1.0], [0.5, -3.0]], dtype=torch.float64)
+    y = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    v = torch.tensor([0.3, -0.7], dtype=torch.float64)
+
+    def f(z):
+        return a @ z + 0.1 * z**2
+
+    expected = (a + torch.diag(0.2 * y)) @ v
+    torch.testing.assert_close(difference_jvp(f, y, v, f(y)), expected, rtol=1e-6, atol=1e-6)
+    assert torch.count_nonzero(difference_jvp(f, y, torch.zeros(2, dtype=torch.float64), f(y))) == 0
