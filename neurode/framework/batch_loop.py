@@ -280,7 +280,7 @@ def integrate_batch(
     controller = config.controller
     min_step, max_step = float(config.min_step), float(config.max_step)
     func.direction = direction
-    nfe_start = func.nfe
+    nfe_start = func.counts()
     full_args = func.args
     evals_per_step = solver.tableau.stages - (1 if solver.tableau.fsal else 0)
     state_ndim = y0.ndim
@@ -418,7 +418,7 @@ def integrate_batch(
     flat = torch.full((batch * n_times, *feature_shape), math.nan, dtype=y0.dtype, device=device)
     ys = flat.index_put((torch.cat(out_index),), torch.cat(out_value)).view(batch, n_times, *feature_shape)
     func.args = full_args
-    stats.nfe += func.nfe - nfe_start
+    func.tally(stats, nfe_start)
     stats.nfe_rows += rows
     total_acc, total_rej = int(n_acc_all.sum()), int(n_rej_all.sum())
     stats.n_accepted += total_acc

@@ -35,7 +35,7 @@ import torch
 
 from neurode.framework.errors import InvalidInputError, SolverError
 from neurode.framework.explicit_rk import grid_interpolate
-from neurode.framework.jacobian import dense_jacobian, unwatched
+from neurode.framework.jacobian import dense_jacobian, record, unwatched
 from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
 
 _INTERPS = ("linear", "cubic")
@@ -145,6 +145,7 @@ class ImplicitRungeKutta(AbstractSolver):
             jac = dense_jacobian(lambda y: func(t0, y, start), y0.detach(), f0.detach())
         eye = torch.eye(s * n, dtype=y0.dtype, device=y0.device)
         lu, pivots, info = torch.linalg.lu_factor_ex(eye - h * torch.kron(a.detach(), jac))
+        record(func, jacobians=1, factorisations=1)
         if int(info) != 0:
             raise SolverError(
                 f"{self.name}: the Newton iteration matrix I - h (A ⊗ ∂f/∂y) is singular at t={t0:.9g} with step "

@@ -58,6 +58,14 @@ def unwatched(func):
             func.capture = capture
 
 
+def record(func, *, jacobians: int = 0, factorisations: int = 0) -> None:
+    """Count Jacobians formed and matrices factored on the loop's vector field (``VectorField.n_jac``/``n_lu``,
+    reported in ``SolveStats``); a plain callable (a solver's ``step`` called directly) counts nothing."""
+    if hasattr(func, "n_jac"):
+        func.n_jac += jacobians
+        func.n_lu += factorisations
+
+
 def _difference_step(y: torch.Tensor) -> torch.Tensor:
     """Per-component forward-difference increments ``√eps (1 + |y|)`` (Hairer & Wanner II, §IV.8)."""
     real = y.real.dtype if y.is_complex() else y.dtype

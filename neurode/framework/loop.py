@@ -228,7 +228,7 @@ def integrate(
     stats = SolveStats() if stats is None else stats
     if y0.requires_grad and not torch.is_grad_enabled():
         y0 = y0.detach()  # f then sees the same kind of tensor at every call: no recompiles of a compiled f
-    nfe_start = func.nfe
+    nfe_start = func.counts()
     t_list = [float(v) for v in t.detach().to(dtype=torch.float64, device="cpu").tolist()]
     n_out = len(t_list)
     direction = 1.0
@@ -278,7 +278,7 @@ def integrate(
 
     events = None if event_fn is None else EventSearch(event_fn, direction, tau, y0, config.t_max)
     if events is not None and events.sign0 == 0:  # already on the event
-        stats.nfe += func.nfe - nfe_start
+        func.tally(stats, nfe_start)
         return LoopResult([y0, y0], stats, event_t=direction * tau)
     tau_horizon = math.inf if events is None else events.tau_horizon
     stiffness = None if fixed else StiffnessDetector.for_solver(solver, config.nstiff)
@@ -327,7 +327,7 @@ def integrate(
             break
 
         if (steps_since_output if config.max_steps_per_output else n_steps) >= config.max_num_steps:
-            stats.nfe += func.nfe - nfe_start
+            func.tally(stats, nfe_start)
             if not fixed:  # report the step that would be tried next, clipped as the loop would clip it
                 h = min(max(h, min_step), max_step) if math.isfinite(h) else min_step
             raise _max_steps_error(config, direction * tau, direction * h, t_list[-1], event_fn is not None, stats)
@@ -355,7 +355,7 @@ def integrate(
             if clipped:  # otherwise keep h itself: tau1 - tau may round above min_step
                 h = tau1 - tau
         if not math.inf > tau1 > tau:
-            stats.nfe += func.nfe - nfe_start
+            func.tally(stats, nfe_start)
             raise _step_size_error(direction * tau, direction * h, tau1, stats)
 
         if cb_step is not None:
@@ -378,7 +378,7 @@ def integrate(
             if not math.isfinite(ratio):
                 accept = False
                 if h <= min_step or not (tau + h_next > tau):
-                    stats.nfe += func.nfe - nfe_start
+                    func.tally(stats, nfe_start)
                     raise NonFiniteStateError(
                         f"the state became non-finite (NaN or inf) in a step from t={direction * tau:.9g} "
                         f"with step size {direction * h:.3g}, and shrinking the step did not help",
@@ -419,7 +419,7 @@ def integrate(
                 event_tau, theta = found
                 if record == "steps":
                     records[-1].outputs.append((1, theta))
-                stats.nfe += func.nfe - nfe_start
+                func.tally(stats, nfe_start)
                 stats.h_next = direction * h_next
                 return LoopResult([y0, solver.interpolate(last, theta)], stats, event_t=direction * event_tau,
                                   records=records)
@@ -429,7 +429,7 @@ def integrate(
             stats.n_rejected += 1
         h = h_next
 
-    stats.nfe += func.nfe - nfe_start
+    func.tally(stats, nfe_start)
     stats.h_next = direction * h
     if fixed:
         # fixed steps have no error estimate to notice NaN: check the outputs once, after the solve
@@ -437,12 +437,12 @@ def integrate(
     return LoopResult(ys, stats, records=records)
 
 
-def _counting(stats: SolveStats, func: VectorField, nfe_start: int, check: Callable, *args):
+def _counting(stats: SolveStats, func: VectorField, nfe_start: tuple[int, int, int], check: Callable, *args):
     """``check(*args)``; if it raises, the solve's evaluations are counted in ``stats`` first, as at every failure."""
     try:
         return check(*args)
     except SolverError:
-        stats.nfe += func.nfe - nfe_start
+        func.tally(stats, nfe_start)
         raise
 
 

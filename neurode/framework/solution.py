@@ -26,6 +26,10 @@ class SolveStats:
             recomputed (checkpoint).
         nfe_rows: batch rows evaluated, summed over evaluations, in the
             batch-parallel mode (finished samples cost none); 0 otherwise.
+        n_jac: Jacobians ``∂f/∂y`` formed by an implicit or linearly implicit
+            method in the forward solve (a per-sample batch of blocks counts once).
+        n_lu: matrix factorisations (LU) made by such a method in the forward
+            solve (a batched factorisation counts once).
     """
 
     nfe: int = 0
@@ -37,6 +41,8 @@ class SolveStats:
     nfe_backward: int = 0
     n_steps_backward: int = 0
     nfe_rows: int = 0
+    n_jac: int = 0
+    n_lu: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

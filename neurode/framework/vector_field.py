@@ -53,9 +53,15 @@ def unflatten_state(
 
 
 class VectorField:
-    """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``."""
+    """``f(t, y, perturb)`` with float ``t``, counting evaluations in ``nfe``.
 
-    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "time_dtype", "direction", "args", "capture")
+    Implicit and linearly implicit solvers also count here the Jacobians they form (``n_jac``) and the
+    matrices they factor (``n_lu``, one per batched factorisation call); the loop adds all three to the
+    solve's :class:`SolveStats` with :meth:`tally`.
+    """
+
+    __slots__ = ("func", "shapes", "dtype", "device", "nfe", "n_jac", "n_lu", "time_dtype", "direction", "args",
+                 "capture")
 
     def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None,
                  args=None, capture=None) -> None:
@@ -69,10 +75,20 @@ class VectorField:
         self.dtype = y0.dtype
         self.device = y0.device
         self.time_dtype = y0.real.dtype if y0.is_complex() else y0.dtype
-        self.nfe = 0
+        self.nfe = self.n_jac = self.n_lu = 0
         # +1 or -1: the loop sets the direction of integration, so that "just after t" (PERTURB_NEXT)
         # and "just before t" (PERTURB_PREV) follow the direction of time, as in torchdiffeq.
         self.direction = 1.0
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(nfe, n_jac, n_lu)`` now: a mark for :meth:`tally`."""
+        return self.nfe, self.n_jac, self.n_lu
+
+    def tally(self, stats, since: tuple[int, int, int]) -> None:
+        """Add the evaluations, Jacobians and factorisations made since the mark ``since`` to ``stats``."""
+        stats.nfe += self.nfe - since[0]
+        stats.n_jac += self.n_jac - since[1]
+        stats.n_lu += self.n_lu - since[2]
 
     def time(self, t: float) -> torch.Tensor:
         try:

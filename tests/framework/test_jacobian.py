@@ -109,3 +109,15 @@ def test_difference_jvp_approximates_the_jacobian_product():
     expected = (a + torch.diag(0.2 * y)) @ v
     torch.testing.assert_close(difference_jvp(f, y, v, f(y)), expected, rtol=1e-6, atol=1e-6)
     assert torch.count_nonzero(difference_jvp(f, y, torch.zeros(2, dtype=torch.float64), f(y))) == 0
+
+
+def test_an_implicit_solve_reports_its_jacobians_and_factorisations():
+    import neurode
+
+    y0 = torch.tensor([1.0, 1e-5, 0.0], dtype=torch.float64)
+    sol = neurode.solve(lambda t, y: robertson(y.unsqueeze(0))[0] * 1e-3, y0, torch.linspace(0, 1, 5, dtype=torch.float64),
+                        solver="implicit_euler", step_size=0.1)
+    assert sol.stats.n_accepted == 10
+    assert sol.stats.n_jac == sol.stats.n_lu == 10  # one Jacobian and one factorisation per step
+    explicit = neurode.solve(lambda t, y: -y, y0, torch.linspace(0, 1, 5, dtype=torch.float64))
+    assert explicit.stats.n_jac == explicit.stats.n_lu == 0
