@@ -370,7 +370,9 @@ def integrate_batch(
         acc_col = accept.view(-1, *([1] * (state_ndim - 1)))
         tau_prev = tau
         y = torch.where(acc_col, step.y1, y)
-        state = tuple(torch.where(acc_col, s1, s0) for s0, s1 in zip(state, step.state1))
+        # a carried tensor need not have the state's dimensions (an implicit method's per-sample Jacobian blocks)
+        state = tuple(torch.where(accept.view(-1, *([1] * (s1.ndim - 1))), s1, s0)
+                      for s0, s1 in zip(state, step.state1))
         tau = torch.where(accept, tau + h, tau)
         n_acc += accept
         h_last = torch.where(accept, h, h_last)
