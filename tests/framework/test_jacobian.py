@@ -115,8 +115,8 @@ def test_an_implicit_solve_reports_its_jacobians_and_factorisations():
     import neurode
 
     y0 = torch.tensor([1.0, 1e-5, 0.0], dtype=torch.float64)
-    sol = neurode.solve(lambda t, y: robertson(y.unsqueeze(0))[0] * 1e-3, y0, torch.linspace(0, 1, 5, dtype=torch.float64),
-                        solver="implicit_euler", step_size=0.1)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    sol = neurode.solve(lambda t, y: robertson(y.unsqueeze(0))[0] * 1e-3, y0, t, solver="implicit_euler", step_size=0.1)
     assert sol.stats.n_accepted == 10
     assert sol.stats.n_jac == sol.stats.n_lu == 10  # one Jacobian and one factorisation per step
     explicit = neurode.solve(lambda t, y: -y, y0, torch.linspace(0, 1, 5, dtype=torch.float64))
