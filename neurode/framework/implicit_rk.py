@@ -16,14 +16,21 @@ when the scaled increment ``h ΔK / (atol + rtol |y0|)`` is below ``newton_tol``
 ``max_iters`` iterations, the step raises :class:`SolverError` naming ``t``,
 ``h`` and the last increment, instead of returning an unconverged state.
 
-This is the first part of the stiff-solver work (issue 15, item 1): the
-methods torchdiffeq offers, under its names and its ``max_iters`` option.
-Still to come: adaptive stiff methods with error estimates, Jacobian reuse
+Gradients (``direct``, ``checkpoint``) do not flow through the Newton
+iterations: they run without a graph, and the converged stages are made
+differentiable by the implicit function theorem (``implicit_gradient.py``),
+with the exact ``∂G/∂K = I - h blockdiag_i(J(Y_i)) (A ⊗ I)`` at the stage
+values ``Y_i`` — not the simplified-Newton matrix at ``y0`` — formed only
+when a backward pass runs (``implicit_gradient="gmres"``: applied
+matrix-free instead). A ``jac`` option gives ``J`` (dense), or a
+:class:`PartitionedJacobian` for a system with quadrature parts (the
+continuous adjoint's augmented state, ``backsolve``): the iteration matrix
+is then factored part by part, the quadratures need none.
+
+Still to come (other modules): adaptive stiff methods, Jacobian reuse
 across steps, per-sample block-diagonal Jacobians (``J`` is dense over the
-whole state here, as torchdiffeq's), Newton–Krylov, and gradients by the
-implicit function theorem. Gradients here flow through the Newton
-iterations (``direct``/``checkpoint``), whose derivative converges with the
-iterates: the iteration is continued until the increment is at round-off.
+whole state here, as torchdiffeq's) and Newton–Krylov for the forward
+iteration.
 """
 
 from __future__ import annotations
@@ -35,10 +42,15 @@ import torch
 
 from neurode.framework.errors import InvalidInputError, SolverError
 from neurode.framework.explicit_rk import grid_interpolate
-from neurode.framework.jacobian import dense_jacobian, record, unwatched
+from neurode.framework.implicit_gradient import LINEAR_SOLVERS, implicit_root
+from neurode.framework.jacobian import dense_jacobian, record, unwatched, user_jacobian
+from neurode.framework.partitioned_jacobian import PartitionedJacobian
 from neurode.framework.solver import PERTURB_NEXT, PERTURB_NONE, PERTURB_PREV, AbstractSolver, Step
 
 _INTERPS = ("linear", "cubic")
+#: how gradients pass through the stage solve: the implicit function theorem with a dense LU or GMRES
+#: transposed solve, or backpropagation through the Newton iterations
+IMPLICIT_GRADIENTS = (*LINEAR_SOLVERS, "unrolled")
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,16 @@ class ImplicitRungeKutta(AbstractSolver):
         interp: ``"linear"`` (default) or ``"cubic"`` (Hermite) between steps.
         perturb: evaluate ``f`` just after ``t0`` for a node ``c = 0`` and just
             before ``t1`` for ``c = 1`` (torchdiffeq's ``perturb``).
+        jac: ``jac(t, y) -> ∂f/∂y``, the Jacobian of ``f`` (``(n, n)`` over the flattened state, or
+            ``(*y.shape, *y.shape)``), or a :class:`PartitionedJacobian` (block-diagonal with quadrature parts:
+            the continuous adjoint's augmented system); default autograd.
+        implicit_gradient: how gradients (``direct``, ``checkpoint``) pass through the stage solve:
+            ``"lu"`` (default) or ``"gmres"`` — the implicit function theorem (``implicit_gradient.py``), with
+            the exact ``∂G/∂K`` at the stages factored densely or applied matrix-free — or ``"unrolled"``,
+            backpropagation through every Newton iteration. The theorem's gradient is exact for the converged
+            stages, costs one transposed solve per step whatever the iteration count and keeps no iterate;
+            ``"unrolled"`` is kept for second derivatives (``create_graph=True``), which the theorem's
+            backward (a constant ``∂G/∂K``) does not give.
         rtol, atol: the solve's tolerances, which scale the Newton increment.
     """
 
@@ -85,7 +107,8 @@ class ImplicitRungeKutta(AbstractSolver):
     supports_tangent = False  # the Newton iteration count depends on the values: nothing to replay
 
     def __init__(self, tableau: ImplicitTableau, *, max_iters: int = 100, newton_tol: float = 1e-3,
-                 interp: str = "linear", perturb: bool = False, rtol=1e-7, atol=1e-9) -> None:
+                 interp: str = "linear", perturb: bool = False, jac=None, implicit_gradient: str = "lu",
+                 rtol=1e-7, atol=1e-9) -> None:
         if not isinstance(tableau, ImplicitTableau):
             raise TypeError(f"tableau must be an ImplicitTableau, got {type(tableau).__name__}")
         if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
@@ -94,7 +117,12 @@ class ImplicitRungeKutta(AbstractSolver):
             raise InvalidInputError(f"newton_tol must be a number in (0, 1), got {newton_tol!r}")
         if interp not in _INTERPS:
             raise InvalidInputError(f"interp must be one of {_INTERPS}, got {interp!r}")
+        if jac is not None and not callable(jac):
+            raise InvalidInputError(f"jac must be callable as jac(t, y), got {type(jac).__name__}")
+        if implicit_gradient not in IMPLICIT_GRADIENTS:
+            raise InvalidInputError(f"implicit_gradient must be one of {IMPLICIT_GRADIENTS}, got {implicit_gradient!r}")
         self.tableau = tableau
+        self.jac, self.implicit_gradient = jac, implicit_gradient
         self.order = tableau.order
         self.error_order = tableau.order
         self.max_iters, self.newton_tol = max_iters, float(newton_tol)
@@ -119,39 +147,88 @@ class ImplicitRungeKutta(AbstractSolver):
                                    torch.tensor(self.tableau.b, dtype=dtype, device=device))
         return self._matrices[key]
 
-    def _evaluate(self, func, t0: float, h: float, y0: torch.Tensor, a: torch.Tensor, k: torch.Tensor):
-        """``F(K)``: the stage derivatives at the stage values ``y0 + h A K`` (``k`` is ``(s, *y0.shape)``)."""
-        stage_values = y0 + h * torch.tensordot(a, k, dims=1)
-        out = []
-        for i, c_i in enumerate(self.tableau.c):
+    def _flags(self) -> list[int]:
+        """The perturb flag of each stage: just after ``t0`` for a node ``c = 0``, just before ``t1`` for ``c = 1``."""
+        flags = []
+        for c_i in self.tableau.c:
             flag = PERTURB_NONE
             if self.perturb and c_i == 0.0:
                 flag = PERTURB_NEXT
             elif self.perturb and c_i == 1.0:
                 flag = PERTURB_PREV
-            out.append(func(t0 + c_i * h, stage_values[i], flag))
-        return torch.stack(out)
+            flags.append(flag)
+        return flags
 
-    def step(self, func, t0, h, y0, state):
-        if isinstance(h, torch.Tensor):
-            raise InvalidInputError(f"{self.name} takes one step size for the whole state, not per-sample steps")
-        s, n = self.tableau.stages, y0.numel()
-        real = y0.real.dtype if y0.is_complex() else y0.dtype
-        a, b = self._coefficients(y0.dtype, y0.device)
-        start = PERTURB_NEXT if self.perturb else PERTURB_NONE
-        f0 = func(t0, y0, start)
-        # the iteration matrix I - h (A ⊗ J), J = ∂f/∂y(t0, y0), factored once per step
+    def _evaluate(self, func, t0: float, h: float, y0: torch.Tensor, a: torch.Tensor, k: torch.Tensor):
+        """``F(K)``: the stage derivatives at the stage values ``y0 + h A K`` (``k`` is ``(s, *y0.shape)``)."""
+        stage_values = y0 + h * torch.tensordot(a, k, dims=1)
+        return torch.stack([func(t0 + c_i * h, stage_values[i], flag)
+                            for i, (c_i, flag) in enumerate(zip(self.tableau.c, self._flags()))])
+
+    def _state_jacobian(self, func, t: float, y: torch.Tensor, flag: int, f: torch.Tensor | None = None):
+        """``∂f/∂y`` at ``(t, y)``: the user's ``jac`` (a dense matrix, or a :class:`PartitionedJacobian`) or
+        autograd, with the vector field's tensor capture off (``jacobian.unwatched``); counted."""
+        record(func, jacobians=1)
+        if self.jac is not None:
+            real = y.real.dtype if y.is_complex() else y.dtype
+            t_tensor = torch.scalar_tensor(t, dtype=real, device=y.device)
+            value = self.jac(t_tensor, y)
+            if isinstance(value, PartitionedJacobian):
+                if value.size != y.numel():
+                    raise InvalidInputError(f"jac returned a PartitionedJacobian of size {value.size} for a state "
+                                            f"of {y.numel()} components")
+                return value
+            return user_jacobian(lambda *_: value, t, y, per_sample=False)
         with unwatched(func):
-            jac = dense_jacobian(lambda y: func(t0, y, start), y0.detach(), f0.detach())
-        eye = torch.eye(s * n, dtype=y0.dtype, device=y0.device)
-        lu, pivots, info = torch.linalg.lu_factor_ex(eye - h * torch.kron(a.detach(), jac))
-        record(func, jacobians=1, factorisations=1)
-        if int(info) != 0:
+            return dense_jacobian(lambda z: func(t, z, flag), y.detach(), None if f is None else f.detach())
+
+    def _iteration_matrix(self, func, t0: float, h: float, y0: torch.Tensor, f0: torch.Tensor, flag: int,
+                          a: torch.Tensor):
+        """A solver of ``(I - h (A ⊗ J)) x = r`` for ``r`` of shape ``(s, n)``, ``J`` at ``(t0, y0)``, factored once
+        per step: dense LU, or part by part for a :class:`PartitionedJacobian`."""
+        s, n = self.tableau.stages, y0.numel()
+        jac = self._state_jacobian(func, t0, y0, flag, f0)
+        record(func, factorisations=1)
+        if isinstance(jac, PartitionedJacobian):
+            factors = jac.factor(h, a.detach())
+            singular, solve = factors.singular, factors.solve
+        else:
+            eye = torch.eye(s * n, dtype=y0.dtype, device=y0.device)
+            lu, pivots, info = torch.linalg.lu_factor_ex(eye - h * torch.kron(a.detach(), jac))
+            singular = int(info) != 0
+
+            def solve(r: torch.Tensor) -> torch.Tensor:
+                return torch.linalg.lu_solve(lu, pivots, r.reshape(s * n, 1)).reshape(s, n)
+        if singular:
             raise SolverError(
                 f"{self.name}: the Newton iteration matrix I - h (A ⊗ ∂f/∂y) is singular at t={t0:.9g} with step "
                 f"size {h:.3g} (h times an eigenvalue of ∂f/∂y meets 1 / an eigenvalue of A); take a smaller "
                 f"step_size", t=t0, dt=h)
-        lu = (lu, pivots)
+        return solve
+
+    def _stage_system_matrix(self, func, t0: float, h: float, y0: torch.Tensor, a: torch.Tensor,
+                             k: torch.Tensor) -> torch.Tensor:
+        """The exact ``∂G/∂K`` of ``G(K) = K - F(y0 + h A K)`` at the stages ``k``:
+        ``I - h blockdiag_i(J(t_i, Y_i)) (A ⊗ I)``, with ``J`` at each stage value (block ``(i, j)`` is
+        ``δ_ij I - h a_ij J_i``), for the implicit-function-theorem gradient."""
+        s, n = self.tableau.stages, y0.numel()
+        stage_values = (y0 + h * torch.tensordot(a, k, dims=1)).detach()
+        blocks = []
+        for i, (c_i, flag) in enumerate(zip(self.tableau.c, self._flags())):
+            jac = self._state_jacobian(func, t0 + c_i * h, stage_values[i], flag)
+            if isinstance(jac, PartitionedJacobian):  # an iteration matrix, not the exact Jacobian: autograd's
+                with unwatched(func):
+                    jac = dense_jacobian(lambda z, t=t0 + c_i * h, f=flag: func(t, z, f), stage_values[i])
+            blocks.append(jac)
+        jacobians = torch.stack(blocks)  # (s, n, n)
+        coupled = (a.detach()[:, None, :, None] * jacobians[:, :, None, :]).reshape(s * n, s * n)
+        record(func, factorisations=1)
+        return torch.eye(s * n, dtype=y0.dtype, device=y0.device) - h * coupled
+
+    def _newton(self, func, t0: float, h: float, y0: torch.Tensor, f0: torch.Tensor, a: torch.Tensor, solve):
+        """The stages ``K`` by simplified Newton from ``K = f(t0, y0)`` (see the module docstring)."""
+        s = self.tableau.stages
+        real = y0.real.dtype if y0.is_complex() else y0.dtype
         scale = (self.atol + self.rtol * y0.detach().abs()).reshape(1, -1)
         roundoff = 10 * torch.finfo(real).eps
         magnitude = 1.0 + y0.detach().abs().max()
@@ -159,7 +236,7 @@ class ImplicitRungeKutta(AbstractSolver):
         previous = math.inf
         for _ in range(self.max_iters):
             residual = k - self._evaluate(func, t0, h, y0, a, k)
-            delta = torch.linalg.lu_solve(*lu, residual.reshape(s * n, 1)).reshape(k.shape)
+            delta = solve(residual.reshape(s, -1)).reshape(k.shape)
             k = k - delta
             step_change = h * delta.detach()
             # one host synchronisation per iteration: both convergence measures in one read
@@ -179,6 +256,25 @@ class ImplicitRungeKutta(AbstractSolver):
                 f"{self.name}: the Newton iteration for the stages did not converge in max_iters={self.max_iters} "
                 f"iterations at t={t0:.9g} with step size {h:.3g} (last scaled increment {size:.3g}); take a "
                 f"smaller step_size or raise max_iters", t=t0, dt=h)
+        return k
+
+    def step(self, func, t0, h, y0, state):
+        if isinstance(h, torch.Tensor):
+            raise InvalidInputError(f"{self.name} takes one step size for the whole state, not per-sample steps")
+        a, b = self._coefficients(y0.dtype, y0.device)
+        start = PERTURB_NEXT if self.perturb else PERTURB_NONE
+        f0 = func(t0, y0, start)
+        solve = self._iteration_matrix(func, t0, h, y0.detach(), f0.detach(), start, a)
+        if self.implicit_gradient == "unrolled":
+            k = self._newton(func, t0, h, y0, f0, a, solve)
+        else:
+            # the Newton iterations off the graph; the stages differentiable by the implicit function theorem
+            fixed = y0.detach()
+            with torch.no_grad():
+                root = self._newton(func, t0, h, fixed, f0.detach(), a, solve)
+            k = implicit_root(lambda stages: stages - self._evaluate(func, t0, h, y0, a, stages), root,
+                              jacobian=lambda: self._stage_system_matrix(func, t0, h, fixed, a, root),
+                              linear_solver=self.implicit_gradient)
         y1 = y0 + h * torch.tensordot(b, k, dims=1)
         return Step(t0, h, y0, y1, state, (), None, dense=[f0], func=func)
 
