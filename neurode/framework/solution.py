@@ -30,6 +30,9 @@ class SolveStats:
             method in the forward solve (a per-sample batch of blocks counts once).
         n_lu: matrix factorisations (LU) made by such a method in the forward
             solve (a batched factorisation counts once).
+        n_jac_backward, n_lu_backward: the same in the backward pass: the
+            backward solve of ``backsolve``, the recomputed steps and the
+            implicit-function-theorem solves of ``checkpoint``.
     """
 
     nfe: int = 0
@@ -43,6 +46,8 @@ class SolveStats:
     nfe_rows: int = 0
     n_jac: int = 0
     n_lu: int = 0
+    n_jac_backward: int = 0
+    n_lu_backward: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

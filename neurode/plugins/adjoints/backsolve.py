@@ -27,6 +27,7 @@ The tensors to differentiate are found by watching the forward solve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -37,9 +38,12 @@ from neurode.framework.adjoint import AbstractAdjoint, AdjointResult, Problem
 from neurode.framework.batch_loop import integrate_batch, raise_for_status
 from neurode.framework.capture import tensors_requiring_grad
 from neurode.framework.errors import InvalidInputError
+from neurode.framework.jacobian import dense_jacobian, user_jacobian
 from neurode.framework.loop import integrate, rms_norm
+from neurode.framework.partitioned_jacobian import PartitionedJacobian
+from neurode.framework.registry import get_registry
 from neurode.framework.solution import SolveStats
-from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver
+from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver, signature_parameters
 from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state
 
 
@@ -173,9 +177,14 @@ class _BacksolveFunction(torch.autograd.Function):
         if method.options is None:
             options = {k: v for k, v in options.items() if k not in CONTROLLER_OPTIONS}
         controller = None if CONTROLLER_OPTIONS & options.keys() else problem.config.controller
+        backward_solver = method.solver if method.solver is not None else (problem.solver_name or problem.solver)
+        # a jac option is f's Jacobian; an implicit backward solve gets the augmented system's, built from it
+        state_jac = options.pop("jac", None)
+        if takes_jacobian(backward_solver):
+            options["jac"] = augmented_jacobian(inner, state_jac, y_shape)
         backward_problem, _ = build_problem(
             augmented_dynamics, aug0, t[-2:].flip(0) if len(t) >= 2 else t,
-            solver=method.solver if method.solver is not None else (problem.solver_name or problem.solver),
+            solver=backward_solver,
             rtol=method.rtol if method.rtol is not None else problem.config.rtol,
             atol=method.atol if method.atol is not None else problem.config.atol,
             controller=controller, params=(), options=options,
@@ -212,6 +221,8 @@ class _BacksolveFunction(torch.autograd.Function):
         stats = problem.stats
         stats.nfe_backward += inner.nfe
         stats.n_steps_backward += backward_problem.stats.n_steps  # summed over the output intervals
+        stats.n_jac_backward += backward_problem.stats.n_jac
+        stats.n_lu_backward += backward_problem.stats.n_lu
         adj_y0 = aug[2]
         adj_params = aug[3:]
         return (None, adj_y0, time_vjps, *adj_params)
@@ -351,6 +362,37 @@ class _BacksolveBatchFunction(torch.autograd.Function):
         problem.stats.nfe_backward += counter[0]
         problem.stats.n_steps_backward += stats.n_steps
         return (None, a, *param_grads)
+
+
+def takes_jacobian(solver) -> bool:
+    """Whether the registered solver ``solver`` (a name) takes a ``jac`` option (an implicit method)."""
+    if not isinstance(solver, str):
+        return False  # an instance is configured by its maker
+    factory = get_registry().get("solver", solver).obj
+    bound = factory.keywords if isinstance(factory, functools.partial) else {}
+    return "jac" not in bound and any(p.name == "jac" for p in signature_parameters(factory))
+
+
+def augmented_jacobian(field: VectorField, state_jac: Callable | None, y_shape) -> Callable:
+    """``jac(t, x)`` of the adjoint's augmented system ``x = (g_t, y, a, *g_θ)`` (flattened) as a
+    :class:`PartitionedJacobian`: the diagonal blocks ``J`` (for ``y``) and ``-Jᵀ`` (for ``a``) of its block
+    lower-triangular Jacobian, the quadratures ``g_t``, ``g_θ`` left out (``partitioned_jacobian.py``).
+
+    One ``n × n`` Jacobian ``J = ∂f/∂y`` per call — ``state_jac(t, y)`` when the user gave ``f``'s, else
+    autograd of ``field`` — whatever the number of parameters; dense over the augmented state it would be
+    one evaluation per parameter and a factorisation cubic in their number.
+    """
+    n = math.prod(y_shape)
+
+    def jac(t_, x):
+        y = x[1 : 1 + n].view(y_shape)
+        if state_jac is not None:
+            state = user_jacobian(state_jac, t_, y, per_sample=False)
+        else:
+            state = dense_jacobian(lambda z: field(t_, z), y)
+        return PartitionedJacobian(x.numel(), (1, 1 + n), torch.stack([state, -state.mT]))
+
+    return jac
 
 
 #: the named norms of the backward solve: without (default) or with the parameter part

@@ -142,6 +142,8 @@ class _CheckpointFunction(torch.autograd.Function):
             a_y0 = _pull_back_initial_state(solver, func, records[0].t0, problem.y0, a_state, a_y0, params,
                                             param_grads)
         problem.stats.nfe_backward += func.nfe
+        problem.stats.n_jac_backward += func.n_jac
+        problem.stats.n_lu_backward += func.n_lu
         problem.stats.n_steps_backward += len(records)
         return (None, a_y0, time_vjps, *param_grads)
 
@@ -237,6 +239,8 @@ class _CheckpointBatchFunction(torch.autograd.Function):
             t0 = problem.t[:, 0].detach().to(torch.float64)
             a_y0 = _pull_back_initial_state(solver, func, t0, y0, a_state, a_y0, params, param_grads)
         problem.stats.nfe_backward += func.nfe
+        problem.stats.n_jac_backward += func.n_jac
+        problem.stats.n_lu_backward += func.n_lu
         problem.stats.n_steps_backward += n_steps
         return (None, a_y0, *param_grads)
 
