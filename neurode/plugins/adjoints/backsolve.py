@@ -19,6 +19,23 @@ gradient benchmark it takes about a quarter of the backward steps at equal
 accuracy. ``options={"norm": "full"}`` includes it, as torchdiffeq does by
 default (``neurode.odeint_adjoint`` keeps torchdiffeq's default, for parity).
 
+With an implicit method (a solver taking a ``jac`` option) the backward
+solve is stepped by the same method — the adjoint of a stiff problem is
+stiff too, and an explicit method would crawl — and is given the augmented
+system's Jacobian by structure (``augmented_jacobian``): its diagonal blocks
+``J`` and ``-Jᵀ``, the quadratures ``g_θ``, ``g_t`` left out
+(``framework/partitioned_jacobian.py``), so each backward step forms one
+``n × n`` Jacobian whatever the number of parameters (a ``jac`` option is
+``f``'s, and builds it). One limit is the method's, not the solver's: ``y``
+is integrated back in time, where a stiff problem's decaying modes grow; an
+L-stable method damps them instead (``R(z) → 0``), so within a fast
+transient the reconstructed ``y`` leaves the forward trajectory and the
+parameter gradient is off by that transient's weight (and where ``h λ``
+meets a pole of the stability function the step fails); symmetric methods
+(Gauss: ``gl4``, ``gl6``, ``implicit_midpoint``) retrace their own steps.
+For a stiff problem with fast transients, ``checkpoint`` gives the exact
+discrete gradient.
+
 The tensors to differentiate are found by watching the forward solve
 (``framework/capture.py``): parameters, what a closure captures, ``args``;
 ``adjoint_params`` given by the user replace that search.

@@ -1,0 +1,192 @@
+"""Gradients of the implicit methods on a stiff problem, for every gradient method (issue 15, item 5).
+
+Parametrised by solver name: adaptive stiff methods join by adding their name (and order) to ``METHODS``.
+"""
+
+import pytest
+import torch
+
+import neurode
+from neurode.framework import jacobian as jacobian_module
+from neurode.framework.implicit_rk import ImplicitRungeKutta
+from neurode.plugins.solvers.tableaus.implicit import METHODS as TABLEAUS
+
+F64 = torch.float64
+#: name -> order, of every fixed-step implicit method
+METHODS = {tableau.name: tableau.order for tableau in TABLEAUS}
+STEP = 0.01
+TIMES = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
+# eigenvalues -1 and -1000: h λ = -10 at STEP, far beyond any explicit method's stability region
+STIFF = torch.tensor([[-1.0, 0.0], [1.0, -1000.0]], dtype=F64)
+SLOW = torch.tensor([1.0, 1.0 / 999.0], dtype=F64)  # on the slow manifold (the eigenvector of -1)
+
+
+def solve_stiff(name, adjoint, y0, a, c, times=TIMES, **options):
+    """``y' = a y + c y²``: ``a`` and ``c`` are closure captures (no parameter names them)."""
+    return neurode.solve(lambda t, y: a @ y + c * y**2, y0, times, solver=name, step_size=STEP, adjoint=adjoint,
+                         **options).ys
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+@pytest.mark.parametrize("name", METHODS)
+def test_exact_discrete_gradients_pass_gradcheck(name, adjoint):
+    inputs = (torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True), STIFF.clone().requires_grad_(True),
+              torch.tensor(0.3, dtype=F64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda y0, a, c: solve_stiff(name, adjoint, y0, a, c), inputs)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_backsolve_passes_gradcheck_to_the_discretisation_error(name):
+    # the continuous adjoint differs from the discrete gradient by O(h^p); on the slow manifold nothing else
+    tol = max(1e-5, STEP ** METHODS[name])
+    inputs = (SLOW.clone().requires_grad_(True), STIFF.clone().requires_grad_(True),
+              torch.tensor(0.3, dtype=F64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda y0, a, c: solve_stiff(name, "backsolve", y0, a, c), inputs,
+                                    atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_implicit_euler_gradients_are_those_of_its_closed_form(adjoint):
+    # y_{n+1} = (I - h A)^{-1} y_n on a linear system: the discrete map, differentiated exactly
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    a = STIFF.clone().requires_grad_(True)
+    ys = solve_stiff("implicit_euler", adjoint, y0, a, torch.tensor(0.0, dtype=F64), times=torch.tensor(
+        [0.0, 0.1], dtype=F64))
+    y = y0
+    for _ in range(10):
+        y = torch.linalg.solve(torch.eye(2, dtype=F64) - STEP * a, y)
+    weights = torch.tensor([0.7, -1.1], dtype=F64)
+    torch.testing.assert_close(ys[-1], y, rtol=1e-12, atol=1e-14)
+    for got, want in zip(torch.autograd.grad(ys[-1] @ weights, (y0, a)), torch.autograd.grad(y @ weights, (y0, a))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-13)
+
+
+def graph_size(tensor: torch.Tensor) -> int:
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("name", ["radauIIA5", "gl4"])
+def test_the_newton_iterations_are_not_on_the_graph(name):
+    # y' = -k y³ from far away: a large step needs many Newton iterations, a small one few; the graph of the
+    # step (and the work of its backward pass) is the same, while unrolled Newton's grows with the count
+    def step(h, implicit_gradient):
+        k = torch.tensor(2.0, dtype=F64, requires_grad=True)
+        y0 = torch.tensor([1.5, -1.0], dtype=F64, requires_grad=True)
+        evaluations = []
+
+        def field(t, y, perturb=0):
+            evaluations.append(torch.is_grad_enabled())
+            return -k * y**3
+
+        solver = neurode.get_registry().get("solver", name).obj(implicit_gradient=implicit_gradient)
+        y1 = solver.step(field, 0.0, h, y0, ()).y1
+        iterations = evaluations.count(False)  # the Newton iterations run without grad
+        backward = len(evaluations)
+        torch.autograd.grad(y1.sum(), (y0, k))
+        return graph_size(y1), iterations, len(evaluations) - backward
+
+    small, large = step(0.001, "lu"), step(0.1, "lu")
+    assert large[1] > small[1] + 2  # more Newton iterations
+    assert large[0] == small[0] and large[2] == small[2]  # same graph, same evaluations in the backward pass
+    assert step(0.1, "unrolled")[0] > step(0.001, "unrolled")[0]
+
+
+def test_gmres_gradients_agree_with_lu():
+    grads = []
+    for implicit_gradient in ("lu", "gmres"):
+        y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+        a = STIFF.clone().requires_grad_(True)
+        ys = solve_stiff("radauIIA5", "direct", y0, a, torch.tensor(0.3, dtype=F64),
+                         implicit_gradient=implicit_gradient)
+        grads.append(torch.autograd.grad(ys[-1].sum(), (y0, a)))
+    for lu, gmres in zip(*grads):
+        torch.testing.assert_close(gmres, lu, rtol=1e-8, atol=1e-10)
+
+
+def test_unrolled_newton_is_kept_for_second_derivatives():
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    c = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    ys = solve_stiff("radauIIA3", "direct", y0, STIFF, c, implicit_gradient="unrolled")
+    (g,) = torch.autograd.grad(ys[-1].sum(), c, create_graph=True)
+    (gg,) = torch.autograd.grad(g, c)
+    assert torch.isfinite(gg)
+    with pytest.raises(RuntimeError, match="unrolled"):
+        ys = solve_stiff("radauIIA3", "direct", y0, STIFF, c)
+        torch.autograd.grad(ys[-1].sum(), c, create_graph=True)
+
+
+def test_a_user_jacobian_serves_newton_and_the_gradient():
+    calls = []
+
+    def jac(t, y):
+        calls.append(1)
+        return STIFF
+
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    ys = neurode.solve(lambda t, y: STIFF @ y, y0, TIMES, solver="radauIIA3", step_size=STEP, jac=jac).ys
+    (g,) = torch.autograd.grad(ys[-1].sum(), y0)
+    steps = 10
+    assert len(calls) == steps + 2 * steps  # one per step for Newton, one per stage for the gradient
+    torch.testing.assert_close(g, torch.linalg.matrix_exp(STIFF.T * 0.1).sum(1), rtol=1e-5, atol=1e-8)
+    # backsolve builds the augmented system's Jacobian from the same jac: no autograd Jacobian of f is formed
+    calls.clear()
+    ys = neurode.solve(lambda t, y: STIFF @ y, y0, TIMES, solver="radauIIA3", step_size=STEP, jac=jac,
+                       adjoint="backsolve").ys
+    calls.clear()
+    sol_grad = torch.autograd.grad(ys[-1].sum(), y0)[0]
+    assert len(calls) == steps  # one per backward step
+    torch.testing.assert_close(sol_grad, g, rtol=1e-6, atol=1e-9)
+
+
+class Stiff(torch.nn.Module):
+    """The stiff linear system plus a neural residual of ``width`` hidden units."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(2, width), torch.nn.Tanh(), torch.nn.Linear(width, 2)).to(F64)
+
+    def forward(self, t, y):
+        return y @ STIFF.T + 0.1 * self.net(y)
+
+
+@pytest.mark.parametrize("name", ["radauIIA3", "trbdf2"])
+def test_backsolve_steps_back_implicitly_with_one_state_jacobian_per_step(name, monkeypatch):
+    sizes = []
+    dense = jacobian_module.dense_jacobian
+
+    def spy(f, y, f0=None):
+        sizes.append(y.numel())
+        return dense(f, y, f0)
+
+    import neurode.plugins.adjoints.backsolve as backsolve_module
+    monkeypatch.setattr(backsolve_module, "dense_jacobian", spy)
+    backward_steps = []
+    step = ImplicitRungeKutta.step
+    monkeypatch.setattr(ImplicitRungeKutta, "step", lambda self, *a: backward_steps.append(1) or step(self, *a))
+
+    nfe = {}
+    for width in (4, 64):  # 22 and 322 parameters: the backward cost does not depend on their number
+        func = Stiff(width)
+        y0 = SLOW.clone().requires_grad_(True)
+        sol = neurode.solve(func, y0, TIMES, solver=name, step_size=STEP, adjoint="backsolve")
+        backward_steps.clear()
+        sizes.clear()
+        grads = torch.autograd.grad(sol.ys[-1].sum(), (y0, *func.parameters()))
+        stats = sol.stats
+        assert stats.n_steps_backward == len(backward_steps) == 10  # the backward solve is the implicit method
+        assert stats.n_jac_backward == stats.n_lu_backward == stats.n_steps_backward
+        assert sizes == [2] * stats.n_steps_backward  # each an n x n Jacobian of f, n = 2
+        nfe[width] = stats.nfe_backward
+        direct = torch.autograd.grad(neurode.solve(func, y0, TIMES, solver=name, step_size=STEP).ys[-1].sum(),
+                                     (y0, *func.parameters()))
+        for b, d in zip(grads, direct):
+            torch.testing.assert_close(b, d, rtol=1e-4, atol=1e-6)  # the discretisation error at h = 0.01
+    assert nfe[4] == nfe[64]
