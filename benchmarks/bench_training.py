@@ -21,7 +21,7 @@ Reported: median wall time per epoch, NFE per sample per training batch
 (rows the vector field evaluated / batch size), and the validation RMSE
 (normalised units) of each trained model, evaluated identically.
 
-    python benchmarks/bench_training.py --epochs 20
+    python benchmarks/bench_training.py --epochs 30 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -128,31 +128,55 @@ def run_torchdiffeq(config: dict) -> dict:
             "val_rmse": validation_rmse(model, data, 64)}
 
 
+def _mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order of both loops")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="initialisation and batch order of both loops; several seeds add a mean ± spread row")
+    parser.add_argument("--rtol", type=float, default=1e-2, help="both loops' relative tolerance")
+    parser.add_argument("--atol", type=float, default=1e-3, help="both loops' absolute tolerance")
     parser.add_argument("--tangent-control", choices=("auto", "on", "off"), default="auto",
                         help="neurode's solver.tangent_control (auto: the trainer's default, on in training)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tangent = {"auto": None, "on": True, "off": False}[args.tangent_control]
-    solver = {"rtol": 1e-2, "atol": 1e-3, **({} if tangent is None else {"tangent_control": tangent})}
-    # no event files: the torchdiffeq loop logs nothing either
-    config = {"training": {"epochs": args.epochs, "batch_size": 32, "seed": args.seed, "val_every": args.epochs,
-                           "checkpoint_every": 10**6},
-              "solver": solver, "runtime": {"threads": args.threads, "device": "cpu"},
-              "output": {"tensorboard": False}}
-    results = {"neurode": run_neurode(config), "torchdiffeq": run_torchdiffeq(config)}
-    base = results["neurode"]["epoch_s"]
-    print(f"{args.epochs} epochs, seed {args.seed}, built-in dataset, dopri5 rtol 1e-2 atol 1e-3, "
-          f"{args.threads} thread(s), neurode tangent_control {args.tangent_control}")
-    print("| loop | time per epoch | NFE per sample | validation RMSE |")
-    print("| --- | --- | --- | --- |")
-    for name, r in results.items():
-        print(f"| {name} | {r['epoch_s']:.3f} s ({r['epoch_s'] / base:.2f}x) | {r['nfe_per_sample']:.1f} | "
-              f"{r['val_rmse']:.4f} |")
+    solver = {"rtol": args.rtol, "atol": args.atol, **({} if tangent is None else {"tangent_control": tangent})}
+    rows = []
+    for seed in args.seeds:
+        # no event files: the torchdiffeq loop logs nothing either
+        config = {"training": {"epochs": args.epochs, "batch_size": 32, "seed": seed, "val_every": args.epochs,
+                               "checkpoint_every": 10**6},
+                  "solver": solver, "runtime": {"threads": args.threads, "device": "cpu"},
+                  "output": {"tensorboard": False}}
+        result = {"neurode": run_neurode(config), "torchdiffeq": run_torchdiffeq(config)}
+        rows.append(result)
+        print(f"seed {seed}: " + ", ".join(f"{name} {r['epoch_s']:.3f} s/epoch, val RMSE {r['val_rmse']:.4f}"
+                                           for name, r in result.items()), flush=True)
+    print(f"\n{args.epochs} epochs, built-in dataset, dopri5 rtol {args.rtol:g} atol {args.atol:g}, "
+          f"{args.threads} thread(s), neurode tangent_control {args.tangent_control}\n")
+    print("| seed | loop | time per epoch | NFE per sample | validation RMSE |")
+    print("| --- | --- | --- | --- | --- |")
+    for seed, result in zip(args.seeds, rows):
+        base = result["neurode"]["epoch_s"]
+        for name, r in result.items():
+            print(f"| {seed if name == 'neurode' else ''} | {name} | {r['epoch_s']:.3f} s ({r['epoch_s'] / base:.2f}x) "
+                  f"| {r['nfe_per_sample']:.1f} | {r['val_rmse']:.4f} |")
+    if len(rows) > 1:
+        speedups = [r["torchdiffeq"]["epoch_s"] / r["neurode"]["epoch_s"] for r in rows]
+        for name in ("neurode", "torchdiffeq"):
+            rmse = [r[name]["val_rmse"] for r in rows]
+            speed = f"median speed-up {statistics.median(speedups):.2f}x" if name == "torchdiffeq" else ""
+            print(f"| mean ± sd | {name} | {speed} | {statistics.mean(r[name]['nfe_per_sample'] for r in rows):.1f} "
+                  f"| {_mean_spread(rmse)} |")
+        wins = sum(r["neurode"]["val_rmse"] <= r["torchdiffeq"]["val_rmse"] for r in rows)
+        print(f"\nneurode's validation RMSE is lower or equal at {wins} of {len(rows)} seeds")
 
 
 if __name__ == "__main__":
