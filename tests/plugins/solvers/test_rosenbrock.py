@@ -275,3 +275,11 @@ def test_direct_gradients_agree_with_finite_differences_on_a_stiff_linear_proble
     theta = torch.tensor([1.3, 0.7], dtype=F64, requires_grad=True)
     y0 = torch.tensor([1.0, -0.5], dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(loss, (theta, y0), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_per_sample_rows_count_every_evaluation_of_a_step():
+    # identical samples finish together: rows evaluated = evaluations x batch (the Jacobian's forward pass included)
+    y0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64).expand(4, 3).clone()
+    sol = neurode.solve(robertson, y0, torch.tensor([0.0, 10.0], dtype=F64), solver="rodas4", rtol=1e-5,
+                        atol=1e-9, per_sample=True)
+    assert sol.stats.nfe_rows == 4 * sol.stats.nfe
