@@ -105,7 +105,7 @@ def brusselator(n: int, alpha: float = 1.0 / 50.0):
 
 
 def brusselator_sparsity(n: int):
-    from scipy.sparse import diags, bmat, identity
+    from scipy.sparse import bmat, diags, identity
 
     band = diags([1, 1, 1], [-1, 0, 1], shape=(n, n))
     return bmat([[band, identity(n)], [identity(n), band]]).tocsr()
