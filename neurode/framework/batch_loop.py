@@ -282,7 +282,6 @@ def integrate_batch(
     func.direction = direction
     nfe_start = func.counts()
     full_args = func.args
-    evals_per_step = solver.tableau.stages - (1 if solver.tableau.fsal else 0)
     state_ndim = y0.ndim
 
     # results over the whole batch, written when a sample leaves the active set
@@ -306,13 +305,14 @@ def integrate_batch(
     y = y0
     stepper = make_stepper(solver, y0, tangent=tangent, per_sample=True)
     state = stepper.init(func, direction * tau, y0)
-    rows = batch * stepper.evaluations_per_stage if solver.tableau.fsal else 0  # init evaluates f(t0, y0) once
     if config.first_step is not None:
         h = torch.full((batch,), float(config.first_step), dtype=torch.float64, device=device)
     else:
         f0 = state[0] if state else func(direction * tau, y0)
         h = _initial_steps(func, solver, direction * tau, y0, f0, rtol, atol, direction)
-        rows += batch if state else 2 * batch
+    # rows evaluated: every evaluation of f is over the active samples, so rows = evaluations x active samples,
+    # whatever the method evaluates per step (RK stages, a tangent's differences, a Jacobian's forward pass)
+    rows = batch * (func.nfe - nfe_start[0])
     code = torch.where(ptr >= n_out, SUCCESS, RUNNING)  # single-output samples are done already
     # a state or f(t0, y0) that is not finite gives no finite first step: such a sample fails now, not after
     # max_num_steps retries (the shared loop raises at once, too)
@@ -354,8 +354,9 @@ def integrate_batch(
         if records is not None:
             records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))
         step = None  # the last iteration's stages must not stay alive while this one runs
+        nfe_before = func.nfe
         step, tangent_error = stepper.step(func, t0, signed_h, y, state)
-        rows += act.numel() * evals_per_step * stepper.evaluations_per_stage
+        rows += act.numel() * (func.nfe - nfe_before)
         iteration += 1
         ratio = _error_ratios(step, rtol_n, atol_n, feature_dims)
         if tangent_error is not None:

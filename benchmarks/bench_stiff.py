@@ -1,0 +1,304 @@
+"""Stiff problems: neurode's stiff solvers beside scipy's BDF and Radau (issue 15's acceptance).
+
+Problems (Hairer & Wanner, "Solving Ordinary Differential Equations II", 2nd ed.):
+
+* Robertson's chemical kinetics (§IV.1, §IV.10 "ROBER"), t in [0, 1e5];
+* van der Pol, y'' - μ (1 - y²) y' + y = 0 with μ = 1000, y(0) = (2, 0), t in [0, 3000];
+* HIRES (§IV.10), 8 components, t in [0, 321.8122];
+* the 1-d Brusselator reaction–diffusion (§IV.1, §IV.10 "BRUSS"), α = 1/50, N grid points
+  (2N unknowns), t in [0, 10]: solved with ``options={"linear_solver": "krylov"}`` by the methods that take
+  that option (the ESDIRK methods), with their default dense LU by the others (say which in the table).
+
+Every solve runs at rtol 1e-6 (the atol of each problem is in the table) and is compared with a scipy
+Radau reference at rtol 1e-10: ``err/tol`` is ``max_i |y_i - ref_i| / (rtol |ref_i| + atol)`` at the final
+time, the global error in units of the local tolerance (a modest multiple is usual: local errors accumulate).
+Beside neurode's methods, scipy's BDF and Radau at the same tolerances on the same problem (with the
+Brusselator's Jacobian sparsity given to them, their best setting). Columns: accepted + rejected steps,
+function evaluations, Jacobian evaluations (neurode ``stats.n_jac``, scipy ``njev``), LU factorisations
+(``stats.n_lu``, scipy ``nlu``), wall time (one thread, float64, CPU).
+
+Two ratio rows follow:
+
+* van der Pol μ = 1000: dopri5's steps / the stiff method's steps. dopri5 cannot finish the span in
+  reasonable time (its steps are held at its stability limit): its steps over the first ``--dopri-span``
+  (a smooth, slow stretch) are scaled to the whole span, a lower bound of what it needs.
+* 256 Robertson problems whose rate constants are scaled by factors log-spaced over two decades
+  ([0.1, 10]): ``solve(..., per_sample=True)`` (each sample its own step size) against the shared loop (one
+  step size for the batch): rows evaluated, ``stats.nfe_rows`` against ``nfe x batch``.
+
+Usage::
+
+    python benchmarks/bench_stiff.py                  # full table (N = 500)
+    python benchmarks/bench_stiff.py --quick          # under a couple of minutes (N = 100, shorter spans)
+    python benchmarks/bench_stiff.py --write-readme   # write the table into README.md between its markers
+    python benchmarks/bench_stiff.py --methods rodas4 kvaerno5
+
+A method that is not registered (yet) is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import neurode
+from neurode.framework.errors import UnknownComponentError
+from neurode.framework.solve import signature_parameters
+
+README_START, README_END = "<!-- stiff-table:start -->", "<!-- stiff-table:end -->"
+DEFAULT_METHODS = ("rodas4", "ros3p", "kvaerno3", "kvaerno4", "kvaerno5")
+RTOL, REF_RTOL = 1e-6, 1e-10
+F64 = torch.float64
+
+
+# --------------------------------------------------------------------------- the problems (torch)
+
+
+def robertson(t, y, k=None):
+    k1, k2, k3 = (0.04, 1e4, 3e7) if k is None else k.unbind(-1)
+    y1, y2, y3 = y.unbind(-1)
+    return torch.stack([-k1 * y1 + k2 * y2 * y3, k1 * y1 - k2 * y2 * y3 - k3 * y2 * y2, k3 * y2 * y2], -1)
+
+
+def van_der_pol(t, y, mu=1000.0):
+    x, v = y.unbind(-1)
+    return torch.stack([v, mu * (1 - x * x) * v - x], -1)
+
+
+def hires(t, y):
+    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(-1)
+    r = 280.0 * y6 * y8
+    return torch.stack([
+        -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+        1.71 * y1 - 8.75 * y2,
+        -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+        8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+        -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+        -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+        r - 1.81 * y7,
+        -r + 1.81 * y7,
+    ], -1)
+
+
+def brusselator(n: int, alpha: float = 1.0 / 50.0):
+    """The 1-d Brusselator on n interior points, state (u_1..u_n, v_1..v_n), Dirichlet u = 1, v = 3 at the ends."""
+    c = alpha * (n + 1) ** 2
+
+    def f(t, y):
+        u, v = y[..., :n], y[..., n:]
+        u_pad = torch.nn.functional.pad(u, (1, 1), value=1.0)
+        v_pad = torch.nn.functional.pad(v, (1, 1), value=3.0)
+        lap_u = u_pad[..., :-2] - 2 * u + u_pad[..., 2:]
+        lap_v = v_pad[..., :-2] - 2 * v + v_pad[..., 2:]
+        uuv = u * u * v
+        return torch.cat([1 + uuv - 4 * u + c * lap_u, 3 * u - uuv + c * lap_v], -1)
+
+    x = torch.arange(1, n + 1, dtype=F64) / (n + 1)
+    y0 = torch.cat([1 + torch.sin(2 * math.pi * x), torch.full((n,), 3.0, dtype=F64)])
+    return f, y0
+
+
+def brusselator_sparsity(n: int):
+    from scipy.sparse import bmat, diags, identity
+
+    band = diags([1, 1, 1], [-1, 0, 1], shape=(n, n))
+    return bmat([[band, identity(n)], [identity(n), band]]).tocsr()
+
+
+def problems(quick: bool) -> list[dict]:
+    n = 100 if quick else 500
+    bruss, bruss_y0 = brusselator(n)
+    return [
+        dict(name="Robertson", f=robertson, y0=torch.tensor([1.0, 0.0, 0.0], dtype=F64),
+             span=1e3 if quick else 1e5, atol=1e-10),
+        dict(name="van der Pol μ=1000", f=van_der_pol, y0=torch.tensor([2.0, 0.0], dtype=F64),
+             span=300.0 if quick else 3000.0, atol=1e-6),
+        dict(name="HIRES", f=hires, y0=torch.tensor([1, 0, 0, 0, 0, 0, 0, 0.0057], dtype=F64), span=321.8122,
+             atol=1e-10),
+        dict(name=f"Brusselator N={n}", f=bruss, y0=bruss_y0, span=10.0, atol=1e-8, krylov=True,
+             sparsity=lambda: brusselator_sparsity(n)),
+    ]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _scipy(problem: dict, method: str, rtol: float, atol: float):
+    from scipy.integrate import solve_ivp
+
+    f = problem["f"]
+
+    def rhs(t, y):
+        return f(None, torch.from_numpy(y)).numpy()
+
+    kwargs = {}
+    if "sparsity" in problem:
+        kwargs["jac_sparsity"] = problem["sparsity"]()
+    start = time.perf_counter()
+    sol = solve_ivp(rhs, (0.0, problem["span"]), problem["y0"].numpy(), method=method, rtol=rtol, atol=atol,
+                    **kwargs)
+    seconds = time.perf_counter() - start
+    if not sol.success:
+        raise RuntimeError(f"scipy {method} failed on {problem['name']}: {sol.message}")
+    return sol.y[:, -1], dict(steps=len(sol.t) - 1, nfe=sol.nfev, n_jac=sol.njev, n_lu=sol.nlu, seconds=seconds)
+
+
+def _options(method: str, problem: dict) -> tuple[dict, str]:
+    """Solver options this method accepts: ``autonomous`` (every problem here is), the Krylov linear solver
+    on the Brusselator; and a note for the table."""
+    accepted = {p.name for p in signature_parameters(neurode.get_registry().get("solver", method).obj)}
+    options, note = {}, ""
+    if "autonomous" in accepted:
+        options["autonomous"] = True
+    if problem.get("krylov"):
+        if "linear_solver" in accepted:
+            options["linear_solver"] = "krylov"
+            note = "Krylov"
+        else:
+            note = "dense LU"
+    return options, note
+
+
+def _neurode(problem: dict, method: str):
+    options, note = _options(method, problem)
+    t = torch.tensor([0.0, problem["span"]], dtype=F64)
+    start = time.perf_counter()
+    sol = neurode.solve(problem["f"], problem["y0"], t, solver=method, rtol=RTOL, atol=problem["atol"],
+                        max_num_steps=200_000, **options)
+    seconds = time.perf_counter() - start
+    s = sol.stats
+    return sol.ys[-1].numpy(), dict(steps=s.n_steps, nfe=s.nfe, n_jac=s.n_jac, n_lu=s.n_lu, seconds=seconds,
+                                    note=note)
+
+
+def _scaled_error(y: np.ndarray, ref: np.ndarray, atol: float) -> float:
+    return float(np.max(np.abs(y - ref) / (RTOL * np.abs(ref) + atol)))
+
+
+def _registered(method: str) -> bool:
+    try:
+        neurode.get_registry().get("solver", method)
+    except UnknownComponentError:
+        return False
+    return True
+
+
+def comparison(methods: list[str], quick: bool) -> list[str]:
+    lines = ["| problem | solver | err/tol | steps | NFE | Jacobians | LU | wall (s) | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for problem in problems(quick):
+        ref, _ = _scipy(problem, "Radau", REF_RTOL, problem["atol"] * 1e-4)
+        print(f"{problem['name']}: reference done", file=sys.stderr, flush=True)
+        rows = [(f"neurode {m}", lambda m=m: _neurode(problem, m)) for m in methods]
+        rows += [(f"scipy {m}", lambda m=m: _scipy(problem, m, RTOL, problem["atol"])) for m in ("BDF", "Radau")]
+        for label, run in rows:
+            y, r = run()
+            err = _scaled_error(y, ref, problem["atol"])
+            lines.append(f"| {problem['name']} (atol {problem['atol']:g}) | {label} | {err:.2g} | {r['steps']} | "
+                         f"{r['nfe']} | {r['n_jac']} | {r['n_lu']} | {r['seconds']:.2f} | {r.get('note', '')} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def dopri_ratio(methods: list[str], quick: bool, dopri_span: float) -> list[str]:
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    span = 300.0 if quick else 3000.0
+    dopri = neurode.solve(van_der_pol, y0, torch.tensor([0.0, dopri_span], dtype=F64), solver="dopri5", rtol=RTOL,
+                          atol=1e-6, nstiff=0, max_num_steps=10_000_000)
+    estimate = dopri.stats.n_steps * span / dopri_span
+    lines = [f"| van der Pol μ=1000 over [0, {span:g}] | dopri5 steps (estimated: {dopri.stats.n_steps} over "
+             f"[0, {dopri_span:g}], scaled) | stiff method's steps | ratio |", "| --- | ---: | ---: | ---: |"]
+    for method in methods:
+        options, _ = _options(method, {})
+        sol = neurode.solve(van_der_pol, y0, torch.tensor([0.0, span], dtype=F64), solver=method, rtol=RTOL,
+                            atol=1e-6, **options)
+        lines.append(f"| {method} | {estimate:.3g} | {sol.stats.n_steps} | {estimate / sol.stats.n_steps:.0f}x |")
+    return lines
+
+
+def per_sample_ratio(methods: list[str], quick: bool, batch: int) -> list[str]:
+    scale = torch.logspace(-1, 1, batch, dtype=F64)  # two decades
+    k = torch.tensor([0.04, 1e4, 3e7], dtype=F64) * scale[:, None]
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64).expand(batch, 3).clone()
+    span = 1e3 if quick else 1e5
+    t = torch.tensor([0.0, span], dtype=F64)
+    lines = [f"| {batch} Robertson problems, rates x [0.1, 10], [0, {span:g}] | joint error norm | rows, per sample "
+             "| rows, one step size (nfe x batch) | ratio | wall per sample / joint (s) |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+
+    def worst_sample(scaled: torch.Tensor) -> torch.Tensor:
+        # every sample within its tolerance, as per-sample stepping guarantees
+        return scaled.reshape(batch, -1).square().mean(dim=1).sqrt().max()
+
+    for method in methods:
+        options, _ = _options(method, {})
+        start = time.perf_counter()
+        per = neurode.solve(robertson, y0, t, solver=method, rtol=RTOL, atol=1e-10, per_sample=True, args=k,
+                            **options)
+        per_seconds = time.perf_counter() - start
+        for label, norm in (("max over samples", worst_sample), ("RMS over the batch (torchdiffeq's)", None)):
+            start = time.perf_counter()
+            joint = neurode.solve(robertson, y0, t, solver=method, rtol=RTOL, atol=1e-10, args=k, norm=norm,
+                                  **options)
+            joint_seconds = time.perf_counter() - start
+            rows_joint = joint.stats.nfe * batch
+            lines.append(f"| {method} | {label} | {per.stats.nfe_rows} | {rows_joint} | "
+                         f"{rows_joint / per.stats.nfe_rows:.1f}x | {per_seconds:.1f} / {joint_seconds:.1f} |")
+    return lines
+
+
+def write_readme(text: str, readme: Path) -> None:
+    content = readme.read_text()
+    if README_START not in content or README_END not in content:
+        raise SystemExit(f"{readme}: markers {README_START} / {README_END} not found; nothing written")
+    head, rest = content.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    temporary = readme.with_suffix(".md.tmp")
+    temporary.write_text(head + README_START + "\n" + text + "\n" + README_END + tail)
+    temporary.replace(readme)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"neurode solvers to run (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--quick", action="store_true", help="N = 100 and shorter spans: under a couple of minutes")
+    parser.add_argument("--batch", type=int, default=None, help="Robertson batch for the per-sample row (256)")
+    parser.add_argument("--dopri-span", type=float, default=None, help="span dopri5 runs on van der Pol (30)")
+    parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    methods = []
+    for method in args.methods:
+        if _registered(method):
+            methods.append(method)
+        else:
+            print(f"skipped {method}: no solver of that name is registered (not merged yet?)", file=sys.stderr)
+    if not methods:
+        print("no registered method to run", file=sys.stderr)
+        return 1
+    batch = args.batch or (64 if args.quick else 256)
+    dopri_span = args.dopri_span or (3.0 if args.quick else 30.0)
+    start = time.perf_counter()
+    blocks = [comparison(methods, args.quick), dopri_ratio(methods, args.quick, dopri_span),
+              per_sample_ratio(methods, args.quick, batch)]
+    text = "\n\n".join("\n".join(block) for block in blocks)
+    text += (f"\n\n(rtol {RTOL:g}, float64, one thread; reference scipy Radau at rtol {REF_RTOL:g}; "
+             f"{'--quick, ' if args.quick else ''}{time.perf_counter() - start:.0f} s in all)")
+    print(text)
+    if args.write_readme:
+        if args.quick:
+            print("--quick results are a smoke run; the README is not written", file=sys.stderr)
+        else:
+            write_readme(text, Path(__file__).resolve().parents[1] / "README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

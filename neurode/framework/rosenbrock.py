@@ -1,0 +1,391 @@
+"""Rosenbrock (linearly implicit) methods: adaptive stiff solvers with one LU factorisation per step.
+
+A Rosenbrock method (Hairer & Wanner, "Solving Ordinary Differential
+Equations II", 2nd ed., §IV.7) replaces the Newton iteration of an implicit
+Runge–Kutta method by ``s`` linear solves with one matrix. In Hairer's
+implementation form (ibid., eq. (7.4)-(7.6), as in his code RODAS), with
+``J = ∂f/∂y(t0, y0)`` and ``f_t = ∂f/∂t(t0, y0)``, the stages ``u_i`` solve
+
+    (I/(hγ) - J) u_i = f(t0 + α_i h, y0 + Σ_{j<i} a_ij u_j) + Σ_{j<i} (c_ij/h) u_j + γ_i h f_t
+
+and ``y1 = y0 + Σ m_i u_i``, the embedded ``ŷ1 = y0 + Σ m̂_i u_i``; the error
+estimate is ``y1 - ŷ1``. Here both sides are multiplied by ``hγ``, so the
+matrix factored is ``W = I - hγJ`` (no ``1/h`` on the diagonal):
+
+* in the shared loop ``J`` is dense over the flattened state, ``(n, n)``;
+* in the batch-parallel loop (per-sample ``h``, a ``(B,)`` float64 tensor)
+  ``J`` is block-diagonal, ``(B, d, d)`` blocks (``jacobian.block_jacobian``),
+  and the ``B`` blocks are factored in one batched LU.
+
+A singular ``W`` (``hγ`` meets the reciprocal of an eigenvalue of ``J``) is
+not a crash: the step returns an infinite error estimate, which the loops
+treat as a rejection with their strongest shrink (the controller's
+``dfactor``); a sample that cannot recover fails with the loop's typed error
+naming the sample, ``t`` and ``dt``.
+
+The order of a Rosenbrock method rests on ``J`` (and ``f_t``) being exact:
+they come from autograd (``jacobian.py``; forward differences only where
+``f`` has no graph) or from the user's ``jac(t, y)``. ``f_t`` is taken by
+autograd (a forward difference in ``t`` where ``f`` has no graph) unless the
+option ``autonomous=True`` says ``f`` does not depend on ``t``.
+
+Gradients (``direct``): the step is differentiated as the map it computes.
+``J`` and ``f_t`` are formed detached (they are constants of the linear
+solves), so their dependence on ``y0`` and on ``f``'s parameters is added
+back without changing any value: stage ``i`` gets the zero-valued correction
+``W⁻¹ hγ (J u_i - [J u_i])`` whose derivative is ``W⁻¹ hγ (dJ) u_i``, with
+``J u_i`` a Jacobian–vector product carrying its graph (double backward), and
+``f_t`` is recomputed with its graph. Without this the gradient would be
+that of a W-method with frozen ``J``, only first-order accurate.
+
+Tangent error control is off (``supports_tangent = False``): replaying a step
+on a tangent would differentiate ``J``'s construction, not the step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from neurode.framework.errors import InvalidInputError
+from neurode.framework.explicit_rk import cubic_hermite
+from neurode.framework.jacobian import jacobian, record, unwatched
+from neurode.framework.solver import AbstractSolver, Step
+
+
+@dataclass(frozen=True)
+class RosenbrockTableau:
+    """A Rosenbrock method in Hairer's implementation form (see the module docstring).
+
+    Attributes:
+        gamma: the diagonal ``γ`` (the same for every stage, so one ``W`` per step).
+        alpha: the stage nodes ``α_i``.
+        gamma_sums: ``γ_i = Σ_j γ_ij`` (the ``f_t`` coefficients; ``γ_1 = γ``).
+        a: strictly lower rows ``a_ij`` (row ``i`` has ``i`` entries, row 0 none).
+        coupling: strictly lower rows ``c_ij`` (Hairer's ``C``; the ``u_j/h`` terms).
+        m, m_hat: solution and embedded weights.
+        order, embedded_order: orders of ``y1`` and ``ŷ1``.
+        dense: ``None``, or the two rows ``(d_2j, d_3j)`` of Hairer's continuous
+            output ``y(θ) = (1-θ) y0 + θ (y1 + (1-θ)(Σ d_2j u_j + θ Σ d_3j u_j))``
+            (RODAS); without it the dense output is the cubic Hermite interpolant.
+        l_stable: whether the published method is L-stable (checked in the tests).
+    """
+
+    name: str
+    gamma: float
+    alpha: tuple[float, ...]
+    gamma_sums: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    coupling: tuple[tuple[float, ...], ...]
+    m: tuple[float, ...]
+    m_hat: tuple[float, ...]
+    order: int
+    embedded_order: int
+    dense: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    dense_order: int | None = None
+    l_stable: bool = False
+    citation: str = ""
+    #: stage i evaluates f at the same point as stage i-1 (ROS3P's third stage): the value is reused
+    reuses: tuple[bool, ...] = field(init=False, repr=False)
+
+    #: a Rosenbrock step carries nothing from the previous step (read by the batch loop as for RK tableaus)
+    fsal = False
+
+    def __post_init__(self) -> None:
+        s = len(self.alpha)
+        lengths = {"gamma_sums": len(self.gamma_sums), "m": len(self.m), "m_hat": len(self.m_hat),
+                   "a": len(self.a), "coupling": len(self.coupling)}
+        bad = {k: v for k, v in lengths.items() if v != s}
+        if s == 0 or bad:
+            raise ValueError(f"tableau {self.name!r}: {bad} entries, expected {s} (one per stage)")
+        for name in ("a", "coupling"):
+            for i, row in enumerate(getattr(self, name)):
+                if len(row) != i:
+                    raise ValueError(f"tableau {self.name!r}: row {i} of {name} has {len(row)} entries, expected {i}")
+        if not math.isclose(self.gamma_sums[0], self.gamma, abs_tol=1e-15):
+            raise ValueError(f"tableau {self.name!r}: gamma_sums[0] = {self.gamma_sums[0]!r} must equal gamma")
+        if self.dense is not None and (len(self.dense) != 2 or any(len(row) != s for row in self.dense)):
+            raise ValueError(f"tableau {self.name!r}: dense must be two rows of {s} weights")
+        reuses = tuple(i > 0 and self.alpha[i] == self.alpha[i - 1]
+                       and tuple(self.a[i]) == tuple(self.a[i - 1]) + (0.0,) for i in range(s))
+        object.__setattr__(self, "reuses", reuses)
+
+    @property
+    def stages(self) -> int:
+        return len(self.alpha)
+
+    def standard_form(self) -> tuple[list[list[float]], list[list[float]], list[float], list[float]]:
+        """``(α_ij, γ_ij, b, b̂)`` of the standard form ``k_i = h f(y0 + Σ α_ij k_j) + hJ Σ γ_ij k_j``.
+
+        The implementation form's ``u = Γ k`` gives (Hairer & Wanner II, §IV.7): ``Γ = (I/γ - C)⁻¹``,
+        ``α = A Γ``, ``b = Γᵀ m``. Used to check the order conditions and by quadratures over the stages.
+        """
+        s = self.stages
+        inv_gamma = [[(1.0 / self.gamma if i == j else 0.0) - (self.coupling[i][j] if j < i else 0.0)
+                      for j in range(s)] for i in range(s)]
+        big_gamma = _lower_inverse(inv_gamma)
+        a_full = [[self.a[i][j] if j < i else 0.0 for j in range(s)] for i in range(s)]
+        alpha = [[sum(a_full[i][k] * big_gamma[k][j] for k in range(s)) for j in range(s)] for i in range(s)]
+        b = [sum(self.m[k] * big_gamma[k][j] for k in range(s)) for j in range(s)]
+        b_hat = [sum(self.m_hat[k] * big_gamma[k][j] for k in range(s)) for j in range(s)]
+        return alpha, big_gamma, b, b_hat
+
+
+def _lower_inverse(lower: list[list[float]]) -> list[list[float]]:
+    """The inverse of a lower-triangular matrix, by forward substitution (exact enough in float64)."""
+    s = len(lower)
+    inverse = [[0.0] * s for _ in range(s)]
+    for j in range(s):
+        for i in range(j, s):
+            acc = (1.0 if i == j else 0.0) - sum(lower[i][k] * inverse[k][j] for k in range(j, i))
+            inverse[i][j] = acc / lower[i][i]
+    return inverse
+
+
+def _combine(terms: list[tuple[float, torch.Tensor]], base: torch.Tensor | None = None):
+    """``base + Σ coef u`` over the non-zero terms (``None`` when there is nothing to add and no base)."""
+    out = base
+    for coef, u in terms:
+        if coef == 0.0:
+            continue
+        out = torch.mul(u, coef) if out is None else torch.add(out, u, alpha=coef)
+    return out
+
+
+class Rosenbrock(AbstractSolver):
+    """An adaptive Rosenbrock method given by its :class:`RosenbrockTableau` (see the module docstring).
+
+    Options:
+        jac: the Jacobian ``jac(t, y) -> ∂f/∂y``, instead of autograd: ``(n, n)`` over the flattened state
+            in the shared loop, ``(B, d, d)`` blocks in the batch-parallel loop (checked).
+        autonomous: ``True`` when ``f`` does not depend on ``t`` (saves one evaluation of ``f`` per step);
+            by default ``∂f/∂t`` is formed every step (autograd; zero when ``f``'s graph does not read ``t``).
+    """
+
+    adaptive = True
+    supports_per_sample = True
+    supports_tangent = False  # see the module docstring
+
+    def __init__(self, tableau: RosenbrockTableau, *, jac=None, autonomous: bool | None = None) -> None:
+        if not isinstance(tableau, RosenbrockTableau):
+            raise TypeError(f"tableau must be a RosenbrockTableau, got {type(tableau).__name__}")
+        if jac is not None and not callable(jac):
+            raise InvalidInputError(f"jac must be a callable jac(t, y) -> dF/dy, got {type(jac).__name__}")
+        if autonomous not in (None, True, False):
+            raise InvalidInputError(f"autonomous must be True, False or None, got {autonomous!r}")
+        self.tableau = tableau
+        self.order = tableau.order
+        self.error_order = tableau.order  # the explicit pairs' convention: h ratio^(-1/order)
+        self.jac = jac
+        self.autonomous = bool(autonomous)
+        _, _, b, _ = tableau.standard_form()
+        self._weights = tuple(b)
+
+    @property
+    def name(self) -> str:
+        return self.tableau.name
+
+    def __repr__(self) -> str:
+        return f"Rosenbrock({self.tableau.name!r})"
+
+    def init(self, func, t0, y0):
+        return ()
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self, func, t0, h, y0, state):
+        tab = self.tableau
+        per_sample = isinstance(h, torch.Tensor)
+        shape = y0.shape
+        if per_sample:
+            rows, d = shape[0], y0[0].numel()
+            h_col = h.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
+            hg = h_col * tab.gamma
+        else:
+            rows, d = 1, y0.numel()
+            h_col, hg = h, h * tab.gamma
+
+        def at(node: float):
+            return torch.add(t0, h, alpha=node) if per_sample else t0 + node * h
+
+        f0 = func(t0, y0)
+        graph = torch.is_grad_enabled() and f0.requires_grad
+        with unwatched(func):
+            jac = jacobian(lambda y: func(t0, y), y0.detach(), f0.detach(), per_sample=per_sample, jac=self.jac,
+                           t=self._time_tensor(func, t0, y0))
+            f_t = None if self.autonomous else self._time_derivative(func, t0, y0, f0, graph)
+            jvp = self._graph_jvp(func, t0, y0, f0) if graph else None
+        blocks = jac.reshape(rows, d, d)
+        eye = torch.eye(d, dtype=blocks.dtype, device=blocks.device)
+        scale = hg.reshape(rows, 1, 1) if per_sample else hg
+        lu, pivots, info = torch.linalg.lu_factor_ex(eye - scale * blocks)
+        record(func, jacobians=1, factorisations=1)
+        singular = info != 0
+        if per_sample:
+            # a singular block must not poison the batch (nor the backward pass): factor I there, reject it below
+            lu = torch.where(singular[:, None, None], eye, lu)
+            pivots = torch.where(singular[:, None], torch.arange(1, d + 1, dtype=pivots.dtype,
+                                                                  device=pivots.device), pivots)
+        elif bool(singular.any()):
+            error = torch.full_like(y0, math.inf)
+            return Step(t0, h, y0, y0, state, (), error, dense=None, func=func)
+
+        def solve(rhs: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.lu_solve(lu, pivots, rhs.reshape(rows, d, 1)).reshape(shape)
+
+        u: list[torch.Tensor] = []
+        f_i = f0
+        for i in range(tab.stages):
+            if i > 0 and not tab.reuses[i]:
+                y_i = _combine(list(zip(tab.a[i], u)), y0)
+                f_i = func(at(tab.alpha[i]), y_i)
+            # hγ × (f_i + Σ c_ij u_j / h + γ_i h f_t)
+            rhs = torch.mul(f_i, hg)
+            coupled = _combine(list(zip(tab.coupling[i], u)))
+            if coupled is not None:
+                rhs = torch.add(rhs, coupled, alpha=tab.gamma)
+            if f_t is not None and tab.gamma_sums[i] != 0.0:
+                rhs = rhs + (h_col * h_col * (tab.gamma * tab.gamma_sums[i])) * f_t
+            u_i = solve(rhs)
+            if jvp is not None:
+                product = jvp(u_i.detach())
+                if product is not None:  # zero in value; carries (dJ) u_i into the derivative
+                    u_i = u_i + solve(hg * (product - product.detach()))
+            u.append(u_i)
+        y1 = _combine(list(zip(tab.m, u)), y0)
+        error = _combine([(m - m_hat, u_i) for m, m_hat, u_i in zip(tab.m, tab.m_hat, u)])
+        if error is None:
+            error = torch.zeros_like(y0)
+        if per_sample:
+            bad = singular.view(-1, *([1] * (y0.ndim - 1)))
+            error = torch.where(bad, math.inf, error)
+            y1 = torch.where(bad, y0, y1)
+        dense = {"u": u, "f0": f0}
+        if tab.dense is not None:
+            dense["cont"] = tuple(_combine(list(zip(row, u))) for row in tab.dense)
+        return Step(t0, h, y0, y1, state, (), error, dense=dense, func=func)
+
+    @staticmethod
+    def _time_tensor(func, t0, y0: torch.Tensor) -> torch.Tensor:
+        """``t0`` as ``f`` receives it: a 0-d tensor (shared loop) or ``(B,)`` (per sample), in the time dtype."""
+        dtype = getattr(func, "time_dtype", y0.real.dtype if y0.is_complex() else y0.dtype)
+        if isinstance(t0, torch.Tensor):
+            return t0.to(dtype)
+        return torch.scalar_tensor(t0, dtype=dtype, device=y0.device)
+
+    def _time_derivative(self, func, t0, y0: torch.Tensor, f0: torch.Tensor, graph: bool) -> torch.Tensor | None:
+        """``∂f/∂t(t0, y0)``: autograd (``None`` where ``f``'s graph does not read ``t``), else a forward difference.
+
+        ``∂f_b/∂t_b`` of every sample at once with two backward passes (the double-vjp form of a
+        forward-mode derivative): ``g(w) = Σ w ∂f/∂t`` per time, then ``∂g/∂w`` against ones. With
+        ``graph``, the result keeps its dependence on ``y0`` and ``f``'s parameters.
+        """
+        t = self._time_tensor(func, t0, y0).detach().requires_grad_(True)
+        with torch.enable_grad():
+            # y with a graph too: an out without one then means f cannot be differentiated, not that it ignores t
+            out = func(t, y0 if graph else y0.detach().requires_grad_(True))
+            if out.requires_grad:
+                w = torch.zeros_like(out, requires_grad=True)
+                (g,) = torch.autograd.grad(out, t, w, create_graph=True, allow_unused=True)
+                if g is None or not g.requires_grad:
+                    return None
+                (f_t,) = torch.autograd.grad(g, w, torch.ones_like(g), create_graph=graph)
+                return f_t if graph else f_t.detach()
+        # f has no graph (it runs under no_grad, e.g. inside a continuous adjoint): a forward difference in t
+        with torch.no_grad():
+            t_now = t.detach()
+            delta = math.sqrt(torch.finfo(t_now.dtype).eps) * torch.clamp(t_now.abs(), min=1.0)
+            shifted = func(t_now + delta, y0)
+            delta = ((t_now + delta) - t_now).to(y0.dtype)  # the increment actually taken, after rounding
+            if delta.ndim:
+                delta = delta.view(-1, *([1] * (y0.ndim - 1)))
+            return (shifted - f0.detach()) / delta
+
+    @staticmethod
+    def _graph_jvp(func, t0, y0: torch.Tensor, f0: torch.Tensor):
+        """``v -> J v`` carrying the graph of ``J``'s dependence on ``y0`` and ``f``'s parameters (for ``direct``).
+
+        ``g(w) = Jᵀ w`` is built once with ``create_graph``; ``J v = ∂(g·v)/∂w`` per stage.
+        """
+        with torch.enable_grad():
+            if y0.requires_grad:
+                y, out = y0, f0
+            else:
+                y = y0.detach().requires_grad_(True)
+                out = func(t0, y)
+            w = torch.zeros_like(out, requires_grad=True)
+            (g,) = torch.autograd.grad(out, y, w, create_graph=True, allow_unused=True)
+        if g is None or not g.requires_grad:
+            return None
+
+        def product(v: torch.Tensor) -> torch.Tensor | None:
+            with torch.enable_grad():
+                (jv,) = torch.autograd.grad(g, w, v, create_graph=True, retain_graph=True, allow_unused=True)
+            return jv if jv is not None and jv.requires_grad else None
+
+        return product
+
+    # ------------------------------------------------------------------ dense output
+
+    def interpolate(self, step: Step, theta):
+        if isinstance(theta, float) and theta in (0.0, 1.0):
+            return step.y0 if theta == 0.0 else step.y1
+        if isinstance(theta, torch.Tensor):
+            theta = theta.to(step.y0.dtype)
+        if self.tableau.dense is None:
+            return self._hermite(step, theta, None)
+        k1, k2 = step.dense["cont"]
+        return _rodas_dense(step.y0, step.y1, k1, k2, theta)
+
+    def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        y0 = step.y0[rows]
+        th = theta.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
+        if self.tableau.dense is None:
+            return self._hermite(step, th, rows)
+        k1, k2 = step.dense["cont"]
+        return _rodas_dense(y0, step.y1[rows], k1[rows], k2[rows], th)
+
+    def _hermite(self, step: Step, theta, rows):
+        """The cubic Hermite interpolant from ``y0, y1, f(t0, y0)`` and ``f(t1, y1)`` (one evaluation per step
+        that produces outputs, for the whole active batch, cached)."""
+        if step.cache is None:
+            step.cache = {}
+        if "f1" not in step.cache:
+            t1 = torch.add(step.t0, step.h) if isinstance(step.h, torch.Tensor) else step.t0 + step.h
+            step.cache["f1"] = step.func(t1, step.y1)
+        if rows is None:
+            view = Step(step.t0, step.h, step.y0, step.y1, step.state0, step.state1, None,
+                        dense=[step.dense["f0"]], func=step.func, cache=step.cache)
+            return cubic_hermite(view, theta)
+        h = step.h[rows].to(step.y0.dtype).view_as(theta)
+        y0, y1 = step.y0[rows], step.y1[rows]
+        f0, f1 = step.dense["f0"][rows], step.cache["f1"][rows]
+        h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
+        h10 = theta * (1 - theta) * (1 - theta)
+        h01 = theta * theta * (3 - 2 * theta)
+        h11 = theta * theta * (theta - 1)
+        return h00 * y0 + h10 * h * f0 + h01 * y1 + h11 * h * f1
+
+    # ------------------------------------------------------------------ quadrature (per-sample backsolve)
+
+    @property
+    def stage_weights(self) -> tuple[float, ...]:
+        """The standard form's weights ``b_i``: with the nodes ``α_i`` a quadrature rule of the method's order
+        (the bushy-tree order conditions ``Σ b_i α_i^q = 1/(q+1)``)."""
+        return self._weights
+
+    def stage_points_per_sample(self, step: Step, stages=None) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(t_i, Y_i, b_i)``: the stage times, the stage arguments ``y0 + Σ a_ij u_j`` and the weights."""
+        tab, u = self.tableau, step.dense["u"]
+        points = []
+        for i in range(tab.stages) if stages is None else stages:
+            y_i = _combine(list(zip(tab.a[i], u)), step.y0)
+            points.append((torch.add(step.t0, step.h, alpha=tab.alpha[i]), y_i, self._weights[i]))
+        return points
+
+
+def _rodas_dense(y0, y1, k1, k2, theta):
+    """Hairer's RODAS continuous output ``(1-θ) y0 + θ (y1 + (1-θ)(k1 + θ k2))`` (rodas.f, CONTRO)."""
+    return (1 - theta) * y0 + theta * (y1 + (1 - theta) * (k1 + theta * k2))
