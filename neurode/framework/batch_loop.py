@@ -64,11 +64,11 @@ class BatchResult:
     n_rejected: torch.Tensor  # (B,)
     h_last: torch.Tensor  # (B,) float64, signed
     fail_t: torch.Tensor  # (B,) float64: where a failed sample stopped (NaN otherwise)
+    records: list["IterationRecord"] | None = None  # with record=True: what the checkpointed adjoint replays
     #: (B,) float64: a sample that failed by Newton: its last scaled Newton increment norm (NaN otherwise)
     fail_residual: torch.Tensor | None = None
     #: (B,) float64, signed: the step size a failed sample last tried (NaN otherwise)
     fail_dt: torch.Tensor | None = None
-    records: list["IterationRecord"] | None = None  # with record=True: what the checkpointed adjoint replays
 
 
 @dataclass
@@ -453,8 +453,8 @@ def integrate_batch(
     stats.n_accepted += total_acc
     stats.n_rejected += total_rej
     stats.n_steps += total_acc + total_rej
-    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t, records,
-                       fail_residual, fail_dt)
+    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t,
+                       fail_residual=fail_residual, fail_dt=fail_dt, records=records)
 
 
 def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
