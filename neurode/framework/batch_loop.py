@@ -33,6 +33,7 @@ from neurode.framework.controller import IController, PIController, PIDControlle
 from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
+    NewtonConvergenceError,
     NonFiniteStateError,
     SolverError,
     StepSizeUnderflowError,
@@ -46,12 +47,13 @@ from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, slice_args
 
 #: per-sample status codes of a batch-parallel solve
-RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE, STIFF = -1, 0, 1, 2, 3, 4
+RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE, STIFF, NEWTON = -1, 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps reached", UNDERFLOW: "step size underflow",
                 NON_FINITE: "non-finite state", RUNNING: "running",
-                STIFF: "stiff (steps held at the explicit method's stability limit; max_num_steps would not finish)"}
+                STIFF: "stiff (steps held at the explicit method's stability limit; max_num_steps would not finish)",
+                NEWTON: "the Newton iteration of the implicit stages did not converge, whatever the step size"}
 _ERRORS = {MAX_STEPS: MaxStepsError, UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError,
-           STIFF: StiffProblemError}
+           STIFF: StiffProblemError, NEWTON: NewtonConvergenceError}
 
 
 @dataclass
@@ -63,6 +65,10 @@ class BatchResult:
     h_last: torch.Tensor  # (B,) float64, signed
     fail_t: torch.Tensor  # (B,) float64: where a failed sample stopped (NaN otherwise)
     records: list["IterationRecord"] | None = None  # with record=True: what the checkpointed adjoint replays
+    #: (B,) float64: a sample that failed by Newton: its last scaled Newton increment norm (NaN otherwise)
+    fail_residual: torch.Tensor | None = None
+    #: (B,) float64, signed: the step size a failed sample last tried (NaN otherwise)
+    fail_dt: torch.Tensor | None = None
 
 
 @dataclass
@@ -192,10 +198,12 @@ def _error_ratios(step, rtol_n, atol_n, feature_dims) -> torch.Tensor:
     return ratio if ratio.dtype == torch.float64 else ratio.double()
 
 
-def _classify(finished, stuck, ratio, stiff, out_of_steps: bool) -> torch.Tensor:
+def _classify(finished, stuck, ratio, stiff, out_of_steps: bool, newton_failed=None) -> torch.Tensor:
     """Each active sample's status after an iteration: running, success, or why it stopped."""
     code = torch.where(stuck, MAX_STEPS if out_of_steps else UNDERFLOW, RUNNING)
     code = torch.where(stuck & ~torch.isfinite(ratio), NON_FINITE, code)
+    if newton_failed is not None:  # an implicit method's stage solve failed at the last step size tried
+        code = torch.where(stuck & newton_failed, NEWTON, code)
     if stiff is not None:
         code = torch.where(stiff, STIFF, code)
     return torch.where(finished, SUCCESS, code)
@@ -290,6 +298,9 @@ def integrate_batch(
     n_rej_all = torch.zeros(batch, dtype=torch.int64, device=device)
     h_last_all = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
     fail_t = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    fail_residual = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    fail_dt = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    newton_residual = None  # aligned with the active set: the last step's Newton failures (NaN where none)
     out_index: list[torch.Tensor] = [torch.arange(batch, device=device) * n_times]  # flat index b * T + j
     out_value: list[torch.Tensor] = [y0]
 
@@ -332,6 +343,9 @@ def integrate_batch(
             idx = act[leaving]
             status[idx] = code[leaving]
             fail_t[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * tau[leaving])
+            fail_dt[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * h[leaving])
+            if newton_residual is not None:
+                fail_residual[idx] = torch.where(code[leaving] == NEWTON, newton_residual[leaving], math.nan)
             n_acc_all[idx], h_last_all[idx] = n_acc[leaving], direction * h_last[leaving]
             n_rej_all[idx] = iteration - n_acc[leaving]
             keep = ~leaving
@@ -356,7 +370,10 @@ def integrate_batch(
         step = None  # the last iteration's stages must not stay alive while this one runs
         nfe_before = func.nfe
         step, tangent_error = stepper.step(func, t0, signed_h, y, state)
-        rows += act.numel() * (func.nfe - nfe_before)
+        # rows f evaluated: an implicit method reports its own (its Newton iterations run on the rows still
+        # iterating); otherwise every evaluation of the step covered the active samples
+        rows += step.rows if step.rows is not None else act.numel() * (func.nfe - nfe_before)
+        newton_failed = None if step.failure is None else step.failure.failed
         iteration += 1
         ratio = _error_ratios(step, rtol_n, atol_n, feature_dims)
         if tangent_error is not None:
@@ -372,8 +389,11 @@ def integrate_batch(
         tau_prev = tau
         y = torch.where(acc_col, step.y1, y)
         # a carried tensor need not have the state's dimensions (an implicit method's per-sample Jacobian blocks)
+        # a rejected sample retries from state0, or from what the solver kept for the retry (an implicit
+        # method's Jacobian formed at y0)
+        retry = state if step.state_retry is None else step.state_retry
         state = tuple(torch.where(accept.view(-1, *([1] * (s1.ndim - 1))), s1, s0)
-                      for s0, s1 in zip(state, step.state1))
+                      for s0, s1 in zip(retry, step.state1))
         tau = torch.where(accept, tau + h, tau)
         n_acc += accept
         h_last = torch.where(accept, h, h_last)
@@ -394,7 +414,9 @@ def integrate_batch(
             stuck = stuck | stiff
         n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
         if n_drop:  # classify only when someone leaves (rare): success, or why it failed
-            code = _classify(finished, stuck, ratio, stiff, iteration >= config.max_num_steps)
+            code = _classify(finished, stuck, ratio, stiff, iteration >= config.max_num_steps, newton_failed)
+            if newton_failed is not None:
+                newton_residual = torch.where(newton_failed, step.failure.residual, math.nan)
 
         if n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
@@ -415,6 +437,8 @@ def integrate_batch(
         if records is not None:
             records[-1].accept = accept
         ptr = new_ptr
+        if n_drop and newton_failed is None:
+            newton_residual = None
         h = h_next
 
     feature_shape = y0.shape[1:]
@@ -427,7 +451,8 @@ def integrate_batch(
     stats.n_accepted += total_acc
     stats.n_rejected += total_rej
     stats.n_steps += total_acc + total_rej
-    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t, records)
+    return BatchResult(ys.transpose(0, 1), status, n_acc_all, n_rej_all, h_last_all, fail_t,
+                       fail_residual=fail_residual, fail_dt=fail_dt, records=records)
 
 
 def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
@@ -439,6 +464,14 @@ def raise_for_status(result: BatchResult, stats: SolveStats) -> None:
     code = int(result.status[first])
     cls = _ERRORS.get(code, SolverError)
     where = float(result.fail_t[first])
+    if code == NEWTON:
+        residual, dt = float(result.fail_residual[first]), float(result.fail_dt[first])
+        raise NewtonConvergenceError(
+            f"{failed.numel()} of {result.status.numel()} samples failed; sample {first}: the Newton iteration of "
+            f"the implicit stages did not converge at t={where:.9g} with step size {dt:.3g} (last scaled increment "
+            f"norm {residual:.3g}) and shrinking the step did not help; f may be non-smooth or singular there. "
+            "Pass on_failure='report' to get the others' results and per-sample status instead.",
+            t=where, dt=dt, stats=stats, sample=first, residual=residual)
     raise cls(
         f"{failed.numel()} of {result.status.numel()} samples failed; sample {first}: {STATUS_NAMES[code]} at "
         f"t={where:.9g}.{' ' + stiff_advice() if code == STIFF else ''} Pass on_failure='report' to get the others' "

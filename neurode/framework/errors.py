@@ -86,6 +86,20 @@ class NonFiniteStateError(SolverError):
     """The state or its derivative became NaN or infinite."""
 
 
+class NewtonConvergenceError(SolverError):
+    """An implicit method's Newton iteration kept failing while the step size shrank to nothing.
+
+    Besides ``t`` and ``dt``: ``sample`` (the failing sample of a per-sample solve, ``None`` in the shared loop)
+    and ``residual`` (the last scaled Newton increment norm, RMS of ``Δz / (atol + rtol |y0|)``).
+    """
+
+    def __init__(self, message: str, *, t: float | None = None, dt: float | None = None, stats=None,
+                 sample: int | None = None, residual: float | None = None) -> None:
+        super().__init__(message, t=t, dt=dt, stats=stats)
+        self.sample = sample
+        self.residual = residual
+
+
 class EventNotFoundError(SolverError):
     """An event function never changed sign within the integration limits."""
 

@@ -31,13 +31,14 @@ from neurode.framework.controller import IController, PIController, PIDControlle
 from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
+    NewtonConvergenceError,
     NonFiniteStateError,
     SolverError,
     StepSizeUnderflowError,
 )
 from neurode.framework.events import EventSearch
 from neurode.framework.solution import SolveStats
-from neurode.framework.solver import AbstractSolver, Step
+from neurode.framework.solver import AbstractSolver, Step, StepFailure
 from neurode.framework.stiffness import DEFAULT_NSTIFF, StiffnessDetector
 from neurode.framework.tangent import make_stepper
 from neurode.framework.vector_field import VectorField, unflatten_state
@@ -369,6 +370,11 @@ def integrate(
 
         # ---- accept or reject
         if fixed:
+            if step.failure is not None:  # a fixed step cannot shrink: a Newton failure ends the solve
+                func.tally(stats, nfe_start)
+                raise newton_error(step.failure, 0, direction * tau, direction * h, stats, per_sample=False,
+                                   advice="a fixed-step solve cannot shrink the step: use a smaller step_size or "
+                                          "an adaptive solve")
             accept, h_next = True, h
         else:
             ratio, abs_y1 = _error_ratio(step, rtol, atol, norm, abs_y)
@@ -379,6 +385,8 @@ def integrate(
                 accept = False
                 if h <= min_step or not (tau + h_next > tau):
                     func.tally(stats, nfe_start)
+                    if step.failure is not None:
+                        raise newton_error(step.failure, 0, direction * tau, direction * h, stats, per_sample=False)
                     raise NonFiniteStateError(
                         f"the state became non-finite (NaN or inf) in a step from t={direction * tau:.9g} "
                         f"with step size {direction * h:.3g}, and shrinking the step did not help",
@@ -427,6 +435,8 @@ def integrate(
             if cb_reject is not None:
                 cb_reject(func.time(direction * tau), _user_state(y, func), func.time(h))
             stats.n_rejected += 1
+            if step.state_retry is not None:  # e.g. an implicit method's Jacobian formed at y for the retry
+                state = step.state_retry
         h = h_next
 
     func.tally(stats, nfe_start)
@@ -444,6 +454,18 @@ def _counting(stats: SolveStats, func: VectorField, nfe_start: tuple[int, int, i
     except SolverError:
         func.tally(stats, nfe_start)
         raise
+
+
+def newton_error(failure: StepFailure, row: int, t: float, h: float, stats, *, per_sample: bool,
+                 advice: str = "shrinking the step did not help") -> NewtonConvergenceError:
+    """The typed error of an implicit method's Newton failure in row ``row`` (a sample, or the whole state)."""
+    reason, residual = failure.describe(row)
+    who = f"sample {row}: " if per_sample else ""
+    return NewtonConvergenceError(
+        f"{who}the Newton iteration for the implicit stages did not converge at t={t:.9g} with step size {h:.3g} "
+        f"({reason}; last scaled increment norm {residual:.3g}), and {advice}; f may be non-smooth or singular "
+        "here, or the solution blows up (check f near t; options max_iters=..., newton_tol=..., jac=...)",
+        t=t, dt=h, stats=stats, sample=row if per_sample else None, residual=residual)
 
 
 def _step_size_error(t: float, h: float, tau1: float, stats) -> SolverError:

@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "neurode.plugins.solvers.adaptive_rk",
     "neurode.plugins.solvers.implicit",
     "neurode.plugins.solvers.rosenbrock",
+    "neurode.plugins.solvers.esdirk",
     "neurode.plugins.solvers.adams",
     "neurode.plugins.solvers.torchdiffeq_wrapper",
     "neurode.plugins.adjoints.direct",

@@ -32,6 +32,39 @@ PERTURB_NONE, PERTURB_NEXT, PERTURB_PREV = 0, 1, 2
 VectorFieldFn = Callable[..., torch.Tensor]
 
 
+#: why a row's stage solve failed (:class:`StepFailure` codes)
+NEWTON_DIVERGED, NEWTON_SLOW, NEWTON_NON_FINITE, NEWTON_SINGULAR = 1, 2, 3, 4
+NEWTON_REASONS = {
+    NEWTON_DIVERGED: "the increments grew (convergence rate >= the limit)",
+    NEWTON_SLOW: "the increments shrank too slowly to converge within max_iters",
+    NEWTON_NON_FINITE: "f or the increment became non-finite",
+    NEWTON_SINGULAR: "the iteration matrix I - h gamma J is singular",
+}
+
+
+@dataclass
+class StepFailure:
+    """Rows (samples; one row in the shared loop) whose step an implicit method could not compute.
+
+    A Newton failure is not an exception inside a step: the step comes back with an infinite error for those
+    rows, so the loop rejects it and shrinks the step; only when the step size can shrink no further does the
+    loop raise :class:`~neurode.framework.errors.NewtonConvergenceError` from this record.
+
+    Attributes:
+        failed: ``(B,)`` bool, the rows whose stage solve failed.
+        code: ``(B,)`` int64, why (``NEWTON_*``, 0 where it did not fail).
+        residual: ``(B,)`` float64, the last scaled Newton increment norm of each row.
+    """
+
+    failed: torch.Tensor
+    code: torch.Tensor
+    residual: torch.Tensor
+
+    def describe(self, row: int) -> tuple[str, float]:
+        """Why row ``row`` failed, and its last residual."""
+        return NEWTON_REASONS.get(int(self.code[row]), "unknown"), float(self.residual[row])
+
+
 @dataclass
 class Step:
     """What one attempted step produced.
@@ -55,6 +88,14 @@ class Step:
     dense: Any = None
     func: Any = None  # the vector field, for interpolants that evaluate f (cubic Hermite)
     cache: dict | None = None
+    #: the carried state for the retry after a rejection (an implicit method keeps the Jacobian it formed at
+    #: ``y0``, or asks for a fresh one after a Newton failure); ``None``: retry from ``state0``
+    state_retry: tuple[torch.Tensor, ...] | None = None
+    #: rows whose stage solve failed (their error is infinite), or ``None``
+    failure: StepFailure | None = None
+    #: rows of ``f`` evaluated by a per-sample step whose evaluations vary per sample (an implicit method's
+    #: Newton iterations); ``None``: the batch loop counts its stages times the active rows
+    rows: int | None = None
 
 
 class AbstractSolver(abc.ABC):

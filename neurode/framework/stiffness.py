@@ -29,6 +29,7 @@ import torch
 
 from neurode.framework.errors import StiffProblemError
 from neurode.framework.registry import get_registry
+from neurode.framework.tableau import ButcherTableau
 
 #: accepted steps between two tests (Hairer's NSTIFF)
 DEFAULT_NSTIFF = 1000
@@ -83,7 +84,9 @@ class StiffnessDetector:
     def for_solver(cls, solver, nstiff: int = DEFAULT_NSTIFF) -> "StiffnessDetector | None":
         """A detector for an explicit RK solver with two stages at one node, else ``None`` (no test)."""
         tableau = getattr(solver, "tableau", None)
-        if nstiff <= 0 or tableau is None or not hasattr(tableau, "c") or not hasattr(tableau, "a"):
+        # an explicit tableau only: an implicit method's stages at one node (an ESDIRK's c = 1 twice) say nothing
+        # about h |lambda| against a stability limit
+        if nstiff <= 0 or not isinstance(tableau, ButcherTableau):
             return None
         c = tableau.c
         pairs = [(i, j) for j in range(len(c)) for i in range(j) if c[i] == c[j] and c[i] > 0]

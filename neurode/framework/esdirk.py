@@ -1,0 +1,354 @@
+"""Adaptive ESDIRK methods: L-stable, stiffly accurate, with embedded error estimates, per-sample capable.
+
+An ESDIRK (singly diagonally implicit Runge–Kutta with an explicit first
+stage; Kværnø, BIT 44 (2004) 489–502; Kennedy & Carpenter, NASA/TM-2016-219173)
+has a lower-triangular matrix ``A`` with ``a_11 = 0`` and ``a_ii = γ`` after:
+
+    k_1 = f(t0, y0)                                       (the last stage of the step before: FSAL)
+    Y_i = y0 + h Σ_{j<i} a_ij k_j + hγ k_i,   k_i = f(t0 + c_i h, Y_i),   i = 2..s
+    y1  = Y_s                                             (stiffly accurate: b = the last row of A)
+    ŷ1  = y0 + h Σ b̂_j k_j                               (Kværnø: b̂ = row s-1, so ŷ1 = Y_{s-1})
+
+Each implicit stage is solved for ``z = Y_i - a_i`` by simplified Newton
+(``newton.py``) with one matrix ``I - hγ J`` per step; ``k_i = z / (hγ)``
+rather than ``f(Y_i)``, which would amplify the Newton error by the
+stiffness (Shampine 1980; Hairer & Wanner II, §IV.8). The error estimate
+``y1 - ŷ1 = h Σ (b - b̂)_j k_j`` goes to the loop's controller as an explicit
+pair's does, with ``error_order`` = embedded order + 1.
+
+Jacobian policy (Hairer & Wanner II, §IV.8; RADAU5's strategy for an
+SDIRK): the carried state holds ``J``, the LU factors of ``I - hγ J`` with
+the ``hγ`` they were made for, ``η`` of the last Newton solve, and a flag:
+``0`` J was formed at this state's ``y``, ``1`` it is older, ``2`` form a new
+one before the next use. The LU is refactored whenever ``hγ`` differs from
+the factored one (every step the controller changes ``h``); ``J`` is formed
+again only when a step's Newton iteration converged slowly (rate above
+``refresh_rate``) or failed with an old ``J``. A Newton failure is not an
+exception: the failing rows get an infinite error, the loop rejects the
+step and shrinks it, and the retry starts from :attr:`Step.state_retry`
+(with the Jacobian just formed at ``y0``, or the request to form one).
+
+Per sample (``h`` a ``(B,)`` tensor, the batch-parallel loop): every row of
+the state is one sample with its own ``(d, d)`` block of ``J``, its own LU,
+``hγ``, flag, ``η`` and Newton iteration count; a converged sample stops
+iterating, and only the samples whose flag asks for it have their block
+formed. :attr:`Step.rows` reports the rows of ``f`` really evaluated.
+
+Dense output: the cubic Hermite interpolant on ``(y0, k_1, y1, k_s)`` —
+``k_s`` is the derivative at ``y1`` — third order, C¹ across steps (what
+diffrax uses for these methods); it costs no evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from neurode.framework.errors import InvalidInputError
+from neurode.framework.jacobian import block_jacobian, record, unwatched, user_jacobian
+from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, solve_stage
+from neurode.framework.solver import NEWTON_SINGULAR, AbstractSolver, Step, StepFailure
+
+_LINEAR_SOLVERS = ("lu", "krylov")
+#: flags of the carried Jacobian (see the module docstring)
+_JAC_AT_Y, _JAC_OLD, _JAC_REFRESH = 0.0, 1.0, 2.0
+
+
+@dataclass(frozen=True)
+class ESDIRKTableau:
+    """The coefficients of a stiffly accurate ESDIRK pair.
+
+    Attributes:
+        name: the method's name (diffrax's where it has one).
+        gamma: the diagonal ``a_ii`` (i >= 2).
+        c: nodes, ``c_1 = 0`` and ``c_s = 1``.
+        a: the full ``s x s`` lower-triangular matrix, first row zero; ``b`` is its last row.
+        b_hat: the embedded weights.
+        order, embedded_order: orders of ``y1`` and ``ŷ1``.
+        citation: where the coefficients are published.
+    """
+
+    name: str
+    gamma: float
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b_hat: tuple[float, ...]
+    order: int
+    embedded_order: int
+    citation: str = ""
+
+    def __post_init__(self) -> None:
+        s = len(self.c)
+        if s < 2 or len(self.a) != s or any(len(row) != s for row in self.a) or len(self.b_hat) != s:
+            raise ValueError(f"tableau {self.name!r}: a must be {s} x {s} and b_hat of length {s}")
+        if any(x != 0.0 for x in self.a[0]) or self.c[0] != 0.0 or self.c[-1] != 1.0:
+            raise ValueError(f"tableau {self.name!r}: an ESDIRK has an explicit first stage (a row and c of 0) and "
+                             f"c_s = 1, got c = {self.c}")
+        for i in range(1, s):
+            if self.a[i][i] != self.gamma or any(x != 0.0 for x in self.a[i][i + 1:]):
+                raise ValueError(f"tableau {self.name!r}: row {i} of a must end with gamma={self.gamma} on the "
+                                 f"diagonal and zeros after it, got {self.a[i]}")
+            if not math.isclose(sum(self.a[i]), self.c[i], rel_tol=1e-12, abs_tol=1e-12):
+                raise ValueError(f"tableau {self.name!r}: row {i} of a sums to {sum(self.a[i])!r}, "
+                                 f"expected c[{i}] = {self.c[i]!r}")
+        if not math.isclose(sum(self.b_hat), 1.0, abs_tol=1e-12):
+            raise ValueError(f"tableau {self.name!r}: b_hat sums to {sum(self.b_hat)!r}, expected 1")
+
+    @property
+    def b(self) -> tuple[float, ...]:
+        return self.a[-1]
+
+    @property
+    def stages(self) -> int:
+        return len(self.c)
+
+    #: the first stage is the last one of the step before (the batch loop counts it once, at the start)
+    fsal = True
+
+
+class ESDIRK(AbstractSolver):
+    """An adaptive ESDIRK method given by its tableau (see the module docstring).
+
+    Options:
+        linear_solver: ``"lu"`` (batched dense LU of ``I - hγ J``, the default) or ``"krylov"`` (GMRES on
+            Jacobian-vector products: no Jacobian is formed, for large states).
+        jac: ``jac(t, y) -> ∂f/∂y``, the user's Jacobian, instead of autograd: ``(n, n)`` (or
+            ``(*y.shape, *y.shape)``) over the whole state in a shared solve; ``(B, d, d)`` blocks in a
+            per-sample solve, where ``t`` is then the ``(B,)`` tensor of the samples' times.
+        newton_tol: ``κ``, the Newton iteration's tolerance as a fraction of the local error tolerance
+            (default 0.01).
+        max_iters: Newton increments per stage before the step is rejected (default 10).
+        max_rate: the largest acceptable convergence rate ``θ`` (default 0.9).
+        refresh_rate: form ``J`` again after a step whose Newton rate exceeded this (default 0.2).
+        krylov_rtol, krylov_restart, krylov_max_iters: GMRES's relative tolerance (default 1e-3), restart
+            length (30) and budget of products per solve (default 10 d).
+        rtol, atol: the solve's tolerances, which scale the Newton norm (passed in by ``solve``).
+    """
+
+    adaptive = True
+    supports_per_sample = True
+    supports_tangent = False  # Newton iteration counts depend on the values: nothing to replay linearly
+
+    def __init__(self, tableau: ESDIRKTableau, *, linear_solver: str = "lu", jac: Callable | None = None,
+                 newton_tol: float = 1e-2, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,
+                 krylov_rtol: float = 1e-3, krylov_restart: int = 30, krylov_max_iters: int | None = None,
+                 rtol=1e-7, atol=1e-9) -> None:
+        if not isinstance(tableau, ESDIRKTableau):
+            raise TypeError(f"tableau must be an ESDIRKTableau, got {type(tableau).__name__}")
+        if linear_solver not in _LINEAR_SOLVERS:
+            raise InvalidInputError(f"linear_solver must be one of {_LINEAR_SOLVERS}, got {linear_solver!r}")
+        if jac is not None and not callable(jac):
+            raise InvalidInputError(f"jac must be callable as jac(t, y) -> the Jacobian, got {jac!r}")
+        if jac is not None and linear_solver == "krylov":
+            raise InvalidInputError("jac is not used by linear_solver='krylov' (it forms no Jacobian); pass one "
+                                    "or the other")
+        for name, value, low, high in (("newton_tol", newton_tol, 0, 1), ("max_rate", max_rate, 0, 1),
+                                       ("refresh_rate", refresh_rate, 0, 1), ("krylov_rtol", krylov_rtol, 0, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise InvalidInputError(f"{name} must be a number in ({low}, {high}], got {value!r}")
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise InvalidInputError(f"max_iters must be a positive integer, got {max_iters!r}")
+        self.tableau = tableau
+        self.order = tableau.order
+        self.error_order = tableau.embedded_order + 1
+        self.linear_solver, self.jac = linear_solver, jac
+        self.newton_tol, self.max_iters = float(newton_tol), max_iters
+        self.max_rate, self.refresh_rate = float(max_rate), float(refresh_rate)
+        self.krylov = {"rtol": float(krylov_rtol), "restart": krylov_restart, "max_iters": krylov_max_iters}
+        self.rtol, self.atol = rtol, atol
+        s = tableau.stages
+        # (j, a_ij) without zeros, below the diagonal, for the explicit part of every stage
+        self._lower = tuple(tuple((j, a_ij) for j, a_ij in enumerate(tableau.a[i][:i]) if a_ij != 0.0)
+                            for i in range(s))
+        self._error = tuple((j, b_j - bh_j) for j, (b_j, bh_j) in enumerate(zip(tableau.b, tableau.b_hat))
+                            if b_j != bh_j)
+
+    @property
+    def name(self) -> str:
+        return self.tableau.name
+
+    def __repr__(self) -> str:
+        return f"ESDIRK({self.tableau.name!r})"
+
+    @property
+    def initial_step_order(self) -> int:
+        return self.error_order
+
+    # ------------------------------------------------------------------ carried state
+
+    def init(self, func, t0, y0):
+        per_sample = isinstance(t0, torch.Tensor)
+        batch, d = _rows(y0, per_sample)
+        f0 = func(t0, y0)
+        eta = torch.ones(batch, dtype=torch.float64, device=y0.device)
+        if self.linear_solver == "krylov":
+            return (f0, eta)
+        blocks = torch.zeros(batch, d, d, dtype=y0.dtype, device=y0.device)
+        return (f0, eta, blocks, blocks.clone(), torch.zeros(batch, d, dtype=torch.float64, device=y0.device),
+                torch.full((batch,), math.nan, dtype=torch.float64, device=y0.device),
+                torch.full((batch,), _JAC_REFRESH, dtype=torch.float64, device=y0.device))
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self, func, t0, h, y0, state):
+        tab = self.tableau
+        per_sample = isinstance(h, torch.Tensor)
+        batch, d = _rows(y0, per_sample)
+        field = RowField(func, y0.shape[1:] if per_sample else y0.shape, per_sample)
+        device, dtype = y0.device, y0.dtype
+        h64 = h.to(torch.float64) if per_sample else torch.full((1,), float(h), dtype=torch.float64, device=device)
+        t64 = t0 if per_sample else float(t0)
+        h_col = h64.to(dtype)[:, None]
+        hg = (tab.gamma * h64).to(dtype)
+        y0r = y0.reshape(batch, d)
+        with torch.no_grad():
+            scale = (self.atol + self.rtol * y0.abs()).reshape(batch, d)
+        if scale.dtype != dtype:
+            scale = scale.to(dtype)
+        k_first = state[0].reshape(batch, d)
+        eta = state[1].clamp_min(torch.finfo(torch.float64).eps).pow(0.8)  # Hairer's start of a step
+        failed = torch.zeros(batch, dtype=torch.bool, device=device)
+        code = torch.zeros(batch, dtype=torch.int64, device=device)
+        residual = torch.zeros(batch, dtype=torch.float64, device=device)
+        if self.linear_solver == "lu":
+            jac, flag, linear, carried = self._factor(func, field, t64, y0r, h64, hg, state, failed, code)
+        else:
+            linear, carried = NewtonKrylov(field, **self.krylov), ()
+        rate = torch.zeros(batch, dtype=torch.float64, device=device)
+        ks, values = [k_first], [y0r]
+        for i in range(1, tab.stages):
+            base = y0r
+            terms = self._lower[i]
+            if terms:
+                acc = ks[terms[0][0]] * terms[0][1]
+                for j, a_ij in terms[1:]:
+                    acc = acc + a_ij * ks[j]
+                base = y0r + h_col * acc
+            t_i = t0 + tab.c[i] * h64 if per_sample else t64 + tab.c[i] * float(h)
+            solution = solve_stage(field, t_i, base, hg, hg[:, None] * ks[-1], linear, scale, eta, ~failed,
+                                   tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate)
+            new = solution.failed & ~failed
+            code = torch.where(new, solution.code, code)
+            residual = torch.where(new, solution.residual, residual)
+            failed = failed | solution.failed
+            eta, rate = solution.eta, torch.maximum(rate, solution.rate)
+            ks.append(solution.z / hg[:, None])
+            values.append(base + solution.z)
+        y1, k_last = values[-1], ks[-1]
+        error = ks[self._error[0][0]] * self._error[0][1]
+        for j, e_j in self._error[1:]:
+            error = error + e_j * ks[j]
+        error = h_col * error
+        failure = None
+        if bool(failed.any()):
+            # rejected with a strong shrink: an infinite error; y1 and k stay finite (they are selected away)
+            rows = failed[:, None]
+            error = torch.where(rows, torch.full_like(error, math.inf), error)
+            y1 = torch.where(rows, y0r, y1)
+            k_last = torch.where(rows, k_first, k_last)
+            failure = StepFailure(failed, code, residual)
+        state1 = (k_last.view_as(y0), eta)
+        retry = (state[0], eta)
+        if self.linear_solver == "lu":
+            refresh = torch.full_like(flag, _JAC_REFRESH)
+            flag1 = torch.where(rate > self.refresh_rate, refresh, torch.full_like(flag, _JAC_OLD))
+            # after a Newton failure with an old J: form one at y0 for the retry; with a fresh one: only shrink
+            flag_retry = torch.where(failed & (flag != _JAC_AT_Y), refresh, flag)
+            state1 = (*state1, jac, *carried, flag1)
+            retry = (*retry, jac, *carried, flag_retry)
+        return Step(t0, h, y0, y1.view_as(y0), state, state1, error.view_as(y0), dense=(ks, values), func=func,
+                    state_retry=retry, failure=failure, rows=field.evaluated)
+
+    def _factor(self, func, field, t64, y0r, h64, hg, state, failed, code):
+        """The Jacobian (formed again where the flag asks) and the LU of ``I - hγ J`` (refactored where ``hγ``
+        changed); rows whose matrix is singular are marked failed in ``failed``/``code`` (in place)."""
+        jac, lu, pivots, hg_lu, flag = (s.detach() for s in state[2:])
+        stale = flag == _JAC_REFRESH
+        if bool(stale.any()):
+            rows = None if bool(stale.all()) else torch.nonzero(stale).flatten()
+            blocks = self._jacobian(func, field, t64, y0r, rows)
+            jac = blocks if rows is None else jac.index_copy(0, rows, blocks)
+            flag = torch.where(stale, torch.full_like(flag, _JAC_AT_Y), flag)
+        refactor = stale | (hg_lu != h64 * self.tableau.gamma)
+        if bool(refactor.any()):
+            rows = None if bool(refactor.all()) else torch.nonzero(refactor).flatten()
+            pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
+            eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+            factors, piv, info = torch.linalg.lu_factor_ex(eye - pick(hg).detach()[:, None, None] * pick(jac))
+            record(func, factorisations=1)
+            piv = piv.to(torch.float64)  # every carried tensor is floating point (the checkpointed replay's leaves)
+            hg_new = (pick(h64) * self.tableau.gamma).to(torch.float64)
+            if rows is None:
+                lu, pivots, hg_lu = factors, piv, hg_new
+            else:
+                lu, pivots = lu.index_copy(0, rows, factors), pivots.index_copy(0, rows, piv)
+                hg_lu = hg_lu.index_copy(0, rows, hg_new)
+            singular = torch.zeros_like(failed)
+            singular[rows if rows is not None else slice(None)] = info != 0
+            failed |= singular
+            code.masked_fill_(singular, NEWTON_SINGULAR)
+            hg_lu = torch.where(singular, torch.full_like(hg_lu, math.nan), hg_lu)
+        linear = DenseLU(lu, pivots.to(torch.int32))
+        return jac, flag, linear, (lu, pivots, hg_lu)
+
+    def _jacobian(self, func, field: RowField, t64, y0r: torch.Tensor, rows) -> torch.Tensor:
+        """``∂f/∂y`` at ``(t0, y0)`` for the rows ``rows`` (all for ``None``): ``(m, d, d)``."""
+        y_rows = y0r if rows is None else y0r[rows]
+        record(func, jacobians=1)
+        with unwatched(func):
+            if self.jac is not None:
+                if field.per_sample:
+                    t_rows = (t64 if rows is None else t64[rows]).to(y0r.dtype)
+                    return user_jacobian(self.jac, t_rows, y_rows.reshape(-1, *field.shape), per_sample=True)
+                time = func.time(t64) if hasattr(func, "time") else torch.tensor(t64, dtype=y0r.dtype)
+                return user_jacobian(self.jac, time, y_rows.reshape(field.shape), per_sample=False)[None]
+            return block_jacobian(lambda z: field(t64, z, rows), y_rows.detach())
+
+    # ------------------------------------------------------------------ dense output
+
+    def interpolate(self, step: Step, theta):
+        if isinstance(theta, float) and theta in (0.0, 1.0):
+            return step.y0 if theta == 0.0 else step.y1
+        ks = step.dense[0]
+        shape = step.y0.shape
+        return _hermite(step.y0, step.y1, step.h * ks[0].view(shape), step.h * ks[-1].view(shape), theta)
+
+    def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        y0 = step.y0[rows]
+        shape = (-1, *([1] * (y0.ndim - 1)))
+        h = step.h[rows].to(y0.dtype).view(shape)
+        ks = step.dense[0]
+        f0, f1 = ks[0][rows].view_as(y0), ks[-1][rows].view_as(y0)
+        return _hermite(y0, step.y1[rows], h * f0, h * f1, theta.to(y0.dtype).view(shape))
+
+    @property
+    def stage_weights(self) -> tuple[float, ...]:
+        return self.tableau.b
+
+    def stage_points_per_sample(self, step: Step, stages=None) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """``(t_i, Y_i, b_i)`` of a per-sample step (the stage values are kept with the step)."""
+        values = step.dense[1]
+        tab = self.tableau
+        return [(torch.add(step.t0, step.h, alpha=tab.c[i]), values[i].view_as(step.y0), tab.b[i])
+                for i in (range(tab.stages) if stages is None else stages)]
+
+
+def _rows(y0: torch.Tensor, per_sample: bool) -> tuple[int, int]:
+    """``(B, d)``: the rows the state is viewed as (samples, or one row of the whole state)."""
+    if per_sample:
+        return y0.shape[0], (y0[0].numel() if y0.shape[0] else 1)
+    return 1, y0.numel()
+
+
+def _hermite(y0, y1, hf0, hf1, theta):
+    """The cubic Hermite interpolant on ``(y0, h f0, y1, h f1)`` at ``theta`` (Hairer et al. I, §II.6)."""
+    if isinstance(theta, torch.Tensor):
+        theta = theta.to(y0.dtype)
+    h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
+    h10 = theta * (1 - theta) * (1 - theta)
+    h01 = theta * theta * (3 - 2 * theta)
+    h11 = theta * theta * (theta - 1)
+    return h00 * y0 + h10 * hf0 + h01 * y1 + h11 * hf1

@@ -1,0 +1,245 @@
+"""The adaptive ESDIRK methods and their Newton stage solve: accuracy on stiff problems against scipy, Jacobian
+reuse, per-sample stepping, Newton failure handling, Krylov against LU, user Jacobians, dtypes and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import neurode
+from neurode.framework.errors import InvalidInputError, NewtonConvergenceError
+from neurode.framework.esdirk import ESDIRK
+from neurode.plugins.solvers.tableaus.esdirk import KVAERNO3, KVAERNO4, METHODS
+
+scipy_integrate = pytest.importorskip("scipy.integrate")
+F64 = torch.float64
+
+
+def robertson(t, y, rates=None):
+    """Robertson's chemical kinetics (Hairer & Wanner II, §IV.1); ``rates`` (B,) scales the three constants."""
+    s = 1.0 if rates is None else rates[:, None]
+    y1, y2, y3 = y[..., 0:1], y[..., 1:2], y[..., 2:3]
+    r1, r2, r3 = 0.04 * s * y1, 1e4 * s * y2 * y3, 3e7 * s * y2 * y2
+    return torch.cat([-r1 + r2, r1 - r2 - r3, r3], dim=-1)
+
+
+def robertson_jac(t, y):
+    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
+    zero = torch.zeros_like(y1)
+    rows = [torch.stack([-0.04 + zero, 1e4 * y3, 1e4 * y2], -1),
+            torch.stack([0.04 + zero, -1e4 * y3 - 6e7 * y2, -1e4 * y2], -1),
+            torch.stack([zero, 6e7 * y2, zero], -1)]
+    return torch.stack(rows, -2)
+
+
+def _reference(f, y0, t, **kw):
+    sol = scipy_integrate.solve_ivp(lambda s, y: f(torch.tensor(s), torch.tensor(y)).numpy(), (t[0], t[-1]),
+                                    y0, method="Radau", rtol=1e-10, atol=1e-14, t_eval=t, **kw)
+    assert sol.success
+    return sol.y.T
+
+
+ROB_T = np.array([0.0, 1e-3, 1.0, 1e2, 1e4, 1e5])
+
+
+@pytest.fixture(scope="module")
+def robertson_reference():
+    return _reference(robertson, np.array([1.0, 0.0, 0.0]), ROB_T)
+
+
+@pytest.mark.parametrize("name", ["kvaerno3", "kvaerno4", "kvaerno5"])
+def test_robertson_over_1e5_is_within_tolerance_of_radau_and_reuses_its_jacobian(name, robertson_reference):
+    rtol, atol = 1e-6, 1e-10
+    # step_t: the outputs are step ends, so this measures the method, not the cubic Hermite dense output
+    sol = neurode.solve(robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor(ROB_T), solver=name,
+                        rtol=rtol, atol=atol, step_t=ROB_T[1:-1].tolist())
+    error = np.abs(sol.ys.numpy() - robertson_reference) / (atol + rtol * np.abs(robertson_reference))
+    assert error.max() < 20
+    stats = sol.stats
+    assert stats.n_accepted < 700
+    assert 0 < stats.n_jac <= stats.n_accepted / 3  # the Jacobian is kept across steps while Newton converges
+    assert stats.n_lu <= stats.n_steps
+
+
+def test_robertson_outputs_inside_steps_use_the_third_order_hermite_interpolant(robertson_reference):
+    sol = neurode.solve(robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor(ROB_T),
+                        solver="kvaerno4", rtol=1e-6, atol=1e-10)
+    error = np.abs(sol.ys.numpy() - robertson_reference) / (1e-10 + 1e-6 * np.abs(robertson_reference))
+    assert error.max() < 20
+
+
+@pytest.mark.parametrize("tableau", METHODS, ids=lambda t: t.name)
+def test_order_of_convergence_on_a_linear_stiff_problem(tableau):
+    # y' = A y with eigenvalues -1 and -1e4: the stiff mode is damped (L-stability), the smooth one converges at
+    # the method's order
+    a = torch.tensor([[-1.0, 0.0], [1.0, -1e4]], dtype=F64)
+    y0 = torch.tensor([1.0, 1.0], dtype=F64)
+    exact = torch.linalg.matrix_exp(a) @ y0
+    errors = []
+    for n in (8, 16, 32):
+        sol = neurode.solve(lambda t, y: a @ y, y0, torch.tensor([0.0, 1.0], dtype=F64), solver=tableau.name,
+                            step_size=1.0 / n, rtol=1e-12, atol=1e-12)
+        errors.append(float((sol.ys[-1] - exact).abs().max()))
+    orders = [math.log2(e0 / e1) for e0, e1 in zip(errors, errors[1:])]
+    assert min(orders) > tableau.order - 0.4, (errors, orders)
+
+
+def test_van_der_pol_mu_1000_takes_over_100x_fewer_steps_than_dopri5():
+    mu = 1000.0
+
+    def vdp(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    stiff = neurode.solve(vdp, y0, torch.tensor([0.0, 3000.0], dtype=F64), solver="kvaerno5", rtol=1e-6, atol=1e-6)
+    reference = _reference(lambda t, y: vdp(t, y), y0.numpy(), np.array([0.0, 3000.0]))
+    assert np.abs(stiff.ys[-1].numpy() - reference[-1]).max() < 1e-3 * (1 + np.abs(reference[-1]).max())
+    # dopri5 is held at its stability limit on the slow manifold: count its steps on [0, 3] and scale to 3000
+    explicit = neurode.solve(vdp, y0, torch.tensor([0.0, 3.0], dtype=F64), solver="dopri5", rtol=1e-6, atol=1e-6)
+    dopri5_steps = explicit.stats.n_steps * 1000
+    assert dopri5_steps >= 100 * stiff.stats.n_steps, (dopri5_steps, stiff.stats.n_steps)
+
+
+def test_per_sample_robertson_with_rates_over_two_decades_matches_each_alone_and_evaluates_fewer_rows():
+    batch = 6
+    rates = torch.logspace(0, 2, batch, dtype=F64)
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64).expand(batch, 3).contiguous()
+    t = torch.tensor([0.0, 1.0, 100.0], dtype=F64)
+    per = neurode.solve(robertson, y0, t.expand(batch, 3), solver="kvaerno4", rtol=1e-6, atol=1e-10, args=rates,
+                        per_sample=True)
+    for b in (0, batch - 1):
+        alone = neurode.solve(lambda s, y, b=b: robertson(s, y[None], rates[b:b + 1])[0], y0[b], t,
+                              solver="kvaerno4", rtol=1e-6, atol=1e-10)
+        assert torch.allclose(per.ys[:, b], alone.ys, rtol=1e-5, atol=1e-11)
+        assert abs(int(per.sample_stats["n_accepted"][b]) - alone.stats.n_accepted) <= 2
+    joint = neurode.solve(robertson, y0, t, solver="kvaerno4", rtol=1e-6, atol=1e-10, args=rates)
+    assert per.stats.nfe_rows < joint.stats.nfe * batch  # one joint step size evaluates every row every time
+
+
+def test_newton_failure_inside_a_step_is_a_rejection_not_an_exception():
+    solver = ESDIRK(KVAERNO3, max_iters=2, rtol=1e-6, atol=1e-9)
+
+    def f(t, y):  # strongly nonlinear: Newton from a poor predictor needs more than 2 increments at h = 1
+        return -1e3 * y**3
+
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    state = solver.init(f, 0.0, y0)
+    step = solver.step(f, 0.0, 1.0, y0, state)
+    assert step.failure is not None and bool(step.failure.failed.all())
+    assert torch.isinf(step.error).all() and torch.isfinite(step.y1).all()
+    # the loop shrinks the step and finishes, and a retry after a failure with an old Jacobian asks for a new one
+    sol = neurode.solve(f, y0, torch.tensor([0.0, 1.0], dtype=F64), solver="kvaerno3", max_iters=2,
+                        first_step=1.0)
+    assert sol.stats.n_rejected >= 1
+    exact = y0 / torch.sqrt(1 + 2e3 * y0**2)
+    assert torch.allclose(sol.ys[-1], exact, rtol=1e-4)
+
+
+def _nan_after_half(t, y):
+    t = t.reshape(-1, *([1] * (y.ndim - 1))) if t.ndim else t
+    return torch.where(t > 0.5, torch.full_like(y, math.nan), -y)
+
+
+def test_unrecoverable_newton_failure_is_a_typed_error_naming_t_dt_and_the_residual():
+    with pytest.raises(NewtonConvergenceError, match="did not converge at t=0.5") as info:
+        neurode.solve(_nan_after_half, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                      solver="kvaerno3")
+    assert info.value.t == pytest.approx(0.5) and 0 < info.value.dt < 1e-10 and info.value.sample is None
+    assert "last scaled increment norm" in str(info.value)
+    y0 = torch.ones(3, 2, dtype=F64)
+    t = torch.tensor([[0.0, 0.4], [0.0, 1.0], [0.0, 1.0]], dtype=F64)
+    with pytest.raises(NewtonConvergenceError, match="sample 1: the Newton iteration") as info:
+        neurode.solve(_nan_after_half, y0, t, solver="kvaerno3", per_sample=True)
+    assert info.value.sample == 1 and info.value.t == pytest.approx(0.5) and math.isnan(info.value.residual)
+    report = neurode.solve(_nan_after_half, y0, t, solver="kvaerno3", per_sample=True, on_failure="report")
+    assert report.status.tolist() == [0, 5, 5]
+
+
+def brusselator(n: int, alpha: float = 0.02):
+    """1-d Brusselator (Hairer & Wanner II, §IV.1, eq. 1.6'), u and v on n interior points, Dirichlet ends."""
+    dx2 = (1.0 / (n + 1)) ** 2
+
+    def f(t, y):
+        u, v = y[..., :n], y[..., n:]
+        pad = lambda w, end: torch.cat([torch.full_like(w[..., :1], end), w, torch.full_like(w[..., :1], end)], -1)  # noqa: E731
+        lap = lambda w, end: (pad(w, end)[..., 2:] - 2 * w + pad(w, end)[..., :-2]) / dx2  # noqa: E731
+        du = 1 + u * u * v - 4 * u + alpha * lap(u, 1.0)
+        dv = 3 * u - u * u * v + alpha * lap(v, 3.0)
+        return torch.cat([du, dv], -1)
+
+    x = torch.arange(1, n + 1, dtype=F64) / (n + 1)
+    return f, torch.cat([1 + torch.sin(2 * math.pi * x), torch.full_like(x, 3.0)])
+
+
+def test_krylov_agrees_with_lu_on_a_brusselator():
+    f, y0 = brusselator(50)
+    t = torch.tensor([0.0, 1.0, 5.0], dtype=F64)
+    with torch.no_grad():
+        lu = neurode.solve(f, y0, t, solver="kvaerno4", rtol=1e-6, atol=1e-8)
+        krylov = neurode.solve(f, y0, t, solver="kvaerno4", rtol=1e-6, atol=1e-8, linear_solver="krylov")
+        per_sample = neurode.solve(f, y0.expand(2, -1), t.expand(2, -1), solver="kvaerno4", rtol=1e-6,
+                                   atol=1e-8, linear_solver="krylov", per_sample=True)
+    assert krylov.stats.n_jac == 0 and krylov.stats.n_lu == 0 and lu.stats.n_jac > 0
+    assert torch.allclose(krylov.ys, lu.ys, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(per_sample.ys[:, 0], krylov.ys, rtol=1e-4, atol=1e-6)
+
+
+def test_krylov_refuses_to_carry_gradients_through_gmres():
+    lam = torch.tensor(-5.0, dtype=F64, requires_grad=True)
+    with pytest.raises(InvalidInputError, match="linear_solver='krylov' cannot carry gradients"):
+        neurode.solve(lambda t, y: lam * y, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                      solver="kvaerno3", linear_solver="krylov")
+
+
+def test_user_jacobian_gives_the_autograd_solution_shared_and_per_sample():
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0, 1e3], dtype=F64)
+    auto = neurode.solve(robertson, y0, t, solver="kvaerno3", rtol=1e-6, atol=1e-10)
+    user = neurode.solve(robertson, y0, t, solver="kvaerno3", rtol=1e-6, atol=1e-10, jac=robertson_jac)
+    assert torch.allclose(user.ys, auto.ys, rtol=1e-9, atol=1e-14)
+    batch = y0.expand(2, 3)
+    per = neurode.solve(robertson, batch, t.expand(2, 3), solver="kvaerno3", rtol=1e-6, atol=1e-10,
+                        jac=robertson_jac, per_sample=True)
+    assert torch.allclose(per.ys[:, 1], auto.ys, rtol=1e-5, atol=1e-11)
+    with pytest.raises(InvalidInputError, match=r"jac\(t, y\) returned shape"):
+        neurode.solve(robertson, y0, t, solver="kvaerno3", jac=lambda t, y: torch.eye(2, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float32_and_float64_stiff_solves(dtype):
+    a = torch.tensor([[-1.0, 0.0], [1.0, -1e4]], dtype=dtype)
+    y0 = torch.tensor([1.0, 1.0], dtype=dtype)
+    sol = neurode.solve(lambda t, y: a @ y, y0, torch.tensor([0.0, 1.0], dtype=dtype), solver="kvaerno4",
+                        rtol=1e-4, atol=1e-6)
+    exact = torch.linalg.matrix_exp(a.double()) @ y0.double()
+    assert sol.ys.dtype == dtype
+    assert (sol.ys[-1].double() - exact).abs().max() < 1e-4
+    assert sol.stats.n_steps < 60
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_gradients_flow_through_the_stage_solve(adjoint):
+    # y' = -k (y - cos t), stiff for k = 50: dy(1)/dk against a central difference of the same solver
+    def solve(k, adj):
+        return neurode.solve(lambda t, y: -k * (y - torch.cos(t)), torch.tensor([2.0], dtype=F64),
+                             torch.tensor([0.0, 1.0], dtype=F64), solver="kvaerno4", rtol=1e-10, atol=1e-10,
+                             adjoint=adj, newton_tol=1e-6).ys[-1, 0]
+
+    k = torch.tensor(50.0, dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(solve(k, adjoint), k)
+    with torch.no_grad():
+        fd = (solve(k + 1e-4, "direct") - solve(k - 1e-4, "direct")) / 2e-4
+    # the difference quotient also sees the adaptive step sequence move with k: agreement to ~1e-4
+    assert float(grad) == pytest.approx(float(fd), rel=1e-3)
+
+
+def test_options_are_checked():
+    with pytest.raises(InvalidInputError, match="linear_solver must be one of"):
+        ESDIRK(KVAERNO4, linear_solver="qr")
+    with pytest.raises(InvalidInputError, match="newton_tol must be a number"):
+        ESDIRK(KVAERNO4, newton_tol=0.0)
+    with pytest.raises(InvalidInputError, match="max_iters must be a positive integer"):
+        ESDIRK(KVAERNO4, max_iters=0)
