@@ -55,6 +55,8 @@ from neurode.framework.solver import NEWTON_SINGULAR, AbstractSolver, Step, Step
 _LINEAR_SOLVERS = ("lu", "krylov")
 #: flags of the carried Jacobian (see the module docstring)
 _JAC_AT_Y, _JAC_OLD, _JAC_REFRESH = 0.0, 1.0, 2.0
+#: the largest degree of the stage-derivative polynomial the stage predictor extrapolates (see stage_predictors)
+PREDICTOR_DEGREE = 2
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ class ESDIRK(AbstractSolver):
             ``(*y.shape, *y.shape)``) over the whole state in a shared solve; ``(B, d, d)`` blocks in a
             per-sample solve, where ``t`` is then the ``(B,)`` tensor of the samples' times.
         newton_tol: ``κ``, the Newton iteration's tolerance as a fraction of the local error tolerance
-            (default 0.01).
+            (default: RADAU5's ``max(10 eps / rtol, min(0.03, rtol^(1/2)))``, Hairer & Wanner II, §IV.8: 0.03 at
+            rtol 1e-3, 1e-3 at rtol 1e-6 — a fixed 0.01 stopped Newton too early at tight tolerances, where
+            an increment accepted on the previous stage's rate left errors of many tolerances on van der Pol).
         max_iters: Newton increments per stage before the step is rejected (default 10).
         max_rate: the largest acceptable convergence rate ``θ`` (default 0.9).
         refresh_rate: form ``J`` again after a step whose Newton rate exceeded this (default 0.2).
@@ -133,7 +137,7 @@ class ESDIRK(AbstractSolver):
     supports_tangent = False  # Newton iteration counts depend on the values: nothing to replay linearly
 
     def __init__(self, tableau: ESDIRKTableau, *, linear_solver: str = "lu", jac: Callable | None = None,
-                 newton_tol: float = 1e-2, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,
+                 newton_tol: float | None = None, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,
                  krylov_rtol: float = 1e-3, krylov_restart: int = 30, krylov_max_iters: int | None = None,
                  rtol=1e-7, atol=1e-9) -> None:
         if not isinstance(tableau, ESDIRKTableau):
@@ -145,6 +149,8 @@ class ESDIRK(AbstractSolver):
         if jac is not None and linear_solver == "krylov":
             raise InvalidInputError("jac is not used by linear_solver='krylov' (it forms no Jacobian); pass one "
                                     "or the other")
+        if newton_tol is None:
+            newton_tol = _radau5_newton_tol(rtol)
         for name, value, low, high in (("newton_tol", newton_tol, 0, 1), ("max_rate", max_rate, 0, 1),
                                        ("refresh_rate", refresh_rate, 0, 1), ("krylov_rtol", krylov_rtol, 0, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
@@ -165,6 +171,7 @@ class ESDIRK(AbstractSolver):
                             for i in range(s))
         self._error = tuple((j, b_j - bh_j) for j, (b_j, bh_j) in enumerate(zip(tableau.b, tableau.b_hat))
                             if b_j != bh_j)
+        self._predictor = stage_predictors(tableau)
 
     @property
     def name(self) -> str:
@@ -228,7 +235,8 @@ class ESDIRK(AbstractSolver):
                     acc = acc + a_ij * ks[j]
                 base = y0r + h_col * acc
             t_i = t0 + tab.c[i] * h64 if per_sample else t64 + tab.c[i] * float(h)
-            solution = solve_stage(field, t_i, base, hg, hg[:, None] * ks[-1], linear, scale, eta, ~failed,
+            z0 = self._predict(i, ks, values, base, hg)
+            solution = solve_stage(field, t_i, base, hg, z0, linear, scale, eta, ~failed,
                                    tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate)
             new = solution.failed & ~failed
             code = torch.where(new, solution.code, code)
@@ -261,6 +269,17 @@ class ESDIRK(AbstractSolver):
             retry = (*retry, jac, *carried, flag_retry)
         return Step(t0, h, y0, y1.view_as(y0), state, state1, error.view_as(y0), dense=(ks, values), func=func,
                     state_retry=retry, failure=failure, rows=field.evaluated)
+
+    def _predict(self, i: int, ks: list[torch.Tensor], values: list[torch.Tensor], base: torch.Tensor,
+                 hg: torch.Tensor) -> torch.Tensor:
+        """The Newton start ``z⁰ = Y⁰_i - a_i`` of stage ``i`` (see :func:`stage_predictors`)."""
+        terms = self._predictor[i]
+        if not terms:
+            return hg[:, None] * ks[-1]
+        guess = values[terms[0][0]] * terms[0][1]
+        for j, w in terms[1:]:
+            guess = guess + w * values[j]
+        return guess - base
 
     def _factor(self, func, field, t64, y0r, h64, hg, state, failed, code):
         """The Jacobian (formed again where the flag asks) and the LU of ``I - hγ J`` (refactored where ``hγ``
@@ -334,6 +353,46 @@ class ESDIRK(AbstractSolver):
         tab = self.tableau
         return [(torch.add(step.t0, step.h, alpha=tab.c[i]), values[i].view_as(step.y0), tab.b[i])
                 for i in (range(tab.stages) if stages is None else stages)]
+
+
+def stage_predictors(tableau: ESDIRKTableau,
+                     max_degree: int = PREDICTOR_DEGREE) -> tuple[tuple[tuple[int, float], ...], ...]:
+    """The Newton start of every stage, as Lagrange weights on the stage values already known: ``((j, ℓ_ij), ...)``.
+
+    Stage ``i`` starts from ``Y⁰_i = Σ_j ℓ_ij Y_j``, the polynomial through the stage values ``(c_j, Y_j)``
+    (``Y_1 = y0``) evaluated at ``c_i`` (a stage-value predictor in the sense of Kennedy & Carpenter,
+    NASA/TM-2016-219173, §5; Hairer & Wanner II, §IV.8, start Newton from an interpolant of known values).
+    It interpolates values, not derivatives: in a stiff problem the stage values lie near the slow manifold
+    while the derivatives ``k_j = f(Y_j)`` carry ``λ`` times their small distance from it, which an
+    extrapolation of derivatives would amplify. At most ``max_degree + 1`` distinct nodes are used, those
+    nearest ``c_i``. Stage 2 has one value (``y0``), too few: it keeps ``z⁰ = hγ k_1`` (``Y⁰ = y0 + 2γh k_1``,
+    explicit Euler), marked by an empty tuple.
+    """
+    c = tableau.c
+    predictors: list[tuple[tuple[int, float], ...]] = [(), ()]
+    for i in range(2, tableau.stages):
+        nodes: list[int] = []
+        for j in sorted(range(i), key=lambda j: (abs(c[j] - c[i]), -j)):
+            if len(nodes) <= max_degree and all(abs(c[j] - c[m]) > 1e-12 for m in nodes):
+                nodes.append(j)
+        weights = []
+        for j in nodes:
+            w = 1.0
+            for m in nodes:
+                if m != j:
+                    w *= (c[i] - c[m]) / (c[j] - c[m])
+            weights.append((j, w))
+        predictors.append(tuple(weights))
+    return tuple(predictors)
+
+
+def _radau5_newton_tol(rtol) -> float:
+    """RADAU5's default Newton tolerance ``fnewt = max(10 eps / rtol, min(0.03, sqrt(rtol)))`` (Hairer & Wanner's
+    code; ``rtol`` its smallest component)."""
+    smallest = float(torch.as_tensor(rtol, dtype=torch.float64).min())
+    if not smallest > 0:
+        return 0.03
+    return max(10 * torch.finfo(torch.float64).eps / smallest, min(0.03, math.sqrt(smallest)))
 
 
 def _rows(y0: torch.Tensor, per_sample: bool) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import torch
 
 import neurode
 from neurode.framework.errors import InvalidInputError, NewtonConvergenceError
-from neurode.framework.esdirk import ESDIRK
+from neurode.framework.esdirk import ESDIRK, stage_predictors
 from neurode.plugins.solvers.tableaus.esdirk import KVAERNO3, KVAERNO4, METHODS
 
 scipy_integrate = pytest.importorskip("scipy.integrate")
@@ -243,3 +243,34 @@ def test_options_are_checked():
         ESDIRK(KVAERNO4, newton_tol=0.0)
     with pytest.raises(InvalidInputError, match="max_iters must be a positive integer"):
         ESDIRK(KVAERNO4, max_iters=0)
+
+
+@pytest.mark.parametrize("tableau", METHODS, ids=lambda t: t.name)
+def test_stage_predictors_interpolate_the_known_stage_values(tableau):
+    # Y⁰_i = Σ ℓ_ij Y_j reproduces every polynomial of degree <= 2 in c through the nodes it uses
+    predictors = stage_predictors(tableau)
+    assert predictors[1] == ()  # stage 2: one known value, the explicit-Euler start hγ k_1
+    for i in range(2, tableau.stages):
+        weights = predictors[i]
+        degree = min(2, len(weights) - 1)
+        for q in range(degree + 1):
+            value = sum(w * tableau.c[j] ** q for j, w in weights)
+            assert value == pytest.approx(tableau.c[i] ** q, abs=1e-12), (i, q)
+
+
+def test_default_newton_tolerance_follows_rtol_as_radau5():
+    assert ESDIRK(KVAERNO3, rtol=1e-6).newton_tol == pytest.approx(1e-3)
+    assert ESDIRK(KVAERNO3, rtol=1e-3).newton_tol == pytest.approx(0.03)
+    assert ESDIRK(KVAERNO3, rtol=1e-6, newton_tol=0.05).newton_tol == 0.05
+
+
+def test_stage_value_predictor_needs_fewer_evaluations_than_the_previous_stage_start(monkeypatch):
+    # kvaerno5 on Robertson over [0, 40]: the interpolating predictor against z⁰ = hγ k_(i-1) (the start before)
+    y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 40.0], dtype=F64)
+
+    def nfe():
+        return neurode.solve(robertson, y0, t, solver="kvaerno5", rtol=1e-6, atol=1e-10).stats.nfe
+
+    interpolating = nfe()
+    monkeypatch.setattr(ESDIRK, "_predict", lambda self, i, ks, values, base, hg: hg[:, None] * ks[-1])
+    assert interpolating < nfe()

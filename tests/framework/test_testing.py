@@ -57,8 +57,11 @@ CHECK_ARGUMENTS = {
     # the shared loop's Newton test couples a batch's members: iterated to round-off, a member equals its own solve
     "kvaerno3": {"options": {"newton_tol": 1e-10, "max_iters": 50}},
     "kvaerno4": {"options": {"newton_tol": 1e-10, "max_iters": 50}},
-    # kvaerno5's large steps: the batch's and tolerance checks fail (error at rtol 1e-6 not 30x below 1e-3's, where
-    # Newton failures forced small steps); reported on issue 15, not hidden
+    # kvaerno5's tolerance check fails: at rtol 1e-3 simplified Newton cannot converge at the steps the error allows
+    # (stage 3 sits at c = 1.23), rejected steps shrink 5x and the error falls only 28x by rtol 1e-6 (30x asked);
+    # reported on issue 15, not hidden. The batch check passes with the default Newton tolerance (batch error 1.9x
+    # the members') but not with newton_tol=1e-10 (3.4x, 3x allowed): the one RMS norm over the 8 members lets
+    # the batch take 5 large steps where kvaerno5's embedded estimate is optimistic, not a Newton coupling.
     "kvaerno5": {"options": {"newton_tol": 1e-10, "max_iters": 50}, "skip": ("batch", "tolerance")},
 }
 
