@@ -35,7 +35,7 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   0.70 after 750 steps); a *linear* decoder (``decoder_depth=0``; the example
   has one ReLU layer of 20: 0.58 against 0.59 after 2000 steps, 0.82 against
   0.97 after 500), which leaves every nonlinearity to the latent flow; fixed observation noise; one
-  posterior sample; no KL annealing; 1500 steps; predictions decoded from the
+  posterior sample; no KL annealing; 1000 steps; predictions decoded from the
   posterior mean of z0.
 - Solver: dopri5, rtol 1e-3, atol 1e-4 (normalised units), ``direct``
   gradients, tangent control *off*: it guards the gradient where a solution
@@ -45,9 +45,13 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   window), so it would double the forward solve for nothing.
 - RNN baseline: ``rnn_delta_t`` (a GRU of 25 units fed values, mask and time
   gap, decoder of width 20), same data, normalisation, optimiser and
-  schedule, 800 steps, trained on the one-step-ahead squared error of the
-  observations; it extrapolates by advancing its state from the last
-  observation with an empty observation and the gap to each future time.
+  schedule, 300 steps, trained on the one-step-ahead squared error of the
+  observations. It extrapolates autoregressively (:func:`rollout`): each
+  forecast is read as the next observation, so every step crosses one grid
+  gap as in training. Jumping from the last observation straight to each
+  future time (the model's own ``predict`` beyond the data) crosses gaps up
+  to 1.9, ten to thirty times any gap seen in training, and scored about
+  2.4 (clean, seed 0, 30 observations): no better than a constant.
 - Scoring: RMSE over the 100 points after each window, both coordinates, in
   the spirals' own units, against the noisy points (as the observations) and
   against the clean spiral. The observation noise (sigma = 0.3) bounds the
@@ -117,11 +121,11 @@ def observed_batch(rel_times, noisy, rng, n_obs: int, window=100):
 class Settings:
     """What the paper leaves open (the module docstring says why each is what it is)."""
 
-    iters: int = 1500
+    iters: int = 1000
     batch_size: int = 100
     lr: float = 0.01
     lr_end: float = 0.001
-    rnn_iters: int = 800
+    rnn_iters: int = 300
     latent_dim: int = 4
     width: int = 40
     encoder_hidden: int = 25
@@ -184,10 +188,30 @@ def run_one(name: str, n_obs: int, seed: int, settings: Settings, n_spirals: int
     model.eval()
     future = torch.tensor(rel_times[100:], dtype=torch.float64)
     with torch.no_grad():
-        pred = (model.predict(test, times=future) * scale + centre).double().numpy()
+        pred = model.predict(test, times=future) if name == "Latent ODE" else rollout(model, test, future)
+        pred = (pred * scale + centre).double().numpy()
     return {"noisy": float(np.sqrt(np.mean((pred - noisy[n_train:, 100:]) ** 2))),
             "clean": float(np.sqrt(np.mean((pred - clean[n_train:, 100:]) ** 2))),
             "seconds": seconds, "final_loss": float(loss.detach())}
+
+
+def rollout(model, batch, future: torch.Tensor) -> torch.Tensor:
+    """Autoregressive extrapolation ``[batch, T, F]`` of a one-step-ahead forecaster.
+
+    The forecast at each future time is read as an observation before the next
+    one is made, so every step crosses one grid gap, as in training.
+    """
+    if not bool(batch.time_mask.all()):
+        raise ValueError("rollout appends forecasts after each trajectory's last column: it needs unpadded batches")
+    forecasts = []
+    for k in range(future.shape[0]):
+        step = model.predict(batch, times=future[k:k + 1])
+        forecasts.append(step)
+        batch = replace(batch, times=torch.cat([batch.times, future[k].expand(batch.batch_size, 1)], dim=1),
+                        values=torch.cat([batch.values, step], dim=1),
+                        mask=torch.cat([batch.mask, torch.ones_like(step, dtype=torch.bool)], dim=1),
+                        time_mask=torch.cat([batch.time_mask, batch.time_mask[:, :1]], dim=1))
+    return torch.cat(forecasts, dim=1)
 
 
 def _rows(batch, rows: torch.Tensor):

@@ -98,12 +98,17 @@ def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: tor
     # one host read for the whole scan: columns where every row observes (or every row
     # sees some variable) need no per-row selection, which saves two ops and their backward
     every_obs, every_seen = (flags.all(0).tolist() for flags in (plan.is_obs, plan.seen))
+    # a cell that observes from the previous state never needs the advanced one inside the loop:
+    # what a record asks for is advanced from the carried states afterwards, all slots in one call
+    advance_after = record and cell.observes_from_previous
     h = h0
     records: list[torch.Tensor] = []
     for j in range(length):
         moving = plan.moving[:, j]
         advanced = None
-        if record or not cell.observes_from_previous:
+        if advance_after:
+            records.append(h)
+        elif record or not cell.observes_from_previous:
             advanced = torch.where(moving.unsqueeze(-1), cell.advance(h, plan.t_from[:, j], plan.t_to[:, j], moving),
                                    h)
         updated = cell.observe(h, advanced, plan.gap[:, j], plan.x[:, j], plan.m[:, j])
@@ -115,14 +120,18 @@ def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: tor
         else:
             h_next = torch.where(plan.seen[:, j].unsqueeze(-1), updated,
                                  torch.where(plan.is_obs[:, j].unsqueeze(-1), advanced, h))
-        if record:
+        if record and not advance_after:
             records.append(advanced)
         h = h_next
     before = None
     if record:
-        if reverse:
-            records.reverse()
         before = torch.stack(records, dim=1) if records else h0.new_zeros(batch, 0, h0.shape[-1])
+        if advance_after and length:
+            flat = before.reshape(batch * length, -1)
+            moved = cell.advance(flat, plan.t_from.reshape(-1), plan.t_to.reshape(-1), plan.moving.reshape(-1))
+            before = torch.where(plan.moving.unsqueeze(-1), moved.reshape_as(before), before)
+        if reverse:
+            before = before.flip(1)
     return ScanResult(final=h, before=before)
 
 
