@@ -42,7 +42,10 @@ loss is the negative ELBO with the analytic KL, averaged over spirals.
   control (the default of a training solve) and once without.
 
 Same data, same seed, same process. Reported: steps per second (median step
-time), the ratio to torchdiffeq, and the loss at the last step.
+time), the ratio to torchdiffeq, and the loss at the last step; then the
+recognition network and the solve (with the decoder) timed apart, the solves
+on one vector field, so that the two frameworks' solves are compared on equal
+work.
 
     python benchmarks/bench_training.py --model latent_ode --steps 20
 """
@@ -275,6 +278,55 @@ def latent_ode_comparison(steps: int, seed: int) -> None:
     for name, r in results.items():
         print(f"| {name} | {1 / r['step_s']:.2f} | {base / r['step_s']:.2f}x | {r['nfe_per_sample']:.1f} | "
               f"{r['loss']:.1f} |")
+    print()
+    print("Where a step goes (initial weights, forward + backward, median of 5; the solves share one vector field):")
+    print("| part | torchdiffeq | neurode |")
+    print("| --- | --- | --- |")
+    for part, (theirs, ours) in latent_ode_parts(times, observed, sizes).items():
+        print(f"| {part} | {theirs * 1e3:.0f} ms | {ours * 1e3:.0f} ms |")
+
+
+def latent_ode_parts(times, observed, sizes: dict) -> dict:
+    """Recognition network and solve + decoder timed apart, for the two loops of :func:`latent_ode_comparison`."""
+    import torchdiffeq
+
+    from neurode.datasets.batch import PADDED, TrajectoryBatch
+    from neurode.framework.model import SolveSettings, build_model
+
+    n, length, features = observed.shape
+    batch = TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
+                            torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
+    torch.manual_seed(0)
+    model = build_model(
+        "latent_ode", n_features=features, solve=SolveSettings(solver="dopri5", rtol=sizes["rtol"], atol=sizes["atol"]),
+        dynamics="mlp", dynamics_options={"width": sizes["width"], "depth": 2, "activation": "elu"},
+        options={"latent_dim": sizes["latent_dim"], "encoder": "rnn", "encoder_hidden": sizes["encoder_hidden"],
+                 "decoder_width": sizes["decoder_width"], "noise_std": sizes["noise_std"]})
+    recognition = _RecognitionRNN(sizes["latent_dim"], features, sizes["encoder_hidden"])
+    z0 = torch.randn(n, sizes["latent_dim"])
+
+    def median_time(work):
+        durations = []
+        for _ in range(5):
+            tick = time.perf_counter()
+            work()
+            durations.append(time.perf_counter() - tick)
+        return statistics.median(durations)
+
+    def solve_torchdiffeq():
+        ys = torchdiffeq.odeint(lambda t, z: model.dynamics(t, z), z0.clone().requires_grad_(),
+                                times.to(observed.dtype), method="dopri5", rtol=sizes["rtol"], atol=sizes["atol"])
+        model.decoder(ys).sum().backward()
+
+    def encode(encoder):
+        return lambda: sum(x.sum() for x in encoder()).backward()
+
+    return {
+        "recognition network": (median_time(encode(lambda: recognition(observed))),
+                                median_time(encode(lambda: model.posterior_parameters(batch)))),
+        "solve and decoder": (median_time(solve_torchdiffeq), median_time(
+            lambda: model.decode(z0.clone().requires_grad_()[None], batch.solve_times()).sum().backward())),
+    }
 
 
 def main() -> None:
