@@ -22,6 +22,32 @@ Reported: median wall time per epoch, NFE per sample per training batch
 (normalised units) of each trained model, evaluated identically.
 
     python benchmarks/bench_training.py --epochs 30 --seeds 0 1 2 3 4
+
+``--model latent_ode`` instead times Latent ODE training on the spirals in the
+setting of torchdiffeq's own ``examples/latent_ode.py`` (Chen et al. 2018,
+sec. 5.1): 1000 noisy spirals (``reproduce_spirals.spirals``), each window of
+100 observations at the same times, full batch, dopri5 at the example's
+tolerances (torchdiffeq's defaults, rtol 1e-7, atol 1e-9), Adam at lr 0.01,
+latent dimension 4, dynamics MLP of width 20 with ELU, recognition network of
+25 units, decoder of width 20, observation noise 0.3 in the likelihood; the
+loss is the negative ELBO with the analytic KL, averaged over spirals.
+
+* ``torchdiffeq``: the example's RecognitionRNN (a tanh RNN over the
+  observations read backwards), LatentODEfunc, Decoder and loss, written here
+  against plain ``torchdiffeq.odeint``, one solve of the batch on the shared
+  times.
+* ``neurode``: the ``latent_ode`` model plugin with the same sizes, its
+  ``rnn`` recognition network (a GRU fed values, mask and time gap: three
+  times the example's RNN weights), per-sample solves; once with tangent
+  control (the default of a training solve) and once without.
+
+Same data, same seed, same process. Reported: steps per second (median step
+time), the ratio to torchdiffeq, and the loss at the last step; then the
+recognition network and the solve (with the decoder) timed apart, the solves
+on one vector field, so that the two frameworks' solves are compared on equal
+work.
+
+    python benchmarks/bench_training.py --model latent_ode --steps 20
 """
 
 from __future__ import annotations
@@ -134,6 +160,181 @@ def _mean_spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+class _RecognitionRNN(torch.nn.Module):
+    """The example's recognition network: h <- tanh(W [x, h] + b), read backwards; (mu, log var) from the last h."""
+
+    def __init__(self, latent_dim: int, obs_dim: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.i2h = torch.nn.Linear(obs_dim + hidden, hidden)
+        self.h2o = torch.nn.Linear(hidden, 2 * latent_dim)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], self.hidden)
+        for j in reversed(range(x.shape[1])):
+            h = torch.tanh(self.i2h(torch.cat([x[:, j], h], dim=1)))
+        return self.h2o(h).chunk(2, dim=-1)
+
+
+def _mlp(sizes, activation):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers += [torch.nn.Linear(a, b)] + ([activation()] if i < len(sizes) - 2 else [])
+    return torch.nn.Sequential(*layers)
+
+
+def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) -> dict:
+    import math
+
+    import torchdiffeq
+
+    torch.manual_seed(seed)
+    latent, width = sizes["latent_dim"], sizes["width"]
+    recognition = _RecognitionRNN(latent, observed.shape[-1], sizes["encoder_hidden"])
+    field_net = _mlp([latent, width, width, latent], torch.nn.ELU)  # the example's LatentODEfunc
+    decoder = _mlp([latent, sizes["decoder_width"], observed.shape[-1]], torch.nn.ReLU)
+    params = [*recognition.parameters(), *field_net.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=sizes["lr"])
+    times = times.to(observed.dtype)
+    log_std = math.log(sizes["noise_std"])
+    rows = {"n": 0}
+
+    def field(t, z):
+        rows["n"] += z.shape[0]
+        return field_net(z)
+
+    def step():
+        optimizer.zero_grad()
+        mean, log_var = recognition(observed)
+        z0 = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        pred = decoder(torchdiffeq.odeint(field, z0, times, method="dopri5", rtol=sizes["rtol"],
+                                          atol=sizes["atol"]).transpose(0, 1))
+        log_px = (-0.5 * (math.log(2 * math.pi) + 2 * log_std + (observed - pred) ** 2 / math.exp(2 * log_std)))
+        kl = 0.5 * (mean**2 + log_var.exp() - 1.0 - log_var).sum(-1)  # KL(q || N(0, I)), closed form
+        loss = -(log_px.sum((-1, -2)) - kl).mean()
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return _time_steps(step, steps, rows, observed.shape[0])
+
+
+def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tangent: bool | None) -> dict:
+    from neurode.datasets.batch import PADDED, TrajectoryBatch
+    from neurode.framework.model import SolveSettings, build_model
+
+    n, length, features = observed.shape
+    batch = TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
+                            torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
+    torch.manual_seed(seed)
+    model = build_model(
+        "latent_ode", n_features=features,
+        solve=SolveSettings(solver="dopri5", rtol=sizes["rtol"], atol=sizes["atol"], tangent_control=tangent),
+        dynamics="mlp", dynamics_options={"width": sizes["width"], "depth": 2, "activation": "elu"},
+        options={"latent_dim": sizes["latent_dim"], "encoder": "rnn", "encoder_hidden": sizes["encoder_hidden"],
+                 "decoder_width": sizes["decoder_width"], "noise_std": sizes["noise_std"]})
+    optimizer = torch.optim.Adam(model.parameters(), lr=sizes["lr"])
+    rows = {"n": 0}
+
+    def step():
+        optimizer.zero_grad()
+        loss, metrics = model.loss(batch)
+        loss.backward()
+        optimizer.step()
+        rows["n"] += metrics["nfe_per_sample"] * n
+        return float(loss.detach())
+
+    return _time_steps(step, steps, rows, n)
+
+
+def _time_steps(step, steps: int, rows: dict, n: int) -> dict:
+    durations, nfe = [], []
+    for _ in range(steps):
+        rows["n"] = 0
+        tick = time.perf_counter()
+        loss = step()
+        durations.append(time.perf_counter() - tick)
+        nfe.append(rows["n"] / n)
+    return {"step_s": statistics.median(durations), "nfe_per_sample": statistics.mean(nfe), "loss": loss}
+
+
+def latent_ode_comparison(steps: int, seed: int) -> None:
+    """Latent ODE training on the spirals: torchdiffeq's example setting against neurode (module docstring)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reproduce_spirals import spirals
+
+    rel_times, noisy, _, _ = spirals(1000, seed)
+    times = torch.tensor(rel_times[:100], dtype=torch.float64)
+    observed = torch.tensor(noisy[:, :100], dtype=torch.float32)
+    sizes = {"latent_dim": 4, "width": 20, "encoder_hidden": 25, "decoder_width": 20, "noise_std": 0.3, "lr": 0.01,
+             "rtol": 1e-7, "atol": 1e-9}
+    results = {
+        "torchdiffeq (example's model)": run_torchdiffeq_latent(times, observed, steps, seed, sizes),
+        "neurode latent_ode": run_neurode_latent(times, observed, steps, seed, sizes, None),
+        "neurode latent_ode, tangent_control off": run_neurode_latent(times, observed, steps, seed, sizes, False),
+    }
+    base = results["torchdiffeq (example's model)"]["step_s"]
+    print(f"Latent ODE on 1000 spirals, 100 observations each, full batch, dopri5 rtol 1e-7 atol 1e-9, {steps} "
+          f"Adam steps, seed {seed}, {torch.get_num_threads()} thread(s)")
+    print("| loop | steps per second | vs torchdiffeq | NFE per sample | loss after the last step |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {1 / r['step_s']:.2f} | {base / r['step_s']:.2f}x | {r['nfe_per_sample']:.1f} | "
+              f"{r['loss']:.1f} |")
+    print()
+    print("Where a step goes (initial weights, forward + backward, median of 5; the solves share one vector field):")
+    print("| part | torchdiffeq | neurode |")
+    print("| --- | --- | --- |")
+    for part, (theirs, ours) in latent_ode_parts(times, observed, sizes).items():
+        print(f"| {part} | {theirs * 1e3:.0f} ms | {ours * 1e3:.0f} ms |")
+
+
+def latent_ode_parts(times, observed, sizes: dict) -> dict:
+    """Recognition network and solve + decoder timed apart, for the two loops of :func:`latent_ode_comparison`."""
+    import torchdiffeq
+
+    from neurode.datasets.batch import PADDED, TrajectoryBatch
+    from neurode.framework.model import SolveSettings, build_model
+
+    n, length, features = observed.shape
+    batch = TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
+                            torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
+    torch.manual_seed(0)
+    model = build_model(
+        "latent_ode", n_features=features, solve=SolveSettings(solver="dopri5", rtol=sizes["rtol"], atol=sizes["atol"]),
+        dynamics="mlp", dynamics_options={"width": sizes["width"], "depth": 2, "activation": "elu"},
+        options={"latent_dim": sizes["latent_dim"], "encoder": "rnn", "encoder_hidden": sizes["encoder_hidden"],
+                 "decoder_width": sizes["decoder_width"], "noise_std": sizes["noise_std"]})
+    recognition = _RecognitionRNN(sizes["latent_dim"], features, sizes["encoder_hidden"])
+    z0 = torch.randn(n, sizes["latent_dim"])
+
+    def median_time(work):
+        durations = []
+        for _ in range(5):
+            tick = time.perf_counter()
+            work()
+            durations.append(time.perf_counter() - tick)
+        return statistics.median(durations)
+
+    def solve_torchdiffeq():
+        ys = torchdiffeq.odeint(lambda t, z: model.dynamics(t, z), z0.clone().requires_grad_(),
+                                times.to(observed.dtype), method="dopri5", rtol=sizes["rtol"], atol=sizes["atol"])
+        model.decoder(ys).sum().backward()
+
+    def encode(encoder):
+        return lambda: sum(x.sum() for x in encoder()).backward()
+
+    return {
+        "recognition network": (median_time(encode(lambda: recognition(observed))),
+                                median_time(encode(lambda: model.posterior_parameters(batch)))),
+        "solve and decoder": (median_time(solve_torchdiffeq), median_time(
+            lambda: model.decode(z0.clone().requires_grad_()[None], batch.solve_times()).sum().backward())),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
@@ -144,8 +345,14 @@ def main() -> None:
     parser.add_argument("--atol", type=float, default=1e-3, help="both loops' absolute tolerance")
     parser.add_argument("--tangent-control", choices=("auto", "on", "off"), default="auto",
                         help="neurode's solver.tangent_control (auto: the trainer's default, on in training)")
+    parser.add_argument("--model", choices=("neural_ode", "latent_ode"), default="neural_ode",
+                        help="neural_ode: the trainer on the built-in data; latent_ode: the spirals (see above)")
+    parser.add_argument("--steps", type=int, default=20, help="latent_ode: full-batch training steps of each loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model == "latent_ode":
+        latent_ode_comparison(args.steps, args.seeds[0])
+        return
     tangent = {"auto": None, "on": True, "off": False}[args.tangent_control]
     solver = {"rtol": args.rtol, "atol": args.atol, **({} if tangent is None else {"tangent_control": tangent})}
     rows = []

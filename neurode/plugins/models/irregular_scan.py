@@ -91,43 +91,78 @@ def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: tor
         record: also return every slot's advanced state.
     """
     batch, length = kind.shape
+    if reverse:
+        # read order is column order flipped; records are flipped back at the end
+        times, values, mask, kind = times.flip(1), values.flip(1), mask.flip(1), kind.flip(1)
+    plan = _read_plan(times, values, mask, kind, h0.dtype)
+    # one host read for the whole scan: columns where every row observes (or every row
+    # sees some variable) need no per-row selection, which saves two ops and their backward
+    every_obs, every_seen = (flags.all(0).tolist() for flags in (plan.is_obs, plan.seen))
+    # a cell that observes from the previous state never needs the advanced one inside the loop:
+    # what a record asks for is advanced from the carried states afterwards, all slots in one call
+    advance_after = record and cell.observes_from_previous
     h = h0
-    t_last = torch.zeros(batch, dtype=times.dtype, device=times.device)
-    have = torch.zeros(batch, dtype=torch.bool, device=times.device)
     records: list[torch.Tensor] = []
-    columns = range(length - 1, -1, -1) if reverse else range(length)
-    for j in columns:
-        slot = kind[:, j]
-        t_j = times[:, j]
-        t_from = torch.where(have, t_last, t_j)
-        moving = (slot != PADDING) & have & (t_j != t_from)
-        t_to = torch.where(moving, t_j, t_from)
-        gap = (t_to - t_from).abs().to(h.dtype).unsqueeze(-1)
-        is_obs = slot == OBSERVATION
-        m = mask[:, j] & is_obs.unsqueeze(-1)
-        x = torch.where(m, values[:, j], torch.zeros_like(values[:, j]))
+    for j in range(length):
+        moving = plan.moving[:, j]
         advanced = None
-        if record or not cell.observes_from_previous:
-            advanced = torch.where(moving.unsqueeze(-1), cell.advance(h, t_from, t_to, moving), h)
+        if advance_after:
+            records.append(h)
+        elif record or not cell.observes_from_previous:
+            advanced = torch.where(moving.unsqueeze(-1), cell.advance(h, plan.t_from[:, j], plan.t_to[:, j], moving),
+                                   h)
+        updated = cell.observe(h, advanced, plan.gap[:, j], plan.x[:, j], plan.m[:, j])
         if cell.observes_from_previous:
             # the cell reads the gap itself: an all-missing observation is its own "advance"
-            updated = cell.observe(h, advanced, gap, x, m)
-            h_next = torch.where(is_obs.unsqueeze(-1), updated, h)
+            h_next = updated if every_obs[j] else torch.where(plan.is_obs[:, j].unsqueeze(-1), updated, h)
+        elif every_seen[j]:
+            h_next = updated
         else:
-            seen = m.any(-1, keepdim=True)
-            updated = cell.observe(h, advanced, gap, x, m)
-            h_next = torch.where(seen, updated, torch.where(is_obs.unsqueeze(-1), advanced, h))
-        if record:
+            h_next = torch.where(plan.seen[:, j].unsqueeze(-1), updated,
+                                 torch.where(plan.is_obs[:, j].unsqueeze(-1), advanced, h))
+        if record and not advance_after:
             records.append(advanced)
-        t_last = torch.where(is_obs, t_j, t_last)
-        have = have | is_obs
         h = h_next
     before = None
     if record:
-        if reverse:
-            records.reverse()
         before = torch.stack(records, dim=1) if records else h0.new_zeros(batch, 0, h0.shape[-1])
+        if advance_after and length:
+            flat = before.reshape(batch * length, -1)
+            moved = cell.advance(flat, plan.t_from.reshape(-1), plan.t_to.reshape(-1), plan.moving.reshape(-1))
+            before = torch.where(plan.moving.unsqueeze(-1), moved.reshape_as(before), before)
+        if reverse:
+            before = before.flip(1)
     return ScanResult(final=h, before=before)
+
+
+@dataclass
+class _ReadPlan:
+    """What each slot of a scan does, computed for all slots at once (in read order), outside the loop."""
+
+    is_obs: torch.Tensor  # [batch, M] the slot is an observation
+    seen: torch.Tensor  # [batch, M] ... with at least one observed variable
+    moving: torch.Tensor  # [batch, M] the state crosses time before the slot
+    t_from: torch.Tensor  # [batch, M] the time of the previous observation (the slot's own before the first)
+    t_to: torch.Tensor  # [batch, M] where the state is advanced to
+    gap: torch.Tensor  # [batch, M, 1] |t_to - t_from|, in the state's dtype
+    x: torch.Tensor  # [batch, M, F] values, 0 where not observed
+    m: torch.Tensor  # [batch, M, F] observed variables of observation slots
+
+
+def _read_plan(times, values, mask, kind, dtype) -> _ReadPlan:
+    is_obs = kind == OBSERVATION
+    batch, length = kind.shape
+    column = torch.arange(length, device=kind.device).expand(batch, -1)
+    # index of the latest observation strictly before each slot (-1: none yet)
+    latest = torch.cummax(torch.where(is_obs, column, torch.full_like(column, -1)), dim=1).values
+    previous = torch.cat([latest.new_full((batch, 1), -1), latest[:, :-1]], dim=1)
+    have = previous >= 0
+    t_from = torch.where(have, times.gather(1, previous.clamp(min=0)), times)
+    moving = (kind != PADDING) & have & (times != t_from)
+    t_to = torch.where(moving, times, t_from)
+    m = mask & is_obs.unsqueeze(-1)
+    x = torch.where(m, values, torch.zeros_like(values))
+    return _ReadPlan(is_obs, m.any(-1), moving, t_from, t_to, (t_to - t_from).abs().to(dtype).unsqueeze(-1), x, m)
 
 
 def observation_kinds(time_mask: torch.Tensor) -> torch.Tensor:

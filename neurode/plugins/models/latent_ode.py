@@ -14,6 +14,10 @@ observation time t0:
 - ``encoder="ode_rnn"``: between observations its hidden state follows an ODE,
   solved backwards in time (Rubanova et al., 2019, sec. 3.3).
 
+The decoder is ``decoder_depth`` ReLU layers of ``decoder_width`` units and a
+linear output (default one layer, as the example of Chen et al.); depth 0 is a
+linear map from latent to observation.
+
 z0 is sampled by reparameterisation, carried to every requested time by the
 latent dynamics (any registered dynamics, default ``mlp``; any registered
 solver and gradient method), and decoded. The loss is the negative
@@ -69,6 +73,7 @@ class LatentODE(AbstractModel):
         encoder_hidden: int = 25,
         encoder_dynamics_options: dict[str, Any] | None = None,
         decoder_width: int = 20,
+        decoder_depth: int = 1,
         dynamics: str = "mlp",
         dynamics_options: dict[str, Any] | None = None,
         noise_std: float = 0.1,
@@ -82,7 +87,8 @@ class LatentODE(AbstractModel):
         problems = []
         for name, value, minimum in (("n_features", n_features, 1), ("n_static", n_static, 0),
                                      ("latent_dim", latent_dim, 1), ("encoder_hidden", encoder_hidden, 1),
-                                     ("decoder_width", decoder_width, 1), ("kl_anneal_steps", kl_anneal_steps, 0),
+                                     ("decoder_width", decoder_width, 1), ("decoder_depth", decoder_depth, 0),
+                                     ("kl_anneal_steps", kl_anneal_steps, 0),
                                      ("iwae_samples", iwae_samples, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -95,7 +101,8 @@ class LatentODE(AbstractModel):
         if problems:
             raise InvalidInputError("latent_ode: " + "; ".join(problems))
         self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
-        self.encoder_name, self.encoder_hidden, self.decoder_width = encoder, encoder_hidden, decoder_width
+        self.encoder_name, self.encoder_hidden = encoder, encoder_hidden
+        self.decoder_width, self.decoder_depth = decoder_width, decoder_depth
         self.encoder_dynamics_options = dict(encoder_dynamics_options or {})
         self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
         self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
@@ -107,8 +114,13 @@ class LatentODE(AbstractModel):
         # h -> (mu, log sigma^2) of q(z0 | x, t), as the h2o layer of Chen et al.'s recognition RNN
         self.posterior = nn.Linear(encoder_hidden + n_static, 2 * latent_dim)
         self.dynamics = get_registry().get("dynamics", dynamics).obj(state_dim=latent_dim, **self.dynamics_options)
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, decoder_width), nn.ReLU(),
-                                     nn.Linear(decoder_width, n_features))
+        # decoder_depth ReLU layers of decoder_width (Chen et al.'s example: one of 20), then a linear
+        # map; depth 0 is a linear emission, which leaves every nonlinearity to the latent dynamics
+        sizes = [latent_dim] + [decoder_width] * decoder_depth
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.decoder = nn.Sequential(*layers, nn.Linear(sizes[-1], n_features))
         log_std = torch.full((n_features,), float(torch.log(torch.tensor(self.noise_std))))
         if self.learn_noise:
             self.log_noise_std = nn.Parameter(log_std)
@@ -130,6 +142,7 @@ class LatentODE(AbstractModel):
             "encoder_hidden": self.encoder_hidden,
             "encoder_dynamics_options": dict(self.encoder_dynamics_options),
             "decoder_width": self.decoder_width,
+            "decoder_depth": self.decoder_depth,
             "dynamics": self.dynamics_name,
             "dynamics_options": dict(self.dynamics_options),
             "noise_std": self.noise_std,

@@ -50,6 +50,22 @@ def test_bad_options_are_refused_by_name():
         _model(noise_std=-1)
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_decoder_depth_sets_the_hidden_layers_and_survives_a_rebuild(batch, depth, tmp_path):
+    model = _model(decoder_depth=depth)
+    linears = [m for m in model.decoder if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4, 8)] * min(depth, 1) + [(8, 8)] * (depth - 1) + [
+        (8 if depth else 4, 3)]
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    again = rebuild_model("latent_ode", model.config())
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.predict(batch), model.predict(batch), rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(InvalidInputError, match="decoder_depth must be an integer >= 0, got -1"):
+        _model(decoder_depth=-1)
+
+
 def test_elbo_with_one_sample_is_the_closed_form_kl_plus_the_likelihood_by_hand(batch):
     """One trajectory at a time: solve alone, decode, sum log N over observed entries, subtract KL."""
     model = _model(noise_std=0.3)

@@ -143,6 +143,23 @@ def test_rnn_decay_equals_a_manual_forward_loop(batch):
             h = cell.gru(torch.cat([torch.where(m, batch.values[b, j][None], 0.0), m.float(), gap], -1), h)
 
 
+def test_rnn_delta_t_equals_a_manual_forward_loop(batch):
+    """The one-step-ahead states, which the scan advances for all slots in one call after its loop."""
+    model = _model("rnn_delta_t")
+    gru = model.recurrent.gru
+    pred = model.predict(batch)
+    assert not bool(batch.time_mask.all()), "the batch should be ragged, so that padding is crossed too"
+    for b in range(batch.batch_size):
+        n = int(batch.time_mask[b].sum())
+        h = model.initial_state[None] + model.static_state(batch.static[b:b + 1])
+        for j in range(n):
+            gap = (batch.times[b, j] - batch.times[b, j - 1] if j else torch.tensor(0.0)).float().reshape(1, 1)
+            ahead = gru(torch.cat([torch.zeros(1, 6), gap], -1), h) if j and float(gap) else h
+            torch.testing.assert_close(pred[b, j], model.decoder(ahead)[0])
+            m = batch.mask[b, j][None]
+            h = gru(torch.cat([torch.where(m, batch.values[b, j][None], 0.0), m.float(), gap], -1), h)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_save_then_load_gives_identical_predictions(batch, name, tmp_path):
     model = _model(name)
