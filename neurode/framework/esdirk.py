@@ -229,6 +229,10 @@ class ESDIRK(AbstractSolver):
         residual = torch.zeros(batch, dtype=torch.float64, device=device)
         if self.linear_solver == "lu":
             jac, flag, linear, carried = self._factor(func, field, t64, y0r, h64, hg, state, failed, code)
+            if isinstance(linear, _PartitionedLU):
+                # the quadratures converge with the parts they integrate (each increment makes them consistent
+                # with the last iterate of the parts): the Newton norm measures the parts only
+                scale = torch.where(linear.in_parts, scale, torch.full_like(scale, math.inf))
         else:
             linear, carried = NewtonKrylov(field, **self.krylov), ()
         rate = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -430,6 +434,11 @@ class _PartitionedLU:
 
     def __init__(self, factors: PartitionedFactors) -> None:
         self.factors = factors
+        jac = factors.jacobian
+        m = jac.blocks.shape[1]
+        self.in_parts = torch.zeros(1, jac.size, dtype=torch.bool, device=jac.blocks.device)
+        for start in jac.starts:
+            self.in_parts[0, start : start + m] = True
 
     def solve(self, rows, rhs: torch.Tensor, **_) -> torch.Tensor:
         return self.factors.solve(rhs)  # rhs: (1, size), the stage matrix's one "stage" row
