@@ -48,8 +48,10 @@ from dataclasses import dataclass
 import torch
 
 from neurode.framework.errors import InvalidInputError
+from neurode.framework.implicit_gradient import implicit_root
 from neurode.framework.jacobian import block_jacobian, record, unwatched, user_jacobian
 from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, solve_stage
+from neurode.framework.partitioned_jacobian import PartitionedFactors, PartitionedJacobian
 from neurode.framework.solver import NEWTON_SINGULAR, AbstractSolver, Step, StepFailure
 
 _LINEAR_SOLVERS = ("lu", "krylov")
@@ -193,10 +195,22 @@ class ESDIRK(AbstractSolver):
         eta = torch.ones(batch, dtype=torch.float64, device=y0.device)
         if self.linear_solver == "krylov":
             return (f0, eta)
+        nan = torch.full((batch,), math.nan, dtype=torch.float64, device=y0.device)
+        if self.jac is not None and not per_sample:
+            # the user's Jacobian decides the layout (dense, or a PartitionedJacobian's parts): formed here at y0,
+            # it serves the first step
+            jac = self._jacobian(func, RowField(func, y0.shape, False), t0, y0.reshape(1, d), None)
+            at_y = torch.full((1,), _JAC_AT_Y, dtype=torch.float64, device=y0.device)
+            if isinstance(jac, PartitionedJacobian):
+                blocks = jac.blocks
+                starts = torch.tensor(jac.starts, dtype=torch.float64, device=y0.device)
+                pivots = torch.zeros(blocks.shape[:2], dtype=torch.float64, device=y0.device)
+                return (f0, eta, blocks, torch.zeros_like(blocks), pivots, nan, starts, at_y)
+            return (f0, eta, jac, torch.zeros_like(jac), torch.zeros(1, d, dtype=torch.float64, device=y0.device),
+                    nan, at_y)
         blocks = torch.zeros(batch, d, d, dtype=y0.dtype, device=y0.device)
         return (f0, eta, blocks, blocks.clone(), torch.zeros(batch, d, dtype=torch.float64, device=y0.device),
-                torch.full((batch,), math.nan, dtype=torch.float64, device=y0.device),
-                torch.full((batch,), _JAC_REFRESH, dtype=torch.float64, device=y0.device))
+                nan, torch.full((batch,), _JAC_REFRESH, dtype=torch.float64, device=y0.device))
 
     # ------------------------------------------------------------------ the step
 
@@ -222,9 +236,14 @@ class ESDIRK(AbstractSolver):
         residual = torch.zeros(batch, dtype=torch.float64, device=device)
         if self.linear_solver == "lu":
             jac, flag, linear, carried = self._factor(func, field, t64, y0r, h64, hg, state, failed, code)
+            if isinstance(linear, _PartitionedLU):
+                # the quadratures converge with the parts they integrate (each increment makes them consistent
+                # with the last iterate of the parts): the Newton norm measures the parts only
+                scale = torch.where(linear.in_parts, scale, torch.full_like(scale, math.inf))
         else:
             linear, carried = NewtonKrylov(field, **self.krylov), ()
         rate = torch.zeros(batch, dtype=torch.float64, device=device)
+        graph = torch.is_grad_enabled()
         ks, values = [k_first], [y0r]
         for i in range(1, tab.stages):
             base = y0r
@@ -235,16 +254,22 @@ class ESDIRK(AbstractSolver):
                     acc = acc + a_ij * ks[j]
                 base = y0r + h_col * acc
             t_i = t0 + tab.c[i] * h64 if per_sample else t64 + tab.c[i] * float(h)
-            z0 = self._predict(i, ks, values, base, hg)
-            solution = solve_stage(field, t_i, base, hg, z0, linear, scale, eta, ~failed,
-                                   tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate)
+            with torch.no_grad():  # the Newton iterations off the graph: the stage gets its gradient by the IFT
+                z0 = self._predict(i, ks, values, base, hg)
+                solution = solve_stage(field, t_i, base.detach(), hg, z0, linear, scale, eta, ~failed,
+                                       tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate)
             new = solution.failed & ~failed
             code = torch.where(new, solution.code, code)
             residual = torch.where(new, solution.residual, residual)
             failed = failed | solution.failed
             eta, rate = solution.eta, torch.maximum(rate, solution.rate)
-            ks.append(solution.z / hg[:, None])
-            values.append(base + solution.z)
+            z = solution.z
+            if graph:
+                z = self._differentiable_stage(field, t_i, base, hg, z, ~failed)
+                # nothing the step reads requires grad (f's first implicit stage told): the others need no graph
+                graph = z.requires_grad or base.requires_grad
+            ks.append(z / hg[:, None])
+            values.append(base + z)
         y1, k_last = values[-1], ks[-1]
         error = ks[self._error[0][0]] * self._error[0][1]
         for j, e_j in self._error[1:]:
@@ -281,17 +306,59 @@ class ESDIRK(AbstractSolver):
             guess = guess + w * values[j]
         return guess - base
 
+    def _differentiable_stage(self, field: RowField, t_i, base: torch.Tensor, hg: torch.Tensor, root: torch.Tensor,
+                              ok: torch.Tensor) -> torch.Tensor:
+        """The converged stage increment ``root`` of ``z = hγ f(t_i, base + z)``, differentiable by the implicit
+        function theorem (``implicit_gradient.py``) with respect to ``base`` (so the earlier stages and ``y0``)
+        and everything ``f`` reads, on the rows ``ok``; a row whose Newton iteration failed stays a constant (its
+        step is rejected, and its last iterate is no root: its ``∂G/∂z`` may be singular or non-finite).
+
+        ``∂G/∂z = I - hγ ∂f/∂y(t_i, base + z)`` is formed by autograd at the root when a backward pass runs (the
+        exact matrix, not the Newton iteration's ``J`` at ``y0``), or applied by GMRES on vector–Jacobian
+        products with ``linear_solver="krylov"``; per sample, one ``(d, d)`` system per row.
+        """
+        index = None if bool(ok.all()) else torch.nonzero(ok).flatten()
+        if index is not None and index.numel() == 0:
+            return root
+        pick = (lambda x: x) if index is None else (lambda x: x[index])  # noqa: E731
+        base_rows, hg_rows = pick(base), pick(hg)[:, None]
+        func = field.func
+        args = getattr(func, "args", None)  # the batch loop's args of this step's active set, for the backward pass
+
+        def stage_residual(z: torch.Tensor) -> torch.Tensor:
+            current = getattr(func, "args", None)
+            if current is not args:
+                func.args = args
+            try:
+                return z - hg_rows * field(t_i, base_rows + z, index)
+            finally:
+                if current is not args:
+                    func.args = current
+
+        z = implicit_root(stage_residual, pick(root), per_sample=field.per_sample,
+                          linear_solver="gmres" if self.linear_solver == "krylov" else "lu")
+        return z if index is None else root.index_copy(0, index, z)
+
     def _factor(self, func, field, t64, y0r, h64, hg, state, failed, code):
         """The Jacobian (formed again where the flag asks) and the LU of ``I - hγ J`` (refactored where ``hγ``
         changed); rows whose matrix is singular are marked failed in ``failed``/``code`` (in place)."""
-        jac, lu, pivots, hg_lu, flag = (s.detach() for s in state[2:])
+        jac, lu, pivots, hg_lu, *partition, flag = (s.detach() for s in state[2:])
         stale = flag == _JAC_REFRESH
         if bool(stale.any()):
             rows = None if bool(stale.all()) else torch.nonzero(stale).flatten()
             blocks = self._jacobian(func, field, t64, y0r, rows)
+            if isinstance(blocks, PartitionedJacobian) != bool(partition) or (
+                    partition and tuple(blocks.starts) != tuple(int(x) for x in partition[0].tolist())):
+                raise InvalidInputError("jac(t, y) must keep one layout through a solve: it returned "
+                                        f"{type(blocks).__name__} after a Jacobian of another layout")
+            if partition:
+                blocks = blocks.blocks
             jac = blocks if rows is None else jac.index_copy(0, rows, blocks)
             flag = torch.where(stale, torch.full_like(flag, _JAC_AT_Y), flag)
         refactor = stale | (hg_lu != h64 * self.tableau.gamma)
+        if partition:
+            return self._factor_parts(func, jac, lu, pivots, hg_lu, partition[0], flag, refactor, y0r.shape[1],
+                                      h64, failed, code)
         if bool(refactor.any()):
             rows = None if bool(refactor.all()) else torch.nonzero(refactor).flatten()
             pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
@@ -313,7 +380,26 @@ class ESDIRK(AbstractSolver):
         linear = DenseLU(lu, pivots.to(torch.int32))
         return jac, flag, linear, (lu, pivots, hg_lu)
 
-    def _jacobian(self, func, field: RowField, t64, y0r: torch.Tensor, rows) -> torch.Tensor:
+    def _factor_parts(self, func, jac, lu, pivots, hg_lu, starts, flag, refactor, size, h64, failed, code):
+        """:meth:`_factor` for a :class:`PartitionedJacobian` (shared loop, one row): the LU of ``I - hγ J_p``
+        part by part (``PartitionedJacobian.factor`` with ``A = [[γ]]``), the quadratures' identity left implicit.
+        The dropped off-diagonal blocks make the iteration a simplified Newton one: it converges to the same
+        root (for a block lower-triangular ``J`` the missing coupling is nilpotent), only in more increments."""
+        parts = PartitionedJacobian(size, tuple(int(x) for x in starts.tolist()), jac)
+        if bool(refactor.any()):
+            a = torch.full((1, 1), self.tableau.gamma, dtype=jac.dtype, device=jac.device)
+            factors = parts.factor(float(h64[0]), a)
+            record(func, factorisations=1)
+            lu, pivots = factors.lu, factors.pivots.to(torch.float64)
+            hg_lu = (h64 * self.tableau.gamma).to(torch.float64)
+            if factors.singular:
+                failed.fill_(True)
+                code.fill_(NEWTON_SINGULAR)
+                hg_lu = torch.full_like(hg_lu, math.nan)
+        linear = _PartitionedLU(PartitionedFactors(parts, lu, pivots.to(torch.int32), False))
+        return jac, flag, linear, (lu, pivots, hg_lu, starts)
+
+    def _jacobian(self, func, field: RowField, t64, y0r: torch.Tensor, rows):
         """``∂f/∂y`` at ``(t0, y0)`` for the rows ``rows`` (all for ``None``): ``(m, d, d)``."""
         y_rows = y0r if rows is None else y0r[rows]
         record(func, jacobians=1)
@@ -323,7 +409,13 @@ class ESDIRK(AbstractSolver):
                     t_rows = (t64 if rows is None else t64[rows]).to(y0r.dtype)
                     return user_jacobian(self.jac, t_rows, y_rows.reshape(-1, *field.shape), per_sample=True)
                 time = func.time(t64) if hasattr(func, "time") else torch.tensor(t64, dtype=y0r.dtype)
-                return user_jacobian(self.jac, time, y_rows.reshape(field.shape), per_sample=False)[None]
+                value = self.jac(time, y_rows.reshape(field.shape))
+                if isinstance(value, PartitionedJacobian):  # e.g. backsolve's augmented system: its parts
+                    if value.size != y_rows.numel():
+                        raise InvalidInputError(f"jac returned a PartitionedJacobian of size {value.size} for a "
+                                                f"state of {y_rows.numel()} components")
+                    return PartitionedJacobian(value.size, value.starts, value.blocks.detach().to(y0r.dtype))
+                return user_jacobian(lambda *_: value, time, y_rows.reshape(field.shape), per_sample=False)[None]
             return block_jacobian(lambda z: field(t64, z, rows), y_rows.detach())
 
     # ------------------------------------------------------------------ dense output
@@ -393,6 +485,20 @@ def _radau5_newton_tol(rtol) -> float:
     if not smallest > 0:
         return 0.03
     return max(10 * torch.finfo(torch.float64).eps / smallest, min(0.03, math.sqrt(smallest)))
+
+class _PartitionedLU:
+    """``(I - hγ J)⁻¹`` part by part for a :class:`PartitionedJacobian` (the one row of the shared loop)."""
+
+    def __init__(self, factors: PartitionedFactors) -> None:
+        self.factors = factors
+        jac = factors.jacobian
+        m = jac.blocks.shape[1]
+        self.in_parts = torch.zeros(1, jac.size, dtype=torch.bool, device=jac.blocks.device)
+        for start in jac.starts:
+            self.in_parts[0, start : start + m] = True
+
+    def solve(self, rows, rhs: torch.Tensor, **_) -> torch.Tensor:
+        return self.factors.solve(rhs)  # rhs: (1, size), the stage matrix's one "stage" row
 
 
 def _rows(y0: torch.Tensor, per_sample: bool) -> tuple[int, int]:

@@ -42,13 +42,11 @@ meets a non-finite value is reported in :class:`StageSolution` (``code``,
 ``residual``) and its ``z`` keeps its last finite iterate; the method makes
 that row's error infinite, so the loop rejects the step and shrinks it.
 
-Gradients (``direct``, ``checkpoint``): with the LU solver every iterate is
-an ordinary differentiable function of ``a_i``, ``hγ`` and what ``f``
-reads (the matrix is a detached constant), so autograd differentiates the
-iteration; the derivative of a simplified Newton iteration converges to the
-implicit-function derivative at the iteration's own rate. The Krylov solver's
-increments come from GMRES, which is not differentiated: asking for a graph
-through it raises (see :func:`solve_stage`).
+Gradients (``direct``, ``checkpoint``): the ESDIRK step runs this solve under
+``torch.no_grad()`` and attaches each converged stage by the implicit function
+theorem (``implicit_gradient.implicit_root``; ``esdirk.ESDIRK._differentiable_stage``),
+so neither the iterates nor GMRES are differentiated. Called with a graph, the
+Krylov solver refuses (see :func:`solve_stage`).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ import torch
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import cubic_hermite
 from neurode.framework.jacobian import jacobian, record, unwatched
+from neurode.framework.partitioned_jacobian import PartitionedJacobian
 from neurode.framework.solver import AbstractSolver, Step
 
 
@@ -213,7 +214,8 @@ class Rosenbrock(AbstractSolver):
         f0 = func(t0, y0)
         graph = torch.is_grad_enabled() and f0.requires_grad
         with unwatched(func):
-            jac = jacobian(lambda y: func(t0, y), y0.detach(), f0.detach(), per_sample=per_sample, jac=self.jac,
+            jac = jacobian(lambda y: func(t0, y), y0.detach(), f0.detach(), per_sample=per_sample,
+                           jac=None if self.jac is None else self._exact_jacobian,
                            t=self._time_tensor(func, t0, y0))
             f_t = None if self.autonomous else self._time_derivative(func, t0, y0, f0, graph)
             jvp = self._graph_jvp(func, t0, y0, f0) if graph else None
@@ -266,6 +268,19 @@ class Rosenbrock(AbstractSolver):
         if tab.dense is not None:
             dense["cont"] = tuple(_combine(list(zip(row, u))) for row in tab.dense)
         return Step(t0, h, y0, y1, state, (), error, dense=dense, func=func)
+
+    def _exact_jacobian(self, t, y):
+        """The user's ``jac(t, y)``, refused where it is only an iteration matrix (a :class:`PartitionedJacobian`)."""
+        value = self.jac(t, y)
+        if isinstance(value, PartitionedJacobian):
+            raise InvalidInputError(
+                f"{self.name} needs the exact Jacobian of the system for its order, and jac returned a "
+                "PartitionedJacobian (diagonal blocks only: an iteration matrix, as adjoint='backsolve' gives for its "
+                "augmented system). For gradients of a Rosenbrock solve use adjoint='checkpoint' (exact discrete "
+                "gradients, bounded memory) or 'direct'. (backsolve would need a method with a Newton iteration for "
+                "its backward solve, and an adaptive backward solve of a stiff problem follows the modes that decay "
+                "forward and grow backward: its gradient is not to be trusted there)")
+        return value
 
     @staticmethod
     def _time_tensor(func, t0, y0: torch.Tensor) -> torch.Tensor:

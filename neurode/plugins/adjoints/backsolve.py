@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -212,6 +213,8 @@ class _BacksolveFunction(torch.autograd.Function):
 
         aug = list(aug0)
         time_vjps = torch.zeros(len(t), dtype=t.dtype, device=t.device) if t_requires_grad else None
+        drift = 0.0
+        fixed_grid = backward_problem.config.step_size or backward_problem.config.grid_constructor
         with torch.no_grad():
             for i in range(len(t) - 1, 0, -1):
                 if t_requires_grad:
@@ -230,11 +233,20 @@ class _BacksolveFunction(torch.autograd.Function):
                 if options.get("first_step") is None and h_next > 0 and h_next == h_next:
                     backward_problem.config.first_step = h_next
                 aug = list(unflatten_state(result.ys[-1], shapes))
+                if fixed_grid is None:  # a fixed grid's accuracy is not its tolerances'
+                    drift = max(drift, _drift(aug[1], ys[i - 1], backward_problem.config))
                 aug[1] = ys[i - 1]  # the forward solution is the better estimate of y
                 aug[2] = aug[2] + grad_ys[i - 1]
             if t_requires_grad:
                 time_vjps[0] = aug[0]
 
+        if drift > _DRIFT_LIMIT:
+            warnings.warn(
+                f"backsolve: the state reconstructed backwards left the forward solution by {drift:.3g} times the "
+                f"tolerance (atol + rtol |y|) at an output time, so the adjoint was integrated along a wrong "
+                f"trajectory and the gradient is unreliable. This happens on stiff problems, whose decaying modes grow "
+                f"backwards in time; use adjoint='checkpoint' (exact discrete gradients), or more output times",
+                RuntimeWarning, stacklevel=2)
         stats = problem.stats
         stats.nfe_backward += inner.nfe
         stats.n_steps_backward += backward_problem.stats.n_steps  # summed over the output intervals
@@ -379,6 +391,20 @@ class _BacksolveBatchFunction(torch.autograd.Function):
         problem.stats.nfe_backward += counter[0]
         problem.stats.n_steps_backward += stats.n_steps
         return (None, a, *param_grads)
+
+
+#: how far (in units of the tolerance) the backward-reconstructed state may leave the forward one before the
+#: gradient is reported unreliable: far above an accurate solve's drift (a few tolerances), far below a wrong one's
+_DRIFT_LIMIT = 1e6
+
+
+def _drift(y_back: torch.Tensor, y_forward: torch.Tensor, config) -> float:
+    """``max |y_back - y_forward| / (atol + rtol |y_forward|)``, with the solve's tolerances (their smallest entries
+    where they are per component)."""
+    rtol = float(torch.as_tensor(config.rtol).min())
+    atol = float(torch.as_tensor(config.atol).min())
+    scale = atol + rtol * y_forward.abs()
+    return float(((y_back - y_forward).abs() / scale).max()) if y_forward.numel() else 0.0
 
 
 def takes_jacobian(solver) -> bool:

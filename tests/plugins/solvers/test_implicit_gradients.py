@@ -8,12 +8,18 @@ import torch
 
 import neurode
 from neurode.framework import jacobian as jacobian_module
+from neurode.framework.errors import InvalidInputError
 from neurode.framework.implicit_rk import ImplicitRungeKutta
+from neurode.plugins.solvers.tableaus.esdirk import METHODS as ESDIRK_TABLEAUS
 from neurode.plugins.solvers.tableaus.implicit import METHODS as TABLEAUS
 
 F64 = torch.float64
-#: name -> order, of every fixed-step implicit method
+#: name -> order, of every implicit method; the adaptive ones run here on the fixed grid ``step_size`` (a smooth
+#: discrete map, so finite differences of it are meaningful), at tolerances that put Newton's error at round-off
 METHODS = {tableau.name: tableau.order for tableau in TABLEAUS}
+ADAPTIVE = {tableau.name: tableau.order for tableau in ESDIRK_TABLEAUS}
+METHODS.update(ADAPTIVE)
+ROSENBROCK = ("rodas4", "ros3p")
 STEP = 0.01
 TIMES = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
 # eigenvalues -1 and -1000: h λ = -10 at STEP, far beyond any explicit method's stability region
@@ -23,16 +29,95 @@ SLOW = torch.tensor([1.0, 1.0 / 999.0], dtype=F64)  # on the slow manifold (the 
 
 def solve_stiff(name, adjoint, y0, a, c, times=TIMES, **options):
     """``y' = a y + c y²``: ``a`` and ``c`` are closure captures (no parameter names them)."""
+    if name in ADAPTIVE or name in ROSENBROCK:
+        options = {"rtol": 1e-10, "atol": 1e-12, **options}
     return neurode.solve(lambda t, y: a @ y + c * y**2, y0, times, solver=name, step_size=STEP, adjoint=adjoint,
                          **options).ys
 
 
 @pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", [*METHODS, *ROSENBROCK])
 def test_exact_discrete_gradients_pass_gradcheck(name, adjoint):
     inputs = (torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True), STIFF.clone().requires_grad_(True),
               torch.tensor(0.3, dtype=F64, requires_grad=True))
     assert torch.autograd.gradcheck(lambda y0, a, c: solve_stiff(name, adjoint, y0, a, c), inputs)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_esdirk_krylov_gradients_pass_gradcheck(adjoint):
+    # GMRES on vector-Jacobian products solves the transposed stage system: no Jacobian formed, gradient exact
+    inputs = (torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True), STIFF.clone().requires_grad_(True),
+              torch.tensor(0.3, dtype=F64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda y0, a, c: solve_stiff("kvaerno4", adjoint, y0, a, c,
+                                                                  linear_solver="krylov"), inputs, nondet_tol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_adaptive_per_sample_gradients_are_each_samples_own(name, adjoint):
+    # every sample steps on its own in the batch-parallel loop, as it would alone in the shared loop: the
+    # gradients, through the implicit-function-theorem stages, are those of each sample solved alone
+    a = STIFF.clone().requires_grad_(True)
+    c = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[1.0, 0.5], [0.5, -0.2]], dtype=F64, requires_grad=True)
+    times = torch.tensor([0.0, 0.01, 0.02], dtype=F64)
+    options = dict(solver=name, adjoint=adjoint, rtol=1e-5, atol=1e-8)
+    ys = neurode.solve(lambda t, y: y @ a.T + c * y**2, y0, times.expand(2, 3), per_sample=True, **options).ys
+    batch = torch.autograd.grad(ys[-1].sum(), (y0, a, c))
+    alone = []
+    for b in range(2):
+        y0_b = y0[b].detach().clone().requires_grad_(True)
+        ys_b = neurode.solve(lambda t, y: a @ y + c * y**2, y0_b, times, **options).ys
+        alone.append(torch.autograd.grad(ys_b[-1].sum(), (y0_b, a, c)))
+    torch.testing.assert_close(batch[0], torch.stack([alone[0][0], alone[1][0]]), rtol=1e-6, atol=1e-8)
+    for k in (1, 2):
+        torch.testing.assert_close(batch[k], alone[0][k] + alone[1][k], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_adaptive_gradients_agree_with_the_closed_form_to_the_tolerance(adjoint):
+    # adaptive steps move with the inputs (finite differences of the solve are not smooth): compare with
+    # d(e^{tA} y0)/d(y0, A) instead
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    a = STIFF.clone().requires_grad_(True)
+    weights = torch.tensor([0.7, -1.1], dtype=F64)
+    ys = neurode.solve(lambda t, y: a @ y, y0, torch.tensor([0.0, 0.02], dtype=F64), solver="kvaerno5",
+                       adjoint=adjoint, rtol=1e-8, atol=1e-10).ys
+    exact = torch.linalg.matrix_exp(0.02 * a) @ y0
+    for got, want in zip(torch.autograd.grad(ys[-1] @ weights, (y0, a)), torch.autograd.grad(exact @ weights,
+                                                                                               (y0, a))):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+def test_a_failed_newton_row_gives_finite_gradients():
+    # a step too large for Newton (max_iters=1 on a nonlinear problem): the row fails, the step is rejected and
+    # retried; the failed attempt's stages stay off the graph, so no NaN reaches the gradient
+    k = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[1.5, -1.0], [0.1, 0.2]], dtype=F64, requires_grad=True)
+    sol = neurode.solve(lambda t, y: -k * y**3, y0, torch.tensor([0.0, 1.0], dtype=F64).expand(2, 2),
+                        solver="kvaerno3", per_sample=True, max_iters=2, first_step=0.5, rtol=1e-6, atol=1e-9)
+    assert sol.stats.n_rejected > 0
+    grads = torch.autograd.grad(sol.ys[-1].sum(), (y0, k))
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+@pytest.mark.parametrize("name", ROSENBROCK)
+def test_backsolve_with_a_rosenbrock_method_is_refused_naming_what_to_use(name):
+    # a Rosenbrock step needs the exact Jacobian; backsolve's augmented system has only its diagonal blocks
+    y0 = SLOW.clone().requires_grad_(True)
+    ys = solve_stiff(name, "backsolve", y0, STIFF, torch.tensor(0.3, dtype=F64))
+    with pytest.raises(InvalidInputError, match="checkpoint"):
+        torch.autograd.grad(ys[-1].sum(), y0)
+
+
+def test_adaptive_backsolve_warns_when_its_backward_state_leaves_the_forward_solution():
+    # backwards in time the -1000 mode grows: the adaptive backward solve follows it off the trajectory
+    y0 = SLOW.clone().requires_grad_(True)
+    a = STIFF.clone().requires_grad_(True)
+    ys = neurode.solve(lambda t, y: a @ y, y0, TIMES, solver="kvaerno5", adjoint="backsolve", rtol=1e-9,
+                       atol=1e-11).ys
+    with pytest.warns(RuntimeWarning, match="adjoint='checkpoint'"):
+        torch.autograd.grad(ys[-1].sum(), (y0, a))
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -190,3 +275,31 @@ def test_backsolve_steps_back_implicitly_with_one_state_jacobian_per_step(name, 
         for b, d in zip(grads, direct):
             torch.testing.assert_close(b, d, rtol=1e-4, atol=1e-6)  # the discretisation error at h = 0.01
     assert nfe[4] == nfe[64]
+
+
+def test_esdirk_newton_iterations_are_not_on_the_graph():
+    # y' = -k y³: a large step needs more Newton iterations than a small one; the stages' graph and the
+    # evaluations of the backward pass do not depend on that count (the implicit function theorem, not unrolling)
+    solver = neurode.get_registry().get("solver", "kvaerno4").obj(rtol=1e-6, atol=1e-9, max_iters=30, max_rate=0.99)
+
+    def step(h):
+        k = torch.tensor(2.0, dtype=F64, requires_grad=True)
+        y0 = torch.tensor([1.5, -1.0], dtype=F64, requires_grad=True)
+        evaluations = []
+
+        def field(t, y):
+            evaluations.append(torch.is_grad_enabled())
+            return -k * y**3
+
+        state = solver.init(field, 0.0, y0)
+        evaluations.clear()
+        result = solver.step(field, 0.0, h, y0, state)
+        assert result.failure is None
+        iterations = evaluations.count(False)
+        forward = len(evaluations)
+        torch.autograd.grad(result.y1.sum(), (y0, k))
+        return graph_size(result.y1), iterations, len(evaluations) - forward
+
+    small, large = step(0.001), step(0.1)
+    assert large[1] > small[1] + 2  # more Newton iterations
+    assert large[0] == small[0] and large[2] == small[2]  # same graph, same evaluations in the backward pass
