@@ -325,17 +325,20 @@ class ESDIRK(AbstractSolver):
         func = field.func
         args = getattr(func, "args", None)  # the batch loop's args of this step's active set, for the backward pass
 
-        def stage_residual(z: torch.Tensor) -> torch.Tensor:
+        def residual(base_: torch.Tensor, hg_: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             current = getattr(func, "args", None)
             if current is not args:
                 func.args = args
             try:
-                return z - hg_rows * field(t_i, base_rows + z, index)
+                return z - hg_ * field(t_i, base_ + z, index)
             finally:
                 if current is not args:
                     func.args = current
 
-        z = implicit_root(stage_residual, pick(root), per_sample=field.per_sample,
+        base_const, hg_const = base_rows.detach(), hg_rows.detach()
+        # ∂G/∂z from the residual with base and hγ detached: without walking the solve's history (quadratic)
+        z = implicit_root(lambda z_: residual(base_rows, hg_rows, z_), pick(root),
+                          local_residual=lambda z_: residual(base_const, hg_const, z_), per_sample=field.per_sample,
                           linear_solver="gmres" if self.linear_solver == "krylov" else "lu")
         return z if index is None else root.index_copy(0, index, z)
 

@@ -273,6 +273,7 @@ class ImplicitRungeKutta(AbstractSolver):
             with torch.no_grad():
                 root = self._newton(func, t0, h, fixed, f0.detach(), a, solve)
             k = implicit_root(lambda stages: stages - self._evaluate(func, t0, h, y0, a, stages), root,
+                              local_residual=lambda stages: stages - self._evaluate(func, t0, h, fixed, a, stages),
                               jacobian=lambda: self._stage_system_matrix(func, t0, h, fixed, a, root),
                               linear_solver=self.implicit_gradient)
         y1 = y0 + h * torch.tensordot(b, k, dims=1)

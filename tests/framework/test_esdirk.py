@@ -267,12 +267,14 @@ def test_default_newton_tolerance_follows_rtol_as_radau5():
 
 
 def test_stage_value_predictor_needs_fewer_evaluations_than_the_previous_stage_start(monkeypatch):
-    # kvaerno5 on Robertson over [0, 40]: the interpolating predictor against z⁰ = hγ k_(i-1) (the start before)
-    y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 40.0], dtype=F64)
+    # kvaerno5 on Robertson over [0, 1e5]: the interpolating predictor against z⁰ = hγ k_(i-1) (the start before);
+    # measured 1671 against 2882 evaluations (over [0, 40] the two are level, 781 against 784)
+    y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1e5], dtype=F64)
 
     def nfe():
-        return neurode.solve(robertson, y0, t, solver="kvaerno5", rtol=1e-6, atol=1e-10).stats.nfe
+        with torch.no_grad():
+            return neurode.solve(robertson, y0, t, solver="kvaerno5", rtol=1e-6, atol=1e-10).stats.nfe
 
     interpolating = nfe()
     monkeypatch.setattr(ESDIRK, "_predict", lambda self, i, ks, values, base, hg: hg[:, None] * ks[-1])
-    assert interpolating < nfe()
+    assert interpolating < 0.8 * nfe()
