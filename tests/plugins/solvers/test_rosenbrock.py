@@ -277,6 +277,42 @@ def test_direct_gradients_agree_with_finite_differences_on_a_stiff_linear_proble
     assert torch.autograd.gradcheck(loss, (theta, y0), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+class _Square(torch.autograd.Function):
+    """y² with a reverse-mode derivative only (no jvp): forward-mode AD cannot differentiate it."""
+
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return y * y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return 2 * y * grad
+
+
+def test_direct_gradients_without_forward_mode_fall_back_to_double_backward():
+    # after the first step y0 carries the solve's history, and J's correction and f_t are taken by forward mode;
+    # an f with an operation forward mode cannot differentiate gets the double-backward products, same gradient
+    theta = torch.tensor([0.4, 50.0], dtype=F64, requires_grad=True)
+    y0 = torch.tensor([1.0, -0.5], dtype=F64, requires_grad=True)
+
+    def gradient(square):
+        def f(t, y):
+            return torch.stack([-theta[1] * y[0] + theta[0] * square(y[1]), -y[1] + torch.cos(t) * y[0]])
+
+        ys = neurode.solve(f, y0, torch.tensor([0.0, 0.5], dtype=F64), solver="rodas4", step_size=0.05).ys
+        return torch.autograd.grad(ys[-1].sum(), (theta, y0))
+
+    with pytest.raises(RuntimeError):  # the premise: forward mode cannot go through _Square
+        import torch.autograd.forward_ad as fwAD
+
+        with fwAD.dual_level():
+            _Square.apply(fwAD.make_dual(torch.ones(1, dtype=F64), torch.ones(1, dtype=F64)))
+    for plain, fallback in zip(gradient(lambda v: v * v), gradient(_Square.apply)):
+        torch.testing.assert_close(fallback, plain, rtol=1e-12, atol=1e-14)
+
+
 def test_per_sample_rows_count_every_evaluation_of_a_step():
     # identical samples finish together: rows evaluated = evaluations x batch (the Jacobian's forward pass included)
     y0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64).expand(4, 3).clone()
