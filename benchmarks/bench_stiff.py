@@ -42,10 +42,10 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from readme_table import publish
 
 import neurode
 from neurode.framework.errors import UnknownComponentError
@@ -253,17 +253,6 @@ def per_sample_ratio(methods: list[str], quick: bool, batch: int) -> list[str]:
     return lines
 
 
-def write_readme(text: str, readme: Path) -> None:
-    content = readme.read_text()
-    if README_START not in content or README_END not in content:
-        raise SystemExit(f"{readme}: markers {README_START} / {README_END} not found; nothing written")
-    head, rest = content.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    temporary = readme.with_suffix(".md.tmp")
-    temporary.write_text(head + README_START + "\n" + text + "\n" + README_END + tail)
-    temporary.replace(readme)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
@@ -291,12 +280,7 @@ def main(argv=None) -> int:
     text = "\n\n".join("\n".join(block) for block in blocks)
     text += (f"\n\n(rtol {RTOL:g}, float64, one thread; reference scipy Radau at rtol {REF_RTOL:g}; "
              f"{'--quick, ' if args.quick else ''}{time.perf_counter() - start:.0f} s in all)")
-    print(text)
-    if args.write_readme:
-        if args.quick:
-            print("--quick results are a smoke run; the README is not written", file=sys.stderr)
-        else:
-            write_readme(text, Path(__file__).resolve().parents[1] / "README.md")
+    publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0
 
 

@@ -72,10 +72,10 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import numpy as np
 import torch
+from readme_table import publish
 
 from neurode.datasets.batch import Trajectory, collate_padded
 from neurode.framework.model import SolveSettings, build_model
@@ -242,15 +242,6 @@ def table(results: dict, seeds: list[int], settings: Settings, n_spirals: int) -
     return "\n".join(lines)
 
 
-def write_readme(text: str, readme: Path) -> None:
-    content = readme.read_text()
-    if README_START not in content or README_END not in content:
-        raise SystemExit(f"{readme}: markers {README_START} / {README_END} not found; nothing written")
-    head, rest = content.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(head + README_START + "\n" + text + "\n" + README_END + tail)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run under 3 minutes (fewer spirals and steps)")
@@ -277,12 +268,7 @@ def main(argv=None) -> int:
                       f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
     text = table(results, seeds, settings, n_spirals)
     print()
-    print(text)
-    if args.write_readme:
-        if args.quick:
-            print("--quick results are a smoke run; the README is not written", file=sys.stderr)
-        else:
-            write_readme(text, Path(__file__).resolve().parents[1] / "README.md")
+    publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0
 
 

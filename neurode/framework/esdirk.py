@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from neurode.framework.errors import InvalidInputError
+from neurode.framework.explicit_rk import hermite
 from neurode.framework.implicit_gradient import implicit_root
 from neurode.framework.jacobian import block_jacobian, record, unwatched, user_jacobian
 from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, solve_stage
@@ -428,7 +429,7 @@ class ESDIRK(AbstractSolver):
             return step.y0 if theta == 0.0 else step.y1
         ks = step.dense[0]
         shape = step.y0.shape
-        return _hermite(step.y0, step.y1, step.h * ks[0].view(shape), step.h * ks[-1].view(shape), theta)
+        return hermite(step.y0, step.y1, ks[0].view(shape), ks[-1].view(shape), step.h, theta)
 
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         y0 = step.y0[rows]
@@ -436,7 +437,7 @@ class ESDIRK(AbstractSolver):
         h = step.h[rows].to(y0.dtype).view(shape)
         ks = step.dense[0]
         f0, f1 = ks[0][rows].view_as(y0), ks[-1][rows].view_as(y0)
-        return _hermite(y0, step.y1[rows], h * f0, h * f1, theta.to(y0.dtype).view(shape))
+        return hermite(y0, step.y1[rows], f0, f1, h, theta.to(y0.dtype).view(shape))
 
     @property
     def stage_weights(self) -> tuple[float, ...]:
@@ -509,14 +510,3 @@ def _rows(y0: torch.Tensor, per_sample: bool) -> tuple[int, int]:
     if per_sample:
         return y0.shape[0], (y0[0].numel() if y0.shape[0] else 1)
     return 1, y0.numel()
-
-
-def _hermite(y0, y1, hf0, hf1, theta):
-    """The cubic Hermite interpolant on ``(y0, h f0, y1, h f1)`` at ``theta`` (Hairer et al. I, §II.6)."""
-    if isinstance(theta, torch.Tensor):
-        theta = theta.to(y0.dtype)
-    h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
-    h10 = theta * (1 - theta) * (1 - theta)
-    h01 = theta * theta * (3 - 2 * theta)
-    h11 = theta * theta * (theta - 1)
-    return h00 * y0 + h10 * hf0 + h01 * y1 + h11 * hf1

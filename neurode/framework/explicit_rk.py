@@ -273,6 +273,18 @@ def grid_interpolate(step: Step, theta, interp: str):
     return cubic_hermite(step, theta)
 
 
+def hermite(y0, y1, f0, f1, h, theta):
+    """The cubic Hermite interpolant on ``(y0, f0)``, ``(y1, f1)`` over a step ``h`` at ``theta`` (Hairer et al. I,
+    §II.6): order 3, for any method that knows ``f`` at both ends of its step."""
+    if isinstance(theta, torch.Tensor):
+        theta = theta.to(y0.dtype)
+    h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
+    h10 = theta * (1 - theta) * (1 - theta)
+    h01 = theta * theta * (3 - 2 * theta)
+    h11 = theta * theta * (theta - 1)
+    return h00 * y0 + h10 * h * f0 + h01 * y1 + h11 * h * f1
+
+
 def cubic_hermite(step: Step, theta):
     """The cubic Hermite interpolant on ``[t0, t1]`` from ``y0, y1, f(t0, y0) = step.dense[0]`` and ``f(t1, y1)``.
 
@@ -286,10 +298,4 @@ def cubic_hermite(step: Step, theta):
     if f1 is None:
         # one extra evaluation per step that produces outputs (torchdiffeq: one per output)
         f1 = step.cache["f1"] = step.func(step.t0 + step.h, step.y1)
-    if isinstance(theta, torch.Tensor):
-        theta = theta.to(step.y0.dtype)
-    h00 = (1 + 2 * theta) * (1 - theta) * (1 - theta)
-    h10 = theta * (1 - theta) * (1 - theta)
-    h01 = theta * theta * (3 - 2 * theta)
-    h11 = theta * theta * (theta - 1)
-    return h00 * step.y0 + h10 * step.h * f0 + h01 * step.y1 + h11 * step.h * f1
+    return hermite(step.y0, step.y1, f0, f1, step.h, theta)
