@@ -73,6 +73,8 @@ class RosenbrockTableau:
             output ``y(θ) = (1-θ) y0 + θ (y1 + (1-θ)(Σ d_2j u_j + θ Σ d_3j u_j))``
             (RODAS); without it the dense output is the cubic Hermite interpolant.
         l_stable: whether the published method is L-stable (checked in the tests).
+        adaptive: whether the embedded pair can control the step. ``False`` where its estimate is known to fail
+            (the method is then offered on fixed grids, ``step_size``, like torchdiffeq's fixed-grid methods).
     """
 
     name: str
@@ -88,6 +90,7 @@ class RosenbrockTableau:
     dense: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     dense_order: int | None = None
     l_stable: bool = False
+    adaptive: bool = True
     citation: str = ""
     #: stage i evaluates f at the same point as stage i-1 (ROS3P's third stage): the value is reused
     reuses: tuple[bool, ...] = field(init=False, repr=False)
@@ -157,7 +160,8 @@ def _combine(terms: list[tuple[float, torch.Tensor]], base: torch.Tensor | None 
 
 
 class Rosenbrock(AbstractSolver):
-    """An adaptive Rosenbrock method given by its :class:`RosenbrockTableau` (see the module docstring).
+    """A Rosenbrock method given by its :class:`RosenbrockTableau` (see the module docstring); adaptive unless the
+    tableau says its error estimate fails.
 
     Options:
         jac: the Jacobian ``jac(t, y) -> ∂f/∂y``, instead of autograd: ``(n, n)`` over the flattened state
@@ -178,6 +182,7 @@ class Rosenbrock(AbstractSolver):
         if autonomous not in (None, True, False):
             raise InvalidInputError(f"autonomous must be True, False or None, got {autonomous!r}")
         self.tableau = tableau
+        self.adaptive = self.supports_per_sample = tableau.adaptive  # the batch-parallel loop steps adaptively
         self.order = tableau.order
         self.error_order = tableau.order  # the explicit pairs' convention: h ratio^(-1/order)
         self.jac = jac

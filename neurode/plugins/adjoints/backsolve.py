@@ -21,20 +21,20 @@ default (``neurode.odeint_adjoint`` keeps torchdiffeq's default, for parity).
 
 With an implicit method (a solver taking a ``jac`` option) the backward
 solve is stepped by the same method — the adjoint of a stiff problem is
-stiff too, and an explicit method would crawl — and is given the augmented
-system's Jacobian by structure (``augmented_jacobian``): its diagonal blocks
-``J`` and ``-Jᵀ``, the quadratures ``g_θ``, ``g_t`` left out
-(``framework/partitioned_jacobian.py``), so each backward step forms one
-``n × n`` Jacobian whatever the number of parameters (a ``jac`` option is
-``f``'s, and builds it). One limit is the method's, not the solver's: ``y``
-is integrated back in time, where a stiff problem's decaying modes grow; an
-L-stable method damps them instead (``R(z) → 0``), so within a fast
-transient the reconstructed ``y`` leaves the forward trajectory and the
-parameter gradient is off by that transient's weight (and where ``h λ``
-meets a pole of the stability function the step fails); symmetric methods
-(Gauss: ``gl4``, ``gl6``, ``implicit_midpoint``) retrace their own steps.
-For a stiff problem with fast transients, ``checkpoint`` gives the exact
-discrete gradient.
+stiff too, and an explicit method would crawl. With adaptive steps the
+state is *not* integrated back: backwards in time a stiff problem's decaying
+modes grow, and a reconstructed ``y`` leaves the forward trajectory (the
+gradient was measured 500× off). The adjoint runs instead along the forward
+solution, redone one output interval at a time and read from its dense
+output, with the exact Jacobian ``-Jᵀ`` (CVODES's checkpointed adjoint;
+``interpolated.py``); memory then holds one output interval's steps. On a
+fixed grid (``step_size``) the augmented system is stepped back as above,
+given its Jacobian by structure (``augmented_jacobian``: the diagonal blocks
+``J`` and ``-Jᵀ``, the quadratures left out; ``framework/partitioned_jacobian.py``),
+one ``n × n`` Jacobian per step whatever the number of parameters; there the
+reconstruction is exact on the slow manifold, and for fast transients on a
+coarse grid ``checkpoint`` gives the exact discrete gradient. Per-sample
+backsolve with an implicit method is refused (it would integrate ``y`` back).
 
 The tensors to differentiate are found by watching the forward solve
 (``framework/capture.py``): parameters, what a closure captures, ``args``;
@@ -63,6 +63,7 @@ from neurode.framework.registry import get_registry
 from neurode.framework.solution import SolveStats
 from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver, signature_parameters
 from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state
+from neurode.plugins.adjoints.interpolated import interpolated_adjoint
 
 
 class Backsolve(AbstractAdjoint):
@@ -90,6 +91,12 @@ class Backsolve(AbstractAdjoint):
         holder = _Holder(problem, self)
         func, capture = problem.watched_vector_field()
         if problem.per_sample:
+            if takes_jacobian(self.solver if self.solver is not None else problem.solver_name):
+                raise InvalidInputError(
+                    "per-sample backsolve with an implicit (stiff) method is not supported: it integrates the state "
+                    "back in time, where a stiff problem's decaying modes grow, and the gradient would be wrong; use "
+                    "adjoint='checkpoint' (exact discrete gradients) or per_sample=False (backsolve then runs the "
+                    "adjoint along the stored forward solution)")
             if tensors_requiring_grad(problem.args):
                 raise InvalidInputError(
                     "per-sample backsolve does not differentiate the tensors of args (some require grad); use "
@@ -196,16 +203,27 @@ class _BacksolveFunction(torch.autograd.Function):
             options = {k: v for k, v in options.items() if k not in CONTROLLER_OPTIONS}
         controller = None if CONTROLLER_OPTIONS & options.keys() else problem.config.controller
         backward_solver = method.solver if method.solver is not None else (problem.solver_name or problem.solver)
-        # a jac option is f's Jacobian; an implicit backward solve gets the augmented system's, built from it
-        state_jac = options.pop("jac", None)
+        rtol = method.rtol if method.rtol is not None else problem.config.rtol
+        atol = method.atol if method.atol is not None else problem.config.atol
+        state_jac = options.pop("jac", None)  # f's Jacobian: an implicit backward solve builds the adjoint's from it
+        fixed_grid = (options.get("step_size") is not None or options.get("grid_constructor") is not None
+                      or not getattr(problem.solver, "adaptive", True))
+        if takes_jacobian(backward_solver) and not fixed_grid:
+            # a stiff problem's state cannot be integrated back in time: the adjoint runs along the stored
+            # forward solution instead (interpolated.py)
+            adj_y0, time_vjps, adj_params = interpolated_adjoint(
+                inner=inner, solver=problem.solver, config=problem.config, backward_solver=backward_solver,
+                options=options, rtol=rtol, atol=atol, controller=controller, t=t, ys=ys, grad_ys=grad_ys,
+                params=params, t_requires_grad=t_requires_grad, state_jac=state_jac, stats=problem.stats)
+            problem.stats.nfe_backward += inner.nfe
+            return (None, adj_y0, time_vjps, *adj_params)
         if takes_jacobian(backward_solver):
+            # on a fixed grid the implicit method steps the augmented system back, with its Jacobian by structure
             options["jac"] = augmented_jacobian(inner, state_jac, y_shape)
         backward_problem, _ = build_problem(
             augmented_dynamics, aug0, t[-2:].flip(0) if len(t) >= 2 else t,
             solver=backward_solver,
-            rtol=method.rtol if method.rtol is not None else problem.config.rtol,
-            atol=method.atol if method.atol is not None else problem.config.atol,
-            controller=controller, params=(), options=options,
+            rtol=rtol, atol=atol, controller=controller, params=(), options=options,
         )
         backward_problem.config.norm = aug_norm
         shapes = backward_problem.shapes

@@ -1,4 +1,4 @@
-"""The adaptive Rosenbrock methods rodas4 and ros3p (issue 15, item 2)."""
+"""The Rosenbrock methods: adaptive rodas4, and ros3p on fixed grids (issue 15, item 2)."""
 
 import math
 
@@ -15,6 +15,7 @@ from neurode.testing.tableaus import rooted_trees, tree_density
 
 F64 = torch.float64
 NAMES = [tableau.name for tableau in METHODS]
+ADAPTIVE = [tableau.name for tableau in METHODS if tableau.adaptive]
 
 
 # --------------------------------------------------------------------------- the coefficients
@@ -146,7 +147,7 @@ def test_robertson_to_1e5_matches_scipy_radau_at_tight_tolerance():
         return robertson(None, torch.from_numpy(y)).numpy()
 
     ref = scipy_integrate.solve_ivp(rhs, (0.0, 1e5), [1.0, 0.0, 0.0], method="Radau", rtol=1e-10, atol=1e-14).y[:, -1]
-    for name in NAMES:
+    for name in ADAPTIVE:
         sol = neurode.solve(robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1e5], dtype=F64),
                             solver=name, rtol=1e-6, atol=1e-10, autonomous=True)
         # within the tolerance asked for: the global error, in units of the local tolerance rtol |y| + atol, is
@@ -209,7 +210,7 @@ def test_a_user_jacobian_gives_the_autograd_solution():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ADAPTIVE)
 def test_float32_and_float64_on_a_stiff_problem(name, dtype):
     def f(t, y):
         return -1000.0 * (y - torch.cos(t))
@@ -257,7 +258,7 @@ def test_an_unrecoverable_sample_fails_with_a_typed_error_naming_it():
 # --------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ADAPTIVE)
 def test_direct_gradients_agree_with_finite_differences_on_a_stiff_linear_problem(name):
     # y' = A(θ) y + θ_2 sin t, stiffness ratio 1000; θ enters the Jacobian, so dJ/dθ must be in the gradient
     base = torch.tensor([[-1000.0, 1.0], [0.5, -1.0]], dtype=F64)
@@ -319,3 +320,22 @@ def test_per_sample_rows_count_every_evaluation_of_a_step():
     sol = neurode.solve(robertson, y0, torch.tensor([0.0, 10.0], dtype=F64), solver="rodas4", rtol=1e-5,
                         atol=1e-9, per_sample=True)
     assert sol.stats.nfe_rows == 4 * sol.stats.nfe
+
+
+def test_ros3p_is_fixed_step_because_its_embedded_estimate_vanishes_on_linear_problems():
+    # R(z) - R_hat(z) from the data: the published pair shares its stability function, so the estimate is zero on
+    # y' = z y whatever the step (SciML/OrdinaryDiffEq.jl issue 4291); as an adaptive method it took 6 steps and
+    # returned an error of 2.2 at rtol 1e-8 on the problem below
+    solver = Rosenbrock(ROS3P)
+    assert not solver.adaptive and not solver.supports_per_sample and Rosenbrock(RODAS4).adaptive
+    for z in (-0.1, -10.0, -1e4):
+        step = solver.step(VectorField(lambda t, y: z * y, torch.ones(1, dtype=F64), None), 0.0, 1.0,
+                           torch.ones(1, dtype=F64), ())
+        assert float(step.error.abs().max()) < 1e-12
+    a = torch.tensor([[-1.0, 0.0], [1.0, -1000.0]], dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    t = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
+    exact = torch.stack([torch.linalg.matrix_exp(s * a) @ y0 for s in t])
+    errors = [float((neurode.solve(lambda s, y: a @ y, y0, t, solver="ros3p", step_size=h).ys - exact).abs().max())
+              for h in (1e-3, 5e-4)]
+    assert errors[0] < 1e-4 and 6 < errors[0] / errors[1] < 10  # third order on a fixed grid

@@ -10,6 +10,15 @@
   Order 3 (also for parabolic problems, no order reduction), embedded order
   2; A-stable, not L-stable (``R(∞) ≈ -0.73``); its third stage evaluates
   ``f`` at the second stage's point, so a step costs two evaluations.
+  **Fixed steps only** (``step_size``): the published embedded solution has
+  the same stability function as the method, ``R̂(z) ≡ R(z)``, so its error
+  estimate is zero on every linear autonomous problem whatever the step.
+  Measured on ``y' = [[-1, 0], [1, -1000]] y`` from ``[1, 0.5]`` over
+  ``[0, 0.1]``: 6 steps and an error of 2.2 at rtol 1e-8 (rodas4: 205 steps,
+  4e-10). No other order-2 embedded formula of its three stages helps: the
+  order-2 weights form a line whose direction ``m - m̂`` gives zero on
+  linear problems. The same failure is reported for OrdinaryDiffEq.jl's
+  ROS3P (SciML/OrdinaryDiffEq.jl issue 4291).
 
 Each set of decimals was checked against two independent public
 transcriptions (Hairer's rodas.f and KPP's Rosenbrock integrators for
@@ -68,6 +77,7 @@ ROS3P = RosenbrockTableau(
     order=3,
     embedded_order=2,
     l_stable=False,
+    adaptive=False,  # the embedded estimate vanishes on linear problems (module docstring)
     citation="ROS3P (Lang & Verwer, BIT 41 (2001) 731-738)",
 )
 
