@@ -34,7 +34,8 @@ given its Jacobian by structure (``augmented_jacobian``: the diagonal blocks
 one ``n × n`` Jacobian per step whatever the number of parameters; there the
 reconstruction is exact on the slow manifold, and for fast transients on a
 coarse grid ``checkpoint`` gives the exact discrete gradient. Per-sample
-backsolve with an implicit method is refused (it would integrate ``y`` back).
+backsolve with an implicit method runs each sample's adjoint the same way,
+one sample after another.
 
 The tensors to differentiate are found by watching the forward solve
 (``framework/capture.py``): parameters, what a closure captures, ``args``;
@@ -63,7 +64,7 @@ from neurode.framework.registry import get_registry
 from neurode.framework.solution import SolveStats
 from neurode.framework.solve import CONTROLLER_OPTIONS, build_problem, make_solver, signature_parameters
 from neurode.framework.vector_field import VectorField, flatten_state, slice_args, unflatten_state
-from neurode.plugins.adjoints.interpolated import interpolated_adjoint
+from neurode.plugins.adjoints.interpolated import interpolated_adjoint, interpolated_adjoint_per_sample
 
 
 class Backsolve(AbstractAdjoint):
@@ -91,12 +92,6 @@ class Backsolve(AbstractAdjoint):
         holder = _Holder(problem, self)
         func, capture = problem.watched_vector_field()
         if problem.per_sample:
-            if takes_jacobian(self.solver if self.solver is not None else problem.solver_name):
-                raise InvalidInputError(
-                    "per-sample backsolve with an implicit (stiff) method is not supported: it integrates the state "
-                    "back in time, where a stiff problem's decaying modes grow, and the gradient would be wrong; use "
-                    "adjoint='checkpoint' (exact discrete gradients) or per_sample=False (backsolve then runs the "
-                    "adjoint along the stored forward solution)")
             if tensors_requiring_grad(problem.args):
                 raise InvalidInputError(
                     "per-sample backsolve does not differentiate the tensors of args (some require grad); use "
@@ -104,7 +99,10 @@ class Backsolve(AbstractAdjoint):
             with torch.no_grad():
                 holder.batch = integrate_batch(problem.solver, func, problem.y0, problem.t, problem.config,
                                                stats=problem.stats)
-            ys = _BacksolveBatchFunction.apply(holder, problem.y0, *problem.gradient_inputs(capture))
+            # an implicit method's adjoint runs along the stored forward solution (see the module docstring)
+            stiff = takes_jacobian(self.solver if self.solver is not None else problem.solver_name)
+            function = _BacksolveBatchInterpolated if stiff else _BacksolveBatchFunction
+            ys = function.apply(holder, problem.y0, *problem.gradient_inputs(capture))
             return AdjointResult(ys, batch=holder.batch)
         with torch.no_grad():
             holder.result = problem.run_loop(func)
@@ -409,6 +407,36 @@ class _BacksolveBatchFunction(torch.autograd.Function):
         problem.stats.nfe_backward += counter[0]
         problem.stats.n_steps_backward += stats.n_steps
         return (None, a, *param_grads)
+
+
+class _BacksolveBatchInterpolated(torch.autograd.Function):
+    """Per-sample backsolve with an implicit method: each sample's adjoint along its stored forward solution
+    (``interpolated.py``), one sample after another."""
+
+    @staticmethod
+    def forward(ctx, holder: _Holder, y0, *params):
+        batch = holder.batch
+        ctx.holder = holder
+        ctx.save_for_backward(batch.ys, *params)
+        return batch.ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        problem, method = ctx.holder.problem, ctx.holder.method
+        ys, *params = ctx.saved_tensors
+        options = dict(method.options or {})
+        options.pop("norm", None)  # the adjoint alone is integrated: there is no parameter part to leave out
+        if options:
+            raise InvalidInputError(f"per-sample backsolve with an implicit method takes no backward options, got "
+                                    f"{sorted(options)}")
+        config = dataclasses.replace(
+            problem.config, rtol=problem.config.rtol if method.rtol is None else method.rtol,
+            atol=problem.config.atol if method.atol is None else method.atol)
+        grad_y0, param_grads = interpolated_adjoint_per_sample(
+            func=problem.func, args=problem.args, solver=problem.solver,
+            backward_solver=method.solver if method.solver is not None else problem.solver_name, config=config,
+            t=problem.t.detach().to(torch.float64), ys=ys, grad_ys=grad_ys, params=tuple(params), stats=problem.stats)
+        return (None, grad_y0, *param_grads)
 
 
 #: how far (in units of the tolerance) the backward-reconstructed state may leave the forward one before the
