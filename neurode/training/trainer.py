@@ -366,6 +366,15 @@ class Trainer:
             if status == COMPLETED and self._validated_at != position["step"] and len(self.data.splits["val"]):
                 self._after_validation(position["epoch"])  # a step budget ended mid-epoch
             self._save_checkpoint()
+        except TrainingStopped:
+            raise  # run.json already says why
+        except Exception as exc:
+            # anything else that ends the run (a model or option refused mid-run, a bug) is recorded too: a run
+            # directory never claims to be running after its process has stopped
+            self.dir.update_run_json(status=FAILED, finished=_now(),
+                                     error=f"training stopped at step {position['step'] + 1}: "
+                                           f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -113,6 +113,28 @@ def test_solver_failure_stops_with_the_solvers_diagnosis(fast_config):
     assert "no checkpoint had been written yet" in message
 
 
+def test_an_error_raised_mid_run_is_recorded_in_run_json(fast_config, tmp_path, monkeypatch):
+    # e.g. an option a model refuses only when it first solves: the error reaches the caller unchanged, and the
+    # run directory no longer says "running"
+    from neurode.framework.errors import InvalidInputError
+
+    calls = {"n": 0}
+    original = NeuralODE.loss
+
+    def refusing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise InvalidInputError("this model refuses the third batch")
+        return original(self, batch)
+
+    monkeypatch.setattr(NeuralODE, "loss", refusing)
+    with pytest.raises(InvalidInputError, match="third batch"):
+        neurode.train(fast_config)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "failed" and info["finished"]
+    assert info["error"] == "training stopped at step 3: InvalidInputError: this model refuses the third batch"
+
+
 KILL_SCRIPT = """
 import sys, torch, neurode
 torch.set_num_threads(1)
