@@ -208,25 +208,35 @@ class ExplicitRungeKutta(AbstractSolver):
         return points
 
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step."""
+        """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step.
+
+        The interpolant ``y0 + h sum_i w_i(theta) k_i``, ``w_i`` polynomials in
+        ``theta`` (Hairer et al. I, sec. II.6), is evaluated in power form,
+        ``sum_p theta^p c_p`` with ``c_0 = y0`` and ``c_p = h sum_i B_pi k_i``:
+        the coefficients are one matrix product per step, for all its samples,
+        and each output gathers ``P + 1`` numbers per state component instead
+        of the ``s`` stages and ``y0`` (a step passes many outputs, often all
+        rows several).
+        """
         tab = self.tableau
-        y0 = step.y0[rows]
-        shape = (-1, *([1] * (y0.ndim - 1)))
-        th = theta.to(y0.dtype)
+        shape = (-1, *([1] * (step.y0.ndim - 1)))
+        th = theta.to(step.y0.dtype)
         if tab.interpolant is None:
             # linear between the step's ends (fixed-step methods have no dense interpolant)
-            return torch.lerp(y0, step.y1[rows], th.view(shape))
+            return torch.lerp(step.y0[rows], step.y1[rows], th.view(shape))
         if step.cache is None:
             step.cache = {}
-        stacked = step.cache.get("stages")
-        if stacked is None:
-            # stages as (batch, s, features), once per step
-            stacked = step.cache["stages"] = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=1)
-        matrix, exponents = self._interpolant_matrix(y0.dtype, y0.device)
-        powers = th[:, None].pow(exponents)  # (M, P): theta^1 .. theta^P
-        weights = (powers @ matrix) * step.h[rows].to(y0.dtype)[:, None]  # (M, s)
-        increment = torch.bmm(weights[:, None, :], stacked[rows]).squeeze(1)  # (M, features)
-        return y0 + increment.view_as(y0)
+        coefficients = step.cache.get("power_form")
+        if coefficients is None:
+            matrix, _ = self._interpolant_matrix(step.y0.dtype, step.y0.device)
+            y0 = step.y0.reshape(step.y0.shape[0], -1)
+            stages = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=-1)  # (batch, features, s)
+            scaled = (stages @ matrix.T) * step.h.to(y0.dtype)[:, None, None]  # (batch, features, P)
+            coefficients = step.cache["power_form"] = torch.cat([y0[:, :, None], scaled], dim=-1)
+        _, exponents = self._interpolant_matrix(step.y0.dtype, step.y0.device)
+        powers = torch.cat([torch.ones_like(th)[:, None], th[:, None].pow(exponents)], dim=-1)  # (M, P + 1)
+        values = (coefficients[rows] * powers[:, None, :]).sum(-1)  # (M, features)
+        return values.view(-1, *step.y0.shape[1:])
 
     def _interpolant_matrix(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The dense interpolant as a ``(P, s)`` matrix and the exponents ``1..P``, cached per dtype and device."""
