@@ -211,12 +211,12 @@ class ExplicitRungeKutta(AbstractSolver):
         """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step.
 
         The interpolant ``y0 + h sum_i w_i(theta) k_i``, ``w_i`` polynomials in
-        ``theta`` (Hairer et al. I, sec. II.6), is evaluated in power form,
-        ``sum_p theta^p c_p`` with ``c_0 = y0`` and ``c_p = h sum_i B_pi k_i``:
-        the coefficients are one matrix product per step, for all its samples,
-        and each output gathers ``P + 1`` numbers per state component instead
-        of the ``s`` stages and ``y0`` (a step passes many outputs, often all
-        rows several).
+        ``theta`` (Hairer et al. I, sec. II.6), is evaluated in power form by
+        Horner's rule, ``c_0 + theta (c_1 + theta (c_2 + ...))`` with ``c_0 = y0``
+        and ``c_p = h sum_i B_pi k_i``: the coefficients are one matrix product
+        per step, for all its samples, and each output then gathers ``P + 1``
+        rows and takes ``P`` multiply-adds (a step passes many outputs, often
+        all rows several), instead of a small matrix product per output.
         """
         tab = self.tableau
         shape = (-1, *([1] * (step.y0.ndim - 1)))
@@ -229,14 +229,16 @@ class ExplicitRungeKutta(AbstractSolver):
         coefficients = step.cache.get("power_form")
         if coefficients is None:
             matrix, _ = self._interpolant_matrix(step.y0.dtype, step.y0.device)
-            y0 = step.y0.reshape(step.y0.shape[0], -1)
-            stages = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=-1)  # (batch, features, s)
-            scaled = (stages @ matrix.T) * step.h.to(y0.dtype)[:, None, None]  # (batch, features, P)
-            coefficients = step.cache["power_form"] = torch.cat([y0[:, :, None], scaled], dim=-1)
-        _, exponents = self._interpolant_matrix(step.y0.dtype, step.y0.device)
-        powers = torch.cat([torch.ones_like(th)[:, None], th[:, None].pow(exponents)], dim=-1)  # (M, P + 1)
-        values = (coefficients[rows] * powers[:, None, :]).sum(-1)  # (M, features)
-        return values.view(-1, *step.y0.shape[1:])
+            stages = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense])  # (s, batch, features)
+            scaled = torch.tensordot(matrix, stages, dims=1)  # (P, batch, features)
+            scaled = scaled * step.h.to(scaled.dtype)[None, :, None]
+            # one contiguous (batch, features) block per power: each gathers into a contiguous (M, features)
+            coefficients = step.cache["power_form"] = (step.y0.reshape(step.y0.shape[0], -1), *scaled.unbind(0))
+        th = th[:, None]
+        value = coefficients[-1][rows]
+        for c in coefficients[-2::-1]:
+            value = torch.addcmul(c[rows], value, th)
+        return value.view(-1, *step.y0.shape[1:])
 
     def _interpolant_matrix(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The dense interpolant as a ``(P, s)`` matrix and the exponents ``1..P``, cached per dtype and device."""
