@@ -70,7 +70,9 @@ class _GRUSequence(torch.autograd.Function):
                 final = h if len(ends) == 1 else torch.where((last == j).unsqueeze(-1), h, final)
         ctx.save_for_backward(x, h0, last, *weights)
         ctx.states, ctx.gates, ctx.ends = states, gates, ends
-        return final if last is not None else torch.stack(states, dim=1)
+        if last is not None:
+            return final
+        return torch.stack(states, dim=1) if states else h0.new_zeros(h0.shape[0], 0, hidden)
 
     @staticmethod
     def backward(ctx, grad):
@@ -121,7 +123,7 @@ def _recorded_backward(ctx, grad):
             h = _gates(x[:, j], h, *weights, h0.shape[-1])[0]
             states.append(h)
         if last is None:
-            output = torch.stack(states, dim=1)
+            output = torch.stack(states, dim=1) if states else h0.new_zeros(h0.shape[0], 0, h0.shape[-1])
         else:
             every = torch.stack([h0, *states], dim=1)
             output = every.gather(1, (last + 1).view(-1, 1, 1).expand(-1, 1, h0.shape[-1])).squeeze(1)

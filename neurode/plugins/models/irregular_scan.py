@@ -180,7 +180,7 @@ def _scan_sequence(cell: RecurrentCell, h0: torch.Tensor, plan: "_ReadPlan", rev
     # the state each slot sees: after the observations read strictly before it
     seen = (torch.cumsum(plan.is_obs, dim=1) - plan.is_obs.long()).unsqueeze(-1).expand(-1, -1, after.shape[-1])
     carried = after.gather(1, seen)
-    flat = carried.reshape(batch * length, -1)
+    flat = carried.reshape(batch * length, carried.shape[-1])
     moved = cell.advance(flat, plan.t_from.reshape(-1), plan.t_to.reshape(-1), plan.moving.reshape(-1))
     before = torch.where(plan.moving.unsqueeze(-1), moved.reshape_as(carried), carried)
     return ScanResult(final=final, before=before.flip(1) if reverse else before)
@@ -206,7 +206,7 @@ def _read_plan(times, values, mask, kind, dtype) -> _ReadPlan:
     column = torch.arange(length, device=kind.device).expand(batch, -1)
     # index of the latest observation strictly before each slot (-1: none yet)
     latest = torch.cummax(torch.where(is_obs, column, torch.full_like(column, -1)), dim=1).values
-    previous = torch.cat([latest.new_full((batch, 1), -1), latest[:, :-1]], dim=1)
+    previous = torch.cat([latest.new_full((batch, 1), -1), latest[:, :-1]], dim=1)[:, :length]  # length 0 too
     have = previous >= 0
     t_from = torch.where(have, times.gather(1, previous.clamp(min=0)), times)
     moving = (kind != PADDING) & have & (times != t_from)

@@ -81,6 +81,18 @@ def test_second_derivatives_equal_those_of_stepping_the_cell(last):
         torch.testing.assert_close(got, want, **EXACT)
 
 
+def test_an_empty_sequence_leaves_h0():
+    cell, x, h0 = _cell_and_inputs(steps=0)
+    assert gru_sequence(cell, x, h0).shape == (4, 0, 3)
+    torch.testing.assert_close(gru_sequence(cell, x, h0, torch.full((4,), -1)), h0)
+    times = torch.zeros(4, 0, dtype=torch.float64)
+    kind = torch.zeros(4, 0, dtype=torch.int8)
+    for cell in (GapGRUCell(5, 3).double(), _Stepwise(5, 3).double()):  # the fast path and the generic scan
+        result = scan(cell, h0, times, x, x > 0, kind, reverse=True, record=True)
+        torch.testing.assert_close(result.final, h0)
+        assert result.before.shape == (4, 0, 3)
+
+
 def test_mixed_dtypes_are_refused_by_name():
     cell, x, h0 = _cell_and_inputs()
     with pytest.raises(ValueError, match="share a dtype"):
