@@ -59,13 +59,16 @@ class _GRUSequence(torch.autograd.Function):
         ends = set() if last is None else set(last.unique().tolist())
         h, states, gates = h0, [], []
         final = h0 if last is not None else None
+        keep = any(ctx.needs_input_grad)  # nothing to keep for a backward pass that will not come
         for j in range(x.shape[1]):
             h, rz, n, a_n = _gates(x[:, j], h, *weights, hidden)
-            states.append(h)
-            # kept: r and z, n, and a_n (copied out of a, so that a's other two thirds are freed). What a step
-            # keeps is fresh memory, and writing it costs more than the arithmetic: forming the backward's
-            # coefficients here instead (five blocks per step) measured slower overall
-            gates.append((rz, n, a_n.contiguous()))
+            if keep or last is None:
+                states.append(h)
+            if keep:
+                # r and z, n, and a_n (copied out of a, so that a's other two thirds are freed). What a step
+                # keeps is fresh memory, and writing it costs more than the arithmetic: forming the backward's
+                # coefficients here instead (five blocks per step) measured slower overall
+                gates.append((rz, n, a_n.contiguous()))
             if j in ends:
                 final = h if len(ends) == 1 else torch.where((last == j).unsqueeze(-1), h, final)
         ctx.save_for_backward(x, h0, last, *weights)

@@ -57,6 +57,15 @@ def test_each_rows_state_at_its_last_step_and_h0_for_rows_without_one():
         torch.testing.assert_close(got, want, **EXACT)
 
 
+def test_without_gradients_the_same_states():
+    cell, x, h0 = _cell_and_inputs()
+    last = torch.tensor([5, 2, -1, 0])
+    with torch.no_grad():
+        results = gru_sequence(cell, x, h0), gru_sequence(cell, x, h0, last)
+    torch.testing.assert_close(results[0], gru_sequence(cell, x, h0), **EXACT)
+    torch.testing.assert_close(results[1], gru_sequence(cell, x, h0, last), **EXACT)
+
+
 @pytest.mark.parametrize("last", [None, torch.tensor([5, 2, -1, 0])])
 def test_gradcheck(last):
     cell, x, h0 = _cell_and_inputs(steps=4)
