@@ -38,16 +38,25 @@ loss is the negative ELBO with the analytic KL, averaged over spirals.
   times.
 * ``neurode``: the ``latent_ode`` model plugin with the same sizes, its
   ``rnn`` recognition network (a GRU fed values, mask and time gap: three
-  times the example's RNN weights), per-sample solves; once with tangent
-  control (the default of a training solve) and once without.
+  times the example's RNN weights, read by the whole-sequence GRU of
+  ``gru_sequence.py``), per-sample solves; once with tangent control (the
+  default of a training solve) and once without. ``--defaults-row`` adds
+  neurode at its own default tolerances (rtol 1e-3, atol 1e-4), labelled as
+  not like for like: torchdiffeq stays at the example's.
 
-Same data, same seed, same process. Reported: steps per second (median step
-time), the ratio to torchdiffeq, and the loss at the last step; then the
-recognition network and the solve (with the decoder) timed apart, the solves
-on one vector field, so that the two frameworks' solves are compared on equal
-work.
+Same data, same seed, same process, for each of ``--seeds`` (the seed draws
+the spirals, the initial weights and the posterior samples). Reported per
+seed: steps per second (median wall time of a step), the median CPU time of
+a step (what this process used: on a shared machine it moves much less with
+the load than wall time), each as a ratio to torchdiffeq, NFE per sample,
+and the loss after the last step; over several seeds, the median ratios and
+the mean ± sd of the loss. Then the recognition network and the solve (with
+the decoder) timed apart in CPU time, the solves on one vector field, so
+that the two frameworks' solves are compared on equal work; neurode's
+recognition network also through the generic step-by-step scan that its
+whole-sequence GRU replaces.
 
-    python benchmarks/bench_training.py --model latent_ode --steps 20
+    python benchmarks/bench_training.py --model latent_ode --steps 30 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -219,20 +228,32 @@ def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) 
     return _time_steps(step, steps, rows, observed.shape[0])
 
 
-def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tangent: bool | None) -> dict:
+def _spiral_batch(times, observed):
     from neurode.datasets.batch import PADDED, TrajectoryBatch
+
+    n, length, _ = observed.shape
+    return TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
+                           torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
+
+
+def _neurode_latent_model(features: int, sizes: dict, rtol: float, atol: float, tangent: bool | None):
     from neurode.framework.model import SolveSettings, build_model
 
-    n, length, features = observed.shape
-    batch = TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
-                            torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
-    torch.manual_seed(seed)
-    model = build_model(
+    return build_model(
         "latent_ode", n_features=features,
-        solve=SolveSettings(solver="dopri5", rtol=sizes["rtol"], atol=sizes["atol"], tangent_control=tangent),
+        solve=SolveSettings(solver="dopri5", rtol=rtol, atol=atol, tangent_control=tangent),
         dynamics="mlp", dynamics_options={"width": sizes["width"], "depth": 2, "activation": "elu"},
         options={"latent_dim": sizes["latent_dim"], "encoder": "rnn", "encoder_hidden": sizes["encoder_hidden"],
                  "decoder_width": sizes["decoder_width"], "noise_std": sizes["noise_std"]})
+
+
+def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tangent: bool | None,
+                       tolerances: tuple[float, float] | None = None) -> dict:
+    n, _, features = observed.shape
+    batch = _spiral_batch(times, observed)
+    torch.manual_seed(seed)
+    rtol, atol = tolerances or (sizes["rtol"], sizes["atol"])
+    model = _neurode_latent_model(features, sizes, rtol, atol, tangent)
     optimizer = torch.optim.Adam(model.parameters(), lr=sizes["lr"])
     rows = {"n": 0}
 
@@ -248,17 +269,26 @@ def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tang
 
 
 def _time_steps(step, steps: int, rows: dict, n: int) -> dict:
-    durations, nfe = [], []
+    """Median wall and CPU time per step (CPU time: what this process used, robust to a shared machine's load)."""
+    wall, cpu, nfe = [], [], []
     for _ in range(steps):
         rows["n"] = 0
-        tick = time.perf_counter()
+        tick, tock = time.perf_counter(), time.process_time()
         loss = step()
-        durations.append(time.perf_counter() - tick)
+        wall.append(time.perf_counter() - tick)
+        cpu.append(time.process_time() - tock)
         nfe.append(rows["n"] / n)
-    return {"step_s": statistics.median(durations), "nfe_per_sample": statistics.mean(nfe), "loss": loss}
+    return {"step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "nfe_per_sample": statistics.mean(nfe),
+            "loss": loss}
 
 
-def latent_ode_comparison(steps: int, seed: int) -> None:
+TORCHDIFFEQ = "torchdiffeq (example's model)"
+NEURODE = "neurode latent_ode"
+NEURODE_NO_TANGENT = "neurode latent_ode, tangent_control off"
+NEURODE_DEFAULTS = "neurode latent_ode at its own defaults (rtol 1e-3, atol 1e-4): not like for like"
+
+
+def latent_ode_comparison(steps: int, seeds: list[int], defaults_row: bool) -> None:
     """Latent ODE training on the spirals: torchdiffeq's example setting against neurode (module docstring)."""
     import sys
     from pathlib import Path
@@ -266,57 +296,76 @@ def latent_ode_comparison(steps: int, seed: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reproduce_spirals import spirals
 
-    rel_times, noisy, _, _ = spirals(1000, seed)
-    times = torch.tensor(rel_times[:100], dtype=torch.float64)
-    observed = torch.tensor(noisy[:, :100], dtype=torch.float32)
+    from neurode.framework.model import SolveSettings
+
     sizes = {"latent_dim": 4, "width": 20, "encoder_hidden": 25, "decoder_width": 20, "noise_std": 0.3, "lr": 0.01,
              "rtol": 1e-7, "atol": 1e-9}
-    results = {
-        "torchdiffeq (example's model)": run_torchdiffeq_latent(times, observed, steps, seed, sizes),
-        "neurode latent_ode": run_neurode_latent(times, observed, steps, seed, sizes, None),
-        "neurode latent_ode, tangent_control off": run_neurode_latent(times, observed, steps, seed, sizes, False),
-    }
-    base = results["torchdiffeq (example's model)"]["step_s"]
-    print(f"Latent ODE on 1000 spirals, 100 observations each, full batch, dopri5 rtol 1e-7 atol 1e-9, {steps} "
-          f"Adam steps, seed {seed}, {torch.get_num_threads()} thread(s)")
-    print("| loop | steps per second | vs torchdiffeq | NFE per sample | loss after the last step |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in results.items():
-        print(f"| {name} | {1 / r['step_s']:.2f} | {base / r['step_s']:.2f}x | {r['nfe_per_sample']:.1f} | "
-              f"{r['loss']:.1f} |")
+    defaults = (SolveSettings().rtol, SolveSettings().atol)
+    runs = []
+    for seed in seeds:
+        rel_times, noisy, _, _ = spirals(1000, seed)
+        times = torch.tensor(rel_times[:100], dtype=torch.float64)
+        observed = torch.tensor(noisy[:, :100], dtype=torch.float32)
+        result = {
+            TORCHDIFFEQ: run_torchdiffeq_latent(times, observed, steps, seed, sizes),
+            NEURODE: run_neurode_latent(times, observed, steps, seed, sizes, None),
+            NEURODE_NO_TANGENT: run_neurode_latent(times, observed, steps, seed, sizes, False),
+        }
+        if defaults_row:
+            result[NEURODE_DEFAULTS] = run_neurode_latent(times, observed, steps, seed, sizes, None, defaults)
+        runs.append(result)
+        print(f"seed {seed}: " + ", ".join(f"{name} {r['step_s'] * 1e3:.0f} ms (CPU {r['cpu_s'] * 1e3:.0f} ms), "
+                                           f"loss {r['loss']:.1f}" for name, r in result.items()), flush=True)
+    print(f"\nLatent ODE on 1000 spirals, 100 observations each, full batch, dopri5 rtol 1e-7 atol 1e-9 (unless "
+          f"labelled), {steps} Adam steps, seeds {' '.join(map(str, seeds))}, {torch.get_num_threads()} thread(s)")
+    print(f"| seed | loop | steps per second (wall) | vs torchdiffeq (wall) | CPU ms per step | vs torchdiffeq (CPU) "
+          f"| NFE per sample | loss after {steps} steps |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for seed, result in zip(seeds, runs):
+        base = result[TORCHDIFFEQ]
+        for name, r in result.items():
+            print(f"| {seed if name == TORCHDIFFEQ else ''} | {name} | {1 / r['step_s']:.2f} | "
+                  f"{base['step_s'] / r['step_s']:.2f}x | {r['cpu_s'] * 1e3:.0f} | {base['cpu_s'] / r['cpu_s']:.2f}x | "
+                  f"{r['nfe_per_sample']:.1f} | {r['loss']:.1f} |")
+    if len(runs) > 1:
+        for name in runs[0]:
+            wall = statistics.median(r[TORCHDIFFEQ]["step_s"] / r[name]["step_s"] for r in runs)
+            cpu = statistics.median(r[TORCHDIFFEQ]["cpu_s"] / r[name]["cpu_s"] for r in runs)
+            loss = [r[name]["loss"] for r in runs]
+            lower = sum(r[name]["loss"] <= r[TORCHDIFFEQ]["loss"] for r in runs)
+            print(f"| all | {name} | | median {wall:.2f}x | | median {cpu:.2f}x | | {_mean_spread(loss)} "
+                  f"(<= torchdiffeq's at {lower} of {len(runs)} seeds) |")
     print()
-    print("Where a step goes (initial weights, forward + backward, median of 5; the solves share one vector field):")
+    print("Where a step goes (initial weights, forward + backward, CPU time, median of 5; the solves share one "
+          "vector field; neurode's solve with tangent control as in training):")
     print("| part | torchdiffeq | neurode |")
     print("| --- | --- | --- |")
     for part, (theirs, ours) in latent_ode_parts(times, observed, sizes).items():
-        print(f"| {part} | {theirs * 1e3:.0f} ms | {ours * 1e3:.0f} ms |")
+        print(f"| {part} | {'' if theirs is None else f'{theirs * 1e3:.0f} ms'} | {ours * 1e3:.0f} ms |")
 
 
 def latent_ode_parts(times, observed, sizes: dict) -> dict:
-    """Recognition network and solve + decoder timed apart, for the two loops of :func:`latent_ode_comparison`."""
+    """Recognition network and solve + decoder timed apart (CPU time), for the loops of :func:`latent_ode_comparison`.
+
+    neurode's recognition network is timed twice: as ``latent_ode`` reads it
+    (the whole-sequence GRU of ``gru_sequence.py``) and through the generic
+    step-by-step ``scan`` it replaces, on the same weights.
+    """
     import torchdiffeq
 
-    from neurode.datasets.batch import PADDED, TrajectoryBatch
-    from neurode.framework.model import SolveSettings, build_model
-
-    n, length, features = observed.shape
-    batch = TrajectoryBatch(PADDED, times.expand(n, -1).clone(), observed, torch.ones_like(observed, dtype=torch.bool),
-                            torch.ones(n, length, dtype=torch.bool), torch.zeros(n, 0), torch.arange(n))
+    n, _, features = observed.shape
+    batch = _spiral_batch(times, observed)
     torch.manual_seed(0)
-    model = build_model(
-        "latent_ode", n_features=features, solve=SolveSettings(solver="dopri5", rtol=sizes["rtol"], atol=sizes["atol"]),
-        dynamics="mlp", dynamics_options={"width": sizes["width"], "depth": 2, "activation": "elu"},
-        options={"latent_dim": sizes["latent_dim"], "encoder": "rnn", "encoder_hidden": sizes["encoder_hidden"],
-                 "decoder_width": sizes["decoder_width"], "noise_std": sizes["noise_std"]})
+    model = _neurode_latent_model(features, sizes, sizes["rtol"], sizes["atol"], None)
     recognition = _RecognitionRNN(sizes["latent_dim"], features, sizes["encoder_hidden"])
     z0 = torch.randn(n, sizes["latent_dim"])
 
     def median_time(work):
         durations = []
         for _ in range(5):
-            tick = time.perf_counter()
+            tick = time.process_time()
             work()
-            durations.append(time.perf_counter() - tick)
+            durations.append(time.process_time() - tick)
         return statistics.median(durations)
 
     def solve_torchdiffeq():
@@ -327,9 +376,17 @@ def latent_ode_parts(times, observed, sizes: dict) -> dict:
     def encode(encoder):
         return lambda: sum(x.sum() for x in encoder()).backward()
 
+    def stepwise():
+        model.encoder.reads_sequences = False  # the generic scan, one slot at a time
+        try:
+            return model.posterior_parameters(batch)
+        finally:
+            del model.encoder.reads_sequences
+
     return {
         "recognition network": (median_time(encode(lambda: recognition(observed))),
                                 median_time(encode(lambda: model.posterior_parameters(batch)))),
+        "recognition network through the step-by-step scan (reference)": (None, median_time(encode(stepwise))),
         "solve and decoder": (median_time(solve_torchdiffeq), median_time(
             lambda: model.decode(z0.clone().requires_grad_()[None], batch.solve_times()).sum().backward())),
     }
@@ -348,10 +405,12 @@ def main() -> None:
     parser.add_argument("--model", choices=("neural_ode", "latent_ode"), default="neural_ode",
                         help="neural_ode: the trainer on the built-in data; latent_ode: the spirals (see above)")
     parser.add_argument("--steps", type=int, default=20, help="latent_ode: full-batch training steps of each loop")
+    parser.add_argument("--defaults-row", action="store_true",
+                        help="latent_ode: also a row with neurode at its own default tolerances (not like for like)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model == "latent_ode":
-        latent_ode_comparison(args.steps, args.seeds[0])
+        latent_ode_comparison(args.steps, args.seeds, args.defaults_row)
         return
     tangent = {"auto": None, "on": True, "off": False}[args.tangent_control]
     solver = {"rtol": args.rtol, "atol": args.atol, **({} if tangent is None else {"tangent_control": tangent})}

@@ -208,25 +208,37 @@ class ExplicitRungeKutta(AbstractSolver):
         return points
 
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step."""
+        """The state at ``t0_b + theta_b h_b`` for the samples ``rows`` of a per-sample step.
+
+        The interpolant ``y0 + h sum_i w_i(theta) k_i``, ``w_i`` polynomials in
+        ``theta`` (Hairer et al. I, sec. II.6), is evaluated in power form by
+        Horner's rule, ``c_0 + theta (c_1 + theta (c_2 + ...))`` with ``c_0 = y0``
+        and ``c_p = h sum_i B_pi k_i``: the coefficients are one matrix product
+        per step, for all its samples, and each output then gathers ``P + 1``
+        rows and takes ``P`` multiply-adds (a step passes many outputs, often
+        all rows several), instead of a small matrix product per output.
+        """
         tab = self.tableau
-        y0 = step.y0[rows]
-        shape = (-1, *([1] * (y0.ndim - 1)))
-        th = theta.to(y0.dtype)
+        shape = (-1, *([1] * (step.y0.ndim - 1)))
+        th = theta.to(step.y0.dtype)
         if tab.interpolant is None:
             # linear between the step's ends (fixed-step methods have no dense interpolant)
-            return torch.lerp(y0, step.y1[rows], th.view(shape))
+            return torch.lerp(step.y0[rows], step.y1[rows], th.view(shape))
         if step.cache is None:
             step.cache = {}
-        stacked = step.cache.get("stages")
-        if stacked is None:
-            # stages as (batch, s, features), once per step
-            stacked = step.cache["stages"] = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense], dim=1)
-        matrix, exponents = self._interpolant_matrix(y0.dtype, y0.device)
-        powers = th[:, None].pow(exponents)  # (M, P): theta^1 .. theta^P
-        weights = (powers @ matrix) * step.h[rows].to(y0.dtype)[:, None]  # (M, s)
-        increment = torch.bmm(weights[:, None, :], stacked[rows]).squeeze(1)  # (M, features)
-        return y0 + increment.view_as(y0)
+        coefficients = step.cache.get("power_form")
+        if coefficients is None:
+            matrix, _ = self._interpolant_matrix(step.y0.dtype, step.y0.device)
+            stages = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense])  # (s, batch, features)
+            scaled = torch.tensordot(matrix, stages, dims=1)  # (P, batch, features)
+            scaled = scaled * step.h.to(scaled.dtype)[None, :, None]
+            # one contiguous (batch, features) block per power: each gathers into a contiguous (M, features)
+            coefficients = step.cache["power_form"] = (step.y0.reshape(step.y0.shape[0], -1), *scaled.unbind(0))
+        th = th[:, None]
+        value = coefficients[-1][rows]
+        for c in coefficients[-2::-1]:
+            value = torch.addcmul(c[rows], value, th)
+        return value.view(-1, *step.y0.shape[1:])
 
     def _interpolant_matrix(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The dense interpolant as a ``(P, s)`` matrix and the exponents ``1..P``, cached per dtype and device."""

@@ -68,3 +68,30 @@ def test_a_float32_per_sample_step_rounds_at_the_state_once(solver):
         step = method.step(_constant_drift, t0, h, y, state)
         y, state, t0 = step.y1, step.state1, t0 + h
     assert float((y - 3.3).abs().max()) <= 600 * _F32_SPACING_2_TO_4 / 2
+
+
+# --------------------------------------------------------------------------- per-sample dense output
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8"])
+def test_per_sample_interpolation_is_each_samples_own_interpolant(method):
+    """The power form of the batch loop's dense output equals the interpolant of each sample's step taken alone."""
+    solver = get_registry().get("solver", method).obj()
+    torch.manual_seed(0)
+    a = torch.randn(3, 2, 2, dtype=torch.float64)
+
+    def f(t, y):
+        return torch.einsum("bij,bj->bi", a, y) + torch.sin(t)[:, None]
+
+    y0 = torch.randn(3, 2, dtype=torch.float64)
+    t0 = torch.tensor([0.0, 0.5, -1.0], dtype=torch.float64)
+    h = torch.tensor([0.3, 0.1, 0.7], dtype=torch.float64)
+    state = (f(t0, y0),) if solver.tableau.fsal else ()
+    step = solver._step_per_sample(f, t0, h, y0, state)
+    rows = torch.tensor([0, 0, 1, 2, 2, 2])
+    theta = torch.tensor([0.0, 0.4, 1.0, 0.25, 0.5, 0.9], dtype=torch.float64)
+    got = solver.interpolate_per_sample(step, rows, theta)
+    for m, (b, th) in enumerate(zip(rows.tolist(), theta.tolist())):
+        increment = sum(w * k[b] for w, k in zip(solver.tableau.interpolation_weights(th), step.dense))
+        torch.testing.assert_close(got[m], y0[b] + h[b] * increment, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(got[2], step.y1[1], rtol=1e-13, atol=1e-13)  # theta = 1 is the step's end

@@ -42,6 +42,9 @@ class RecurrentCell(nn.Module, abc.ABC):
     #: True when ``observe`` reads the gap itself and never needs the advanced state
     #: (the RNN-Δt cell), so that :func:`scan` need not advance before observing.
     observes_from_previous: bool = False
+    #: True when the cell also implements :meth:`observe_sequence` (it must observe from the previous
+    #: state); :func:`scan` then reads every observation of a batch in that one call.
+    reads_sequences: bool = False
 
     @abc.abstractmethod
     def advance(self, h: torch.Tensor, t_from: torch.Tensor, t_to: torch.Tensor,
@@ -52,6 +55,18 @@ class RecurrentCell(nn.Module, abc.ABC):
     def observe(self, h: torch.Tensor, advanced: torch.Tensor | None, gap: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         """The state after the observation ``values`` ``[batch, F]`` (mask ``[batch, F]``), ``gap`` after ``h``."""
+
+    def observe_sequence(self, h0: torch.Tensor, gap: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                         last: torch.Tensor | None) -> torch.Tensor:
+        """``observe`` applied over a whole sequence of observations ``[batch, K, ...]``, each from the state the
+        previous one left (``h0`` before the first), ``gap`` ``[batch, K, 1]`` after its predecessor.
+
+        Returns every state ``[batch, K, hidden]``, or with ``last`` ``[batch]``
+        each row's state after its observation ``last`` (``h0`` where -1): the
+        slots after it are padding, to be ignored. Must equal stepping
+        :meth:`observe` (cells that set :attr:`reads_sequences`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} reads one observation at a time")
 
     def stats(self) -> dict[str, float]:
         """Solver counters of the last scan (cells that solve ODEs); ``{}`` otherwise."""
@@ -95,6 +110,8 @@ def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: tor
         # read order is column order flipped; records are flipped back at the end
         times, values, mask, kind = times.flip(1), values.flip(1), mask.flip(1), kind.flip(1)
     plan = _read_plan(times, values, mask, kind, h0.dtype)
+    if cell.reads_sequences:
+        return _scan_sequence(cell, h0, plan, reverse, record)
     # one host read for the whole scan: columns where every row observes (or every row
     # sees some variable) need no per-row selection, which saves two ops and their backward
     every_obs, every_seen = (flags.all(0).tolist() for flags in (plan.is_obs, plan.seen))
@@ -135,6 +152,40 @@ def scan(cell: RecurrentCell, h0: torch.Tensor, times: torch.Tensor, values: tor
     return ScanResult(final=h, before=before)
 
 
+def _scan_sequence(cell: RecurrentCell, h0: torch.Tensor, plan: "_ReadPlan", reverse: bool,
+                   record: bool) -> ScanResult:
+    """:func:`scan` for a cell that reads all its observations in one call (:meth:`RecurrentCell.observe_sequence`).
+
+    Such a cell observes from the state the previous observation left and no
+    other slot changes it, so only the observation slots matter: they are
+    moved to the front of each row in read order (padding and queries trail,
+    fed zeros), read at once, and each row's final state taken at its last
+    observation. A record's state before each slot is the state after the
+    observations read before it, advanced to the slot's time in one call, as
+    :func:`scan` does for these cells.
+    """
+    batch, length = plan.is_obs.shape
+    count = plan.is_obs.sum(1)
+    gap, x, m = plan.gap, plan.x, plan.m
+    if not bool(plan.is_obs.all()):
+        # stable: observations keep their read order; the zeros keep NaN times of padding out of the cell
+        order = torch.sort((~plan.is_obs).to(torch.int8), dim=1, stable=True).indices
+        gap = torch.where(plan.is_obs.unsqueeze(-1), gap, torch.zeros_like(gap)).gather(1, order.unsqueeze(-1))
+        x = x.gather(1, order.unsqueeze(-1).expand_as(x))
+        m = m.gather(1, order.unsqueeze(-1).expand_as(m))
+    if not record:
+        return ScanResult(final=cell.observe_sequence(h0, gap, x, m, count - 1), before=None)
+    after = torch.cat([h0.unsqueeze(1), cell.observe_sequence(h0, gap, x, m, None)], dim=1)
+    final = after.gather(1, count.view(batch, 1, 1).expand(-1, 1, after.shape[-1])).squeeze(1)
+    # the state each slot sees: after the observations read strictly before it
+    seen = (torch.cumsum(plan.is_obs, dim=1) - plan.is_obs.long()).unsqueeze(-1).expand(-1, -1, after.shape[-1])
+    carried = after.gather(1, seen)
+    flat = carried.reshape(batch * length, carried.shape[-1])
+    moved = cell.advance(flat, plan.t_from.reshape(-1), plan.t_to.reshape(-1), plan.moving.reshape(-1))
+    before = torch.where(plan.moving.unsqueeze(-1), moved.reshape_as(carried), carried)
+    return ScanResult(final=final, before=before.flip(1) if reverse else before)
+
+
 @dataclass
 class _ReadPlan:
     """What each slot of a scan does, computed for all slots at once (in read order), outside the loop."""
@@ -155,7 +206,7 @@ def _read_plan(times, values, mask, kind, dtype) -> _ReadPlan:
     column = torch.arange(length, device=kind.device).expand(batch, -1)
     # index of the latest observation strictly before each slot (-1: none yet)
     latest = torch.cummax(torch.where(is_obs, column, torch.full_like(column, -1)), dim=1).values
-    previous = torch.cat([latest.new_full((batch, 1), -1), latest[:, :-1]], dim=1)
+    previous = torch.cat([latest.new_full((batch, 1), -1), latest[:, :-1]], dim=1)[:, :length]  # length 0 too
     have = previous >= 0
     t_from = torch.where(have, times.gather(1, previous.clamp(min=0)), times)
     moving = (kind != PADDING) & have & (times != t_from)

@@ -32,6 +32,7 @@ from torch import nn
 from neurode.framework.model import SolveSettings
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
+from neurode.plugins.models.gru_sequence import gru_sequence
 from neurode.plugins.models.irregular_scan import RecurrentCell
 
 CELLS = ("delta_t", "decay", "ode")
@@ -41,6 +42,7 @@ class GapGRUCell(RecurrentCell):
     """GRU fed ``[values * mask, mask, gap]``; crossing time is a step with an empty observation."""
 
     observes_from_previous = True
+    reads_sequences = True
 
     def __init__(self, n_features: int, hidden_size: int) -> None:
         super().__init__()
@@ -57,6 +59,11 @@ class GapGRUCell(RecurrentCell):
 
     def observe(self, h, advanced, gap, values, mask):
         return self._step(h, gap, values, mask)
+
+    def observe_sequence(self, h0, gap, values, mask, last):
+        # the GRU over the whole sequence with backpropagation through time by hand (gru_sequence.py)
+        inputs = torch.cat([values.to(h0.dtype), mask.to(h0.dtype), gap], dim=-1)
+        return gru_sequence(self.gru, inputs, h0, last)
 
 
 class DecayGRUCell(RecurrentCell):

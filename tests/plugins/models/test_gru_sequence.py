@@ -1,0 +1,198 @@
+"""The whole-sequence GRU (``gru_sequence``) and the scan's fast path for the RNN-Δt cell, against step-by-step GRUs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from neurode.plugins.models.gru_sequence import gru_sequence
+from neurode.plugins.models.irregular_scan import OBSERVATION, PADDING, QUERY, scan
+from neurode.plugins.models.recurrent_cells import GapGRUCell
+
+EXACT = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _cell_and_inputs(batch=4, steps=6, features=5, hidden=3, seed=0):
+    torch.manual_seed(seed)
+    cell = torch.nn.GRUCell(features, hidden).double()
+    x = torch.randn(batch, steps, features, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
+    return cell, x, h0
+
+
+def _stepped(cell, x, h0):
+    h, states = h0, []
+    for j in range(x.shape[1]):
+        h = cell(x[:, j], h)
+        states.append(h)
+    return torch.stack(states, dim=1)
+
+
+def _grads(output, weights, inputs):
+    return torch.autograd.grad((output * weights).sum(), inputs)
+
+
+def test_every_state_and_its_gradients_equal_stepping_the_cell():
+    cell, x, h0 = _cell_and_inputs()
+    fast, reference = gru_sequence(cell, x, h0), _stepped(cell, x, h0)
+    torch.testing.assert_close(fast, reference, **EXACT)
+    weights = torch.randn_like(reference)
+    inputs = (x, h0, *cell.parameters())
+    for got, want in zip(_grads(fast, weights, inputs), _grads(reference, weights, inputs)):
+        torch.testing.assert_close(got, want, **EXACT)
+
+
+def test_each_rows_state_at_its_last_step_and_h0_for_rows_without_one():
+    cell, x, h0 = _cell_and_inputs()
+    last = torch.tensor([5, 2, -1, 0])
+    fast = gru_sequence(cell, x, h0, last)
+    every = torch.cat([h0[:, None], _stepped(cell, x, h0)], dim=1)
+    reference = every[torch.arange(4), last + 1]
+    torch.testing.assert_close(fast, reference, **EXACT)
+    weights = torch.randn_like(reference)
+    inputs = (x, h0, *cell.parameters())
+    for got, want in zip(_grads(fast, weights, inputs), _grads(reference, weights, inputs)):
+        torch.testing.assert_close(got, want, **EXACT)
+
+
+def test_without_gradients_the_same_states():
+    cell, x, h0 = _cell_and_inputs()
+    last = torch.tensor([5, 2, -1, 0])
+    with torch.no_grad():
+        results = gru_sequence(cell, x, h0), gru_sequence(cell, x, h0, last)
+    torch.testing.assert_close(results[0], gru_sequence(cell, x, h0), **EXACT)
+    torch.testing.assert_close(results[1], gru_sequence(cell, x, h0, last), **EXACT)
+
+
+@pytest.mark.parametrize("last", [None, torch.tensor([5, 2, -1, 0])])
+def test_gradcheck(last):
+    cell, x, h0 = _cell_and_inputs(steps=4)
+    last = None if last is None else last.clamp(max=3)
+    params = tuple(cell.parameters())
+    assert torch.autograd.gradcheck(lambda x, h0, *p: gru_sequence(cell, x, h0, last), (x, h0, *params))
+
+
+@pytest.mark.parametrize("last", [None, torch.tensor([5, 2, -1, 0])])
+def test_second_derivatives_equal_those_of_stepping_the_cell(last):
+    """A gradient penalty through the sequence: create_graph=True must give the stepped cell's second derivatives."""
+    cell, x, h0 = _cell_and_inputs()
+    every = lambda: torch.cat([h0[:, None], _stepped(cell, x, h0)], dim=1)  # noqa: E731
+    outputs = (gru_sequence(cell, x, h0, last),
+               _stepped(cell, x, h0) if last is None else every()[torch.arange(4), last + 1])
+    penalties = []
+    for output in outputs:
+        grad_x, grad_w = torch.autograd.grad(output.sin().sum(), (x, cell.weight_hh), create_graph=True)
+        penalty = (grad_x**2).sum() + (grad_w**2).sum()
+        penalties.append(torch.autograd.grad(penalty, (x, h0, *cell.parameters())))
+    for got, want in zip(*penalties):
+        torch.testing.assert_close(got, want, **EXACT)
+
+
+def test_an_empty_sequence_leaves_h0():
+    cell, x, h0 = _cell_and_inputs(steps=0)
+    assert gru_sequence(cell, x, h0).shape == (4, 0, 3)
+    torch.testing.assert_close(gru_sequence(cell, x, h0, torch.full((4,), -1)), h0)
+    times = torch.zeros(4, 0, dtype=torch.float64)
+    kind = torch.zeros(4, 0, dtype=torch.int8)
+    for cell in (GapGRUCell(5, 3).double(), _Stepwise(5, 3).double()):  # the fast path and the generic scan
+        result = scan(cell, h0, times, x, x > 0, kind, reverse=True, record=True)
+        torch.testing.assert_close(result.final, h0)
+        assert result.before.shape == (4, 0, 3)
+
+
+def test_mixed_dtypes_are_refused_by_name():
+    cell, x, h0 = _cell_and_inputs()
+    with pytest.raises(ValueError, match="share a dtype"):
+        gru_sequence(cell, x.float(), h0)
+
+
+class _Stepwise(GapGRUCell):
+    """The same cell read one slot at a time by the generic scan: the reference."""
+
+    reads_sequences = False
+
+
+def _ragged_batch():
+    """Rows with missing variables, an all-missing observation, one observation, none, and padding.
+
+    Padding repeats a row's last time, as :class:`~neurode.datasets.batch.TrajectoryBatch` pads.
+    """
+    nan = math.nan
+    times = torch.tensor([[0.0, 0.4, 1.1, 1.5, 2.0],
+                          [0.0, 0.3, 0.3, 0.9, 0.9],   # a repeated time (gap 0)
+                          [0.7, 0.7, 0.7, 0.7, 0.7],   # one observation
+                          [0.0, 0.0, 0.0, 0.0, 0.0],   # none
+                          [0.1, 0.5, 0.8, 0.8, 0.8]], dtype=torch.float64)
+    observed = torch.tensor([5, 4, 1, 0, 3])
+    kind = torch.where(torch.arange(5) < observed[:, None], OBSERVATION, PADDING).to(torch.int8)
+    torch.manual_seed(1)
+    values = torch.randn(5, 5, 2, dtype=torch.float64)
+    mask = torch.rand(5, 5, 2) < 0.7
+    mask[4, 1] = False  # an observation slot with no variable observed
+    mask[0, :, 1] = False  # a variable never observed in row 0
+    values = torch.where(mask & (kind == OBSERVATION).unsqueeze(-1), values, nan)  # NaN must never enter
+    return times, values, mask, kind
+
+
+def _both_cells():
+    torch.manual_seed(2)
+    fast = GapGRUCell(2, 3).double()
+    reference = _Stepwise(2, 3).double()
+    reference.load_state_dict(fast.state_dict())
+    return fast, reference
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("record", [False, True])
+def test_scan_fast_path_equals_the_generic_scan_with_its_gradients(reverse, record):
+    times, values, mask, kind = _ragged_batch()
+    fast, reference = _both_cells()
+    h0 = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    results = [scan(cell, h0, times, values, mask, kind, reverse=reverse, record=record) for cell in (fast, reference)]
+    torch.testing.assert_close(results[0].final, results[1].final, **EXACT)
+    # the row without observations keeps h0; the row with one took exactly one step
+    torch.testing.assert_close(results[0].final[3], h0[3])
+    if record:
+        torch.testing.assert_close(results[0].before, results[1].before, **EXACT)
+    torch.manual_seed(3)
+    outputs = [(r.final, r.before) if record else (r.final,) for r in results]
+    weights = [torch.randn_like(o) for o in outputs[0]]
+    grads = []
+    for cell, out in zip((fast, reference), outputs):
+        loss = sum((o * w).sum() for o, w in zip(out, weights))
+        grads.append(torch.autograd.grad(loss, (h0, *cell.parameters())))
+    for got, want in zip(*grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, **EXACT)
+
+
+def test_scan_fast_path_with_query_slots_equals_the_generic_scan():
+    times, values, mask, kind = _ragged_batch()
+    kind = kind.clone()
+    kind[0, 2] = QUERY  # a query between observations: records, never changes the carried state
+    kind[4, 0] = QUERY  # a query before any observation
+    fast, reference = _both_cells()
+    h0 = torch.randn(5, 3, dtype=torch.float64)
+    got, want = (scan(cell, h0, times, values, mask, kind, record=True) for cell in (fast, reference))
+    torch.testing.assert_close(got.final, want.final, **EXACT)
+    torch.testing.assert_close(got.before, want.before, **EXACT)
+
+
+def test_the_latent_ode_and_rnn_delta_t_read_through_the_fast_path(monkeypatch):
+    from neurode.framework.model import build_model
+
+    calls = []
+    original = GapGRUCell.observe_sequence
+    monkeypatch.setattr(GapGRUCell, "observe_sequence", lambda self, *a: calls.append(1) or original(self, *a))
+    from neurode.datasets import TrajectoryDataset, irregular_example
+
+    dataset = TrajectoryDataset(irregular_example(4, 5, seed=0), mode="padded")
+    batch = dataset.collate_fn(dataset.__getitems__(list(range(4))))
+    latent = build_model("latent_ode", n_features=3, n_static=1, options={"encoder_hidden": 4})
+    latent.posterior_parameters(batch)
+    rnn = build_model("rnn_delta_t", n_features=3, n_static=1, options={"hidden_size": 4})
+    rnn.predict(batch)
+    rnn.predict(batch, times=torch.linspace(0.0, 1.0, 3))
+    assert len(calls) == 3
