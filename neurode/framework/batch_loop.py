@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from neurode.framework.controller import IController, PIController, PIDController
+from neurode.framework.controller import IController, PIController, PIDController, newton_step_size
 from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
@@ -334,6 +334,8 @@ def integrate_batch(
     clamp = min_step > 0 or math.isfinite(max_step)
     stiffness = StiffnessDetector.for_solver(solver, config.nstiff)
     history = _controller_state(controller, batch, device)  # per-sample controller memory
+    newton_before = torch.zeros(batch, dtype=torch.bool, device=device)  # the last attempt's Newton failed
+    newton_pending = False  # whether the last step reported a Newton failure at all
 
     while True:
         # ---- samples that finished or failed leave the active set
@@ -351,7 +353,7 @@ def integrate_batch(
             keep = ~leaving
             act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out = (
                 x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out))
-            history = history[:, keep]
+            history, newton_before = history[:, keep], newton_before[keep]
             state = tuple(v[keep] for v in state)
             stepper.compact(keep)
             if stiffness is not None:
@@ -379,6 +381,10 @@ def integrate_batch(
         if tangent_error is not None:
             ratio = torch.maximum(ratio, stepper.ratio(tangent_error, rtol, atol))  # NaN stays NaN
         accept, h_next, history = _adapt(controller, h, ratio, order, history)
+        if newton_failed is not None or newton_pending:  # (host-side flags: no synchronisation)
+            failed = newton_failed if newton_failed is not None else torch.zeros_like(accept)
+            h_next = newton_step_size(h, h_next, accept, failed, newton_before)
+            newton_before, newton_pending = failed, newton_failed is not None
         if min_step > 0:  # steps at min_step are always taken (torchdiffeq), unless the state is non-finite
             accept = accept | ((h <= min_step) & torch.isfinite(ratio))
 

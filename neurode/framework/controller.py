@@ -33,6 +33,28 @@ import torch
 
 from neurode.framework.errors import InvalidInputError, NonFiniteStateError
 
+#: Hairer & Wanner II, §IV.8 (RADAU5): the factor a step whose Newton iteration failed is retried with.
+NEWTON_FAILURE_FACTOR = 0.5
+
+
+def newton_step_size(h, h_next, accept, failed, failed_before):
+    """The next step size once the Newton iteration of implicit stages has had its say (both loops call this).
+
+    A step whose Newton iteration failed has no error estimate: it is retried with ``h / 2``
+    (:data:`NEWTON_FAILURE_FACTOR`), not with the controller's strongest shrink for an infinite error (``dfactor``,
+    0.2), which cost kvaerno5 a fifth of its step and an immediate regrowth into the same failure; and the step
+    accepted right after a failure does not grow (Hairer & Wanner II, §IV.8, RADAU5's "after a rejection no
+    growth"). Floats in the shared loop, ``(B,)`` tensors (``accept``, ``failed``, ``failed_before`` bool) per
+    sample.
+    """
+    if isinstance(h_next, torch.Tensor):
+        grown = accept & failed_before
+        h_next = torch.where(grown, torch.minimum(h_next, h), h_next)
+        return torch.where(failed, h * NEWTON_FAILURE_FACTOR, h_next)
+    if failed:
+        return h * NEWTON_FAILURE_FACTOR
+    return min(h_next, h) if accept and failed_before else h_next
+
 
 @dataclass
 class IController:

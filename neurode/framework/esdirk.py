@@ -34,9 +34,18 @@ the state is one sample with its own ``(d, d)`` block of ``J``, its own LU,
 iterating, and only the samples whose flag asks for it have their block
 formed. :attr:`Step.rows` reports the rows of ``f`` really evaluated.
 
-Dense output: the cubic Hermite interpolant on ``(y0, k_1, y1, k_s)`` —
-``k_s`` is the derivative at ``y1`` — third order, C¹ across steps (what
-diffrax uses for these methods); it costs no evaluation.
+Dense output: a continuous extension where the tableau has one
+(``ESDIRKTableau.dense``: ``y(t0 + θh) = y0 + h Σ_j b_j(θ) k_j`` with
+polynomial weights ``b_j(θ)`` that satisfy the order conditions with
+``θ^|τ|/γ(τ)`` in place of ``1/γ(τ)``, Hairer et al. I, §II.6, eq. 6.8, and
+``b(1) = b``, ``b'(0) = e_1``, ``b'(1) = e_s``: C¹ across steps); otherwise
+the cubic Hermite interpolant on ``(y0, k_1, y1, k_s)`` — ``k_s`` is the
+derivative at ``y1`` — third order, C¹ across steps (what diffrax uses for
+these methods). Neither costs an evaluation. The order matters: the loop
+steps past the last output and interpolates back (as torchdiffeq), so on a
+stiff problem whose steps grow to a fifth of the span the final output is an
+interpolated value; kvaerno5 with the cubic Hermite was 33 tolerances off on
+Robertson at t = 1e5 where its step end was 3.3 (issue 15).
 """
 
 from __future__ import annotations
@@ -74,6 +83,9 @@ class ESDIRKTableau:
         b_hat: the embedded weights.
         order, embedded_order: orders of ``y1`` and ``ŷ1``.
         citation: where the coefficients are published.
+        dense: optional continuous extension, one row per stage: the coefficients of ``θ, θ², ...`` in
+            ``b_j(θ)`` (see the module docstring); ``None``: the cubic Hermite interpolant.
+        dense_order: the order of ``dense`` (the order conditions it meets at every ``θ``).
     """
 
     name: str
@@ -84,6 +96,8 @@ class ESDIRKTableau:
     order: int
     embedded_order: int
     citation: str = ""
+    dense: tuple[tuple[float, ...], ...] | None = None
+    dense_order: int | None = None
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -101,6 +115,14 @@ class ESDIRKTableau:
                                  f"expected c[{i}] = {self.c[i]!r}")
         if not math.isclose(sum(self.b_hat), 1.0, abs_tol=1e-12):
             raise ValueError(f"tableau {self.name!r}: b_hat sums to {sum(self.b_hat)!r}, expected 1")
+        if self.dense is not None:
+            if len(self.dense) != s or len({len(row) for row in self.dense}) != 1 or self.dense_order is None:
+                raise ValueError(f"tableau {self.name!r}: dense must have one row of θ-coefficients per stage "
+                                 f"({s}), all of one length, and a dense_order")
+            at_one = tuple(sum(row) for row in self.dense)
+            if not all(math.isclose(w, b_j, abs_tol=1e-12) for w, b_j in zip(at_one, self.b)):
+                raise ValueError(f"tableau {self.name!r}: the dense weights at θ = 1 are {at_one}, expected b = "
+                                 f"{self.b} (the interpolant must end at y1)")
 
     @property
     def b(self) -> tuple[float, ...]:
@@ -133,6 +155,13 @@ class ESDIRK(AbstractSolver):
         krylov_rtol, krylov_restart, krylov_max_iters: GMRES's relative tolerance (default 1e-3), restart
             length (30) and budget of products per solve (default 10 d).
         rtol, atol: the solve's tolerances, which scale the Newton norm (passed in by ``solve``).
+        fixed_step: whether the solve takes fixed steps (passed in by ``solve`` when it has ``step_size`` or
+            ``grid_constructor``). A fixed step has no local error tolerance for the Newton error to be a
+            fraction of: its stages are iterated past ``κ`` until the increments stop shrinking (round-off), as
+            the fixed-step implicit methods do (``implicit_rk.py``), so that a step's result is the method's and
+            not the iteration's — the measured order is the method's down to round-off, and a batch member
+            equals its own solve (with ``κ``, the iterations stopped by one norm over the whole state differed
+            from a member's own by 3e-10 on ``neurode.testing.ManufacturedProblem``).
     """
 
     adaptive = True
@@ -142,7 +171,7 @@ class ESDIRK(AbstractSolver):
     def __init__(self, tableau: ESDIRKTableau, *, linear_solver: str = "lu", jac: Callable | None = None,
                  newton_tol: float | None = None, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,
                  krylov_rtol: float = 1e-3, krylov_restart: int = 30, krylov_max_iters: int | None = None,
-                 rtol=1e-7, atol=1e-9) -> None:
+                 rtol=1e-7, atol=1e-9, fixed_step: bool = False) -> None:
         if not isinstance(tableau, ESDIRKTableau):
             raise TypeError(f"tableau must be an ESDIRKTableau, got {type(tableau).__name__}")
         if linear_solver not in _LINEAR_SOLVERS:
@@ -168,6 +197,7 @@ class ESDIRK(AbstractSolver):
         self.max_rate, self.refresh_rate = float(max_rate), float(refresh_rate)
         self.krylov = {"rtol": float(krylov_rtol), "restart": krylov_restart, "max_iters": krylov_max_iters}
         self.rtol, self.atol = rtol, atol
+        self.fixed_step = bool(fixed_step)
         s = tableau.stages
         # (j, a_ij) without zeros, below the diagonal, for the explicit part of every stage
         self._lower = tuple(tuple((j, a_ij) for j, a_ij in enumerate(tableau.a[i][:i]) if a_ij != 0.0)
@@ -258,7 +288,8 @@ class ESDIRK(AbstractSolver):
             with torch.no_grad():  # the Newton iterations off the graph: the stage gets its gradient by the IFT
                 z0 = self._predict(i, ks, values, base, hg)
                 solution = solve_stage(field, t_i, base.detach(), hg, z0, linear, scale, eta, ~failed,
-                                       tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate)
+                                       tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate,
+                                       to_roundoff=self.fixed_step)
             new = solution.failed & ~failed
             code = torch.where(new, solution.code, code)
             residual = torch.where(new, solution.residual, residual)
@@ -429,6 +460,10 @@ class ESDIRK(AbstractSolver):
             return step.y0 if theta == 0.0 else step.y1
         ks = step.dense[0]
         shape = step.y0.shape
+        if isinstance(theta, torch.Tensor):
+            theta = theta.to(step.y0.dtype)
+        if self.tableau.dense is not None:
+            return self._continuous_extension(step.y0, [k.view(shape) for k in ks], step.h, theta)
         return hermite(step.y0, step.y1, ks[0].view(shape), ks[-1].view(shape), step.h, theta)
 
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -436,8 +471,24 @@ class ESDIRK(AbstractSolver):
         shape = (-1, *([1] * (y0.ndim - 1)))
         h = step.h[rows].to(y0.dtype).view(shape)
         ks = step.dense[0]
+        theta = theta.to(y0.dtype).view(shape)
+        if self.tableau.dense is not None:
+            return self._continuous_extension(y0, [k[rows].view_as(y0) for k in ks], h, theta)
         f0, f1 = ks[0][rows].view_as(y0), ks[-1][rows].view_as(y0)
-        return hermite(y0, step.y1[rows], f0, f1, h, theta.to(y0.dtype).view(shape))
+        return hermite(y0, step.y1[rows], f0, f1, h, theta)
+
+    def _continuous_extension(self, y0: torch.Tensor, ks: list[torch.Tensor], h, theta) -> torch.Tensor:
+        """``y0 + h Σ_j b_j(θ) k_j`` with the tableau's polynomial weights (Horner in ``θ`` per stage)."""
+        acc = None
+        for row, k in zip(self.tableau.dense, ks):
+            if not any(row):
+                continue
+            weight = row[-1]
+            for coefficient in reversed(row[:-1]):
+                weight = weight * theta + coefficient
+            term = (weight * theta) * k
+            acc = term if acc is None else acc + term
+        return y0 + h * acc
 
     @property
     def stage_weights(self) -> tuple[float, ...]:

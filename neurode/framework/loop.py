@@ -27,7 +27,14 @@ from typing import Any
 
 import torch
 
-from neurode.framework.controller import IController, PIController, PIDController, initial_step, norm_value
+from neurode.framework.controller import (
+    IController,
+    PIController,
+    PIDController,
+    initial_step,
+    newton_step_size,
+    norm_value,
+)
 from neurode.framework.errors import (
     InvalidInputError,
     MaxStepsError,
@@ -304,6 +311,8 @@ def integrate(
     tau_prev = tau
     n_steps = 0
     steps_since_output = 0
+    retried = False  # whether this fixed step already failed once and is being retried from step.state_retry
+    newton_failed = False  # whether the last step attempt was rejected for its Newton iteration
     while True:
         # ---- outputs inside the last accepted step (tau_prev, tau]
         if last is not None and event_fn is None:
@@ -370,17 +379,26 @@ def integrate(
 
         # ---- accept or reject
         if fixed:
+            if step.failure is not None and step.state_retry is not None and not retried:
+                # a fixed step cannot shrink, but an implicit method's retry state may differ (a Jacobian formed
+                # at y instead of an old one, Hairer & Wanner II, §IV.8): try the same step once more from it
+                retried = True
+                stats.n_rejected += 1
+                state = step.state_retry
+                continue
             if step.failure is not None:  # a fixed step cannot shrink: a Newton failure ends the solve
                 func.tally(stats, nfe_start)
                 raise newton_error(step.failure, 0, direction * tau, direction * h, stats, per_sample=False,
                                    advice="a fixed-step solve cannot shrink the step: use a smaller step_size or "
                                           "an adaptive solve")
-            accept, h_next = True, h
+            accept, h_next, retried = True, h, False
         else:
             ratio, abs_y1 = _error_ratio(step, rtol, atol, norm, abs_y)
             if tangent_error is not None and math.isfinite(ratio):
                 ratio = max(ratio, stepper.ratio(tangent_error, rtol, atol, norm))
             accept, h_next = controller.adapt(h, ratio, order)
+            h_next = newton_step_size(h, h_next, accept, step.failure is not None, newton_failed)
+            newton_failed = step.failure is not None
             if not math.isfinite(ratio):
                 accept = False
                 if h <= min_step or not (tau + h_next > tau):

@@ -167,7 +167,7 @@ class StageSolution:
 
 def solve_stage(field: RowField, t, base: torch.Tensor, hg: torch.Tensor, z0: torch.Tensor, linear,
                 scale: torch.Tensor, eta: torch.Tensor, live: torch.Tensor, *, tol: float, max_iters: int,
-                max_rate: float = 0.9) -> StageSolution:
+                max_rate: float = 0.9, to_roundoff: bool = False) -> StageSolution:
     """Solve ``z = hγ f(t, base + z)`` row by row by simplified Newton (see the module docstring).
 
     Args:
@@ -179,6 +179,9 @@ def solve_stage(field: RowField, t, base: torch.Tensor, hg: torch.Tensor, z0: to
         eta: ``(B,)`` float64, ``η`` for the first increment's test.
         live: ``(B,)`` bool, the rows to solve (a row that already failed in an earlier stage is left alone).
         tol: ``κ``; ``max_iters``: increments per row at most; ``max_rate``: the largest acceptable ``θ``.
+        to_roundoff: iterate past ``κ`` until the increments stop shrinking (``θ >= max_rate``), reach round-off
+            or ``max_iters`` (a row within ``κ`` then counts as converged): the root itself, not an iterate
+            within a tolerance, for fixed-step solves (see ``ESDIRK``'s ``fixed_step``).
 
     This is the function an implicit-function-theorem gradient replaces: its result ``z`` depends on
     ``base``, ``hg`` and what ``f`` reads only through the fixed point ``z = hγ f(t, base + z)``.
@@ -194,9 +197,13 @@ def solve_stage(field: RowField, t, base: torch.Tensor, hg: torch.Tensor, z0: to
     iterations = torch.zeros(batch, dtype=torch.int64, device=device)
     eta = eta.clone()
     previous = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+    settled = torch.zeros(batch, dtype=torch.bool, device=device)  # within κ at the last increment (to_roundoff)
     rows = torch.nonzero(live).flatten()
     krylov = isinstance(linear, NewtonKrylov)
-    for k in range(max_iters):
+    # to round-off: up to 2 max_iters more increments for rows already within κ (simplified Newton converges
+    # linearly: from κ to round-off is as far again as from the predictor to κ)
+    total = 3 * max_iters if to_roundoff else max_iters
+    for k in range(total):
         if rows.numel() == 0:
             break
         index = None if rows.numel() == batch else rows
@@ -221,19 +228,31 @@ def solve_stage(field: RowField, t, base: torch.Tensor, hg: torch.Tensor, z0: to
         theta = norm / take(previous)
         rate_rows = torch.where(torch.isfinite(theta), theta, torch.zeros_like(theta))
         eta_rows = torch.where(torch.isfinite(theta) & (theta < 1), theta / (1 - theta), take(eta))
-        converged = finite & ((eta_rows * norm <= tol) | (norm == 0) | (relative <= roundoff))
+        left = max_iters - 1 - k
+        if to_roundoff:
+            # past the tolerance, the rate of increments that are round-off says nothing about J or the next solve
+            settled_rows = take(settled)
+            rate_rows = torch.where(settled_rows, torch.zeros_like(rate_rows), rate_rows)
+            eta_rows = torch.where(settled_rows, take(eta), eta_rows)
+            within = finite & (eta_rows * norm <= tol)
+            # on to round-off: stop when the increments no longer shrink (or the budget ends) once within tol
+            last = k == total - 1
+            converged = finite & ((norm == 0) | (relative <= roundoff) | (within & ((theta >= max_rate) | last)))
+        else:
+            within = converged = finite & ((eta_rows * norm <= tol) | (norm == 0) | (relative <= roundoff))
         # Hairer & Wanner II, eq. 8.13: the rate predicts the increment after max_iters; too slow -> stop now
         # (unless it would reach round-off by then, the other way to converge)
-        left = max_iters - 1 - k
         factor = theta.pow(left) / (1 - theta)
-        slow = (~converged) & finite & torch.isfinite(theta) & (theta < 1) & (factor * norm > tol) & (
+        slow = (~within) & finite & torch.isfinite(theta) & (theta < 1) & (factor * norm > tol) & (
             factor * relative > roundoff)
-        diverged = (~converged) & finite & torch.isfinite(theta) & (theta >= max_rate)
-        out_of_budget = (~converged) & finite & (left == 0)
+        diverged = (~within) & finite & torch.isfinite(theta) & (theta >= max_rate)
+        out_of_budget = (~within) & finite & (left == 0)
         why = torch.where(~finite, NEWTON_NON_FINITE, torch.where(diverged, NEWTON_DIVERGED, 0))
         why = torch.where((why == 0) & (slow | out_of_budget), NEWTON_SLOW, why)
         # a non-finite increment is not applied: the row keeps its last finite iterate
         z_new = torch.where(finite[:, None], z_rows + delta, z_rows) if not bool(finite.all()) else z_rows + delta
+        if to_roundoff:
+            settled = within if index is None else settled.index_copy(0, index, within)
         if index is None:
             z = z_new
             code, residual, iterations = why, norm, iterations + 1

@@ -486,7 +486,9 @@ def build_problem(
     if isinstance(solver, str):
         # solvers with their own tolerances (e.g. the Adams corrector) get the solve's, unless set explicitly
         accepted = _accepted_keywords(get_registry().get("solver", solver).obj)
-        for name, value in (("rtol", rtol), ("atol", atol)):
+        fixed_step = config.step_size is not None or config.grid_constructor is not None
+        # ... and whether the steps are fixed (an implicit method then solves its stages to round-off)
+        for name, value in (("rtol", rtol), ("atol", atol), ("fixed_step", fixed_step)):
             if name in accepted and name not in options:
                 options[name] = value
     solver_obj, solver_name = make_solver(solver, options)

@@ -92,6 +92,7 @@ class _Subject:
                 "passes them to a solver's factory, and the checks choose the step sizes themselves (fixed steps "
                 "unless fixed_step=False, adaptive ones if the solver is adaptive)"
             )
+        self.registered = isinstance(solver, str)
         if isinstance(solver, str):
             self.name = solver
             factory = get_registry().get("solver", solver).obj
@@ -119,6 +120,11 @@ class _Subject:
             raise ValueError(f"solver {self.name!r}: a solver that takes no fixed steps must be adaptive")
 
     def solve(self, func, y0, t, **kwargs):
+        if self.registered:
+            # by name, as users solve: ``solve`` hands a registered factory the solve's rtol/atol and whether the
+            # steps are fixed where it accepts them (an implicit method's Newton tolerance follows them; an
+            # instance made here would keep its defaults at every tolerance the checks ask for)
+            return solve(func, y0, t, solver=self.name, **self.options, **kwargs)
         return solve(func, y0, t, solver=self.make(), **kwargs)
 
     def fixed_steps(self) -> int:

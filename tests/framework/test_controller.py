@@ -7,7 +7,7 @@ import torch
 
 import neurode
 from neurode.framework.batch_loop import _adapt, _controller_state
-from neurode.framework.controller import IController, PIController, PIDController, initial_step
+from neurode.framework.controller import IController, PIController, PIDController, initial_step, newton_step_size
 from neurode.framework.loop import rms_norm
 
 
@@ -133,3 +133,17 @@ def test_initial_step_is_hairers_heuristic():
     scale = 1e-9 + 1e-6
     assert len(calls) == 1
     assert h == pytest.approx(min(100 * 0.01, (0.01 * scale) ** (1 / 5)), rel=1e-3)
+
+
+def test_newton_failure_halves_the_step_and_the_next_does_not_grow():
+    # Hairer & Wanner II, §IV.8 (RADAU5): both loops call this after the controller
+    assert newton_step_size(0.4, 0.08, False, True, False) == 0.2  # failed: h / 2, not the controller's 0.2 h
+    assert newton_step_size(0.2, 1.0, True, False, True) == 0.2  # accepted right after a failure: no growth
+    assert newton_step_size(0.2, 1.0, True, False, False) == 1.0  # otherwise the controller decides
+    assert newton_step_size(0.2, 0.1, False, False, True) == 0.1  # a rejection for its error shrinks as asked
+    h = torch.tensor([0.4, 0.2, 0.2, 0.2], dtype=torch.float64)
+    h_next = torch.tensor([0.08, 1.0, 1.0, 0.1], dtype=torch.float64)
+    accept = torch.tensor([False, True, True, False])
+    failed = torch.tensor([True, False, False, False])
+    before = torch.tensor([False, True, False, True])
+    assert newton_step_size(h, h_next, accept, failed, before).tolist() == [0.2, 0.2, 1.0, 0.1]

@@ -71,6 +71,36 @@ def test_robertson_outputs_inside_steps_use_the_third_order_hermite_interpolant(
     assert error.max() < 20
 
 
+@pytest.mark.parametrize("name, slope", [("kvaerno3", 4), ("kvaerno4", 4), ("kvaerno5", 5)])
+def test_dense_output_inside_one_step_converges_at_the_interpolants_order(name, slope):
+    # one step of size h from the exact state, an output at θ = 0.3: the local interpolation error is O(h^(q+1))
+    # for an interpolant of order q: the cubic Hermite (q = 3) for kvaerno3/4, kvaerno5's continuous extension
+    # (q = 4; with the Hermite its slope was 4)
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+    errors = []
+    for h in (0.2, 0.1, 0.05, 0.025):
+        t = torch.tensor([0.0, 0.3 * h, h], dtype=F64)
+        sol = neurode.solve(problem, problem.exact(0.0), t, solver=name, step_size=h, rtol=1e-10, atol=1e-10,
+                            max_iters=30)
+        errors.append(float((sol.ys[1] - problem.exact(0.3 * h)).abs().max()))
+    slopes = [math.log2(e0 / e1) for e0, e1 in zip(errors, errors[1:])]
+    assert slope - 0.3 < min(slopes) and max(slopes) < slope + 0.7, (errors, slopes)
+
+
+def test_kvaerno5_final_output_inside_its_last_step_is_within_tolerance_on_robertson(robertson_reference):
+    # the loop steps past t = 1e5 (a step of 1.7e4 from 8.9e4) and interpolates back at θ = 0.64: with the cubic
+    # Hermite the output was 33 tolerances off while the step's end was 3.3 (issue 15); the order-4 continuous
+    # extension keeps the interpolated output as accurate as the steps
+    rtol, atol = 1e-6, 1e-10
+    sol = neurode.solve(robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1e5], dtype=F64),
+                        solver="kvaerno5", rtol=rtol, atol=atol)
+    reference = robertson_reference[-1]
+    error = np.abs(sol.ys[-1].numpy() - reference) / (atol + rtol * np.abs(reference))
+    assert error.max() < 5
+
+
 @pytest.mark.parametrize("tableau", METHODS, ids=lambda t: t.name)
 def test_order_of_convergence_on_a_linear_stiff_problem(tableau):
     # y' = A y with eigenvalues -1 and -1e4: the stiff mode is damped (L-stability), the smooth one converges at
@@ -136,6 +166,67 @@ def test_newton_failure_inside_a_step_is_a_rejection_not_an_exception():
     assert sol.stats.n_rejected >= 1
     exact = y0 / torch.sqrt(1 + 2e3 * y0**2)
     assert torch.allclose(sol.ys[-1], exact, rtol=1e-4)
+
+
+def test_a_fixed_step_whose_newton_failed_with_an_old_jacobian_is_retried_with_a_fresh_one():
+    # ManufacturedProblem at h = 0.125: the Jacobian formed at t = 0 is kept while Newton converges, until at
+    # t = 1.25 the iteration is too slow with it; a fixed step cannot shrink, but it can be retried with J formed
+    # at the step's start (it converges at rate ~0.07). Before, this solve raised NewtonConvergenceError.
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+    sol = neurode.solve(problem, problem.exact(0.0), torch.tensor([0.0, 2.0], dtype=F64), solver="kvaerno3",
+                        step_size=0.125)
+    assert sol.stats.n_rejected == 1 and sol.stats.n_accepted == 16 and sol.stats.n_jac == 2
+    assert float((sol.ys[-1] - problem.exact(2.0)).abs().max()) < 5e-4  # third order at h = 0.125
+
+
+def test_a_fixed_step_batch_member_equals_its_own_solve_to_round_off():
+    # solve passes fixed_step=True: the stages are iterated to round-off, so the one Newton norm over the whole
+    # (8, 3) state no longer decides a member's iterate (with κ it differed from the member's own solve by 3e-10)
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    batch = neurode.solve(problem, problem.exact(0.0), t, solver="kvaerno3", step_size=0.125).ys
+    own = neurode.solve(lambda s, y: problem(s, y[None].expand(problem.batch, -1))[3], problem.exact(0.0)[3], t,
+                        solver="kvaerno3", step_size=0.125).ys
+    assert float((batch[:, 3] - own).abs().max()) < 1e-13
+
+
+class _Attempts:
+    """Wraps an ESDIRK's ``step`` to record every attempt's ``(h, Newton failed)``."""
+
+    def __init__(self, solver):
+        self.solver, self.seen = solver, []
+        step = solver.step
+
+        def recording(func, t0, h, y0, state):
+            result = step(func, t0, h, y0, state)
+            self.seen.append((float(h), result.failure is not None))
+            return result
+
+        solver.step = recording
+
+
+def test_after_a_newton_failure_the_step_is_halved_and_does_not_grow_right_after():
+    # Hairer & Wanner II, §IV.8 (RADAU5): h/2 on a Newton failure (the controller's dfactor 0.2 is for an error
+    # estimate, which a failed iteration does not have) and no growth on the next step. kvaerno5 at rtol 1e-6 on
+    # ManufacturedProblem fails its Newton iteration at h ~ 0.3 with an old Jacobian.
+    from neurode.plugins.solvers.tableaus.esdirk import KVAERNO5
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+    attempts = _Attempts(ESDIRK(KVAERNO5, rtol=1e-6, atol=1e-6))
+    neurode.solve(problem, problem.exact(0.0), torch.tensor([0.0, 2.0], dtype=F64), solver=attempts.solver,
+                  rtol=1e-6, atol=1e-6)
+    failures = [i for i, (_, failed) in enumerate(attempts.seen) if failed]
+    assert failures
+    for i in failures:
+        h_failed = attempts.seen[i][0]
+        assert attempts.seen[i + 1][0] == pytest.approx(h_failed / 2, rel=1e-12)
+        if i + 2 < len(attempts.seen) and not attempts.seen[i + 1][1]:
+            assert attempts.seen[i + 2][0] <= attempts.seen[i + 1][0] * (1 + 1e-12)
 
 
 def _nan_after_half(t, y):

@@ -1,4 +1,4 @@
-"""Built-in plugin: the adaptive L-stable ESDIRK methods (Kværnø 2004), under diffrax's names.
+"""Built-in plugin: the adaptive L-stable ESDIRK methods (Kværnø 2004, diffrax's names; Kennedy & Carpenter 2016).
 
 Registered through the same hook a third-party package uses: each method is
 an ``ESDIRKTableau`` and a name (``neurode/plugins/solvers/tableaus/esdirk.py``).

@@ -151,7 +151,14 @@ def test_per_sample_stiff_backsolve_gives_each_samples_closed_form_gradient(name
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", METHODS)
+#: backsolve re-integrates y backwards, where the -1000 mode grows: at h λ = +10 a method's stability function
+#: decides how far the reconstructed state leaves the forward one. kvaerno5: R(10) = -6.2; esdirk547l2sa:
+#: R(10) = 258 (its pole 1/γ = 5.4 lies just below), and its backsolve gradient is 7e-5 off the discrete one
+#: (measured, issue 15): for it, on stiff problems, the gradient method is checkpoint (exact, tested above).
+BACKSOLVE_STABLE = [name for name in METHODS if name != "esdirk547l2sa"]
+
+
+@pytest.mark.parametrize("name", BACKSOLVE_STABLE)
 def test_backsolve_passes_gradcheck_to_the_discretisation_error(name):
     # the continuous adjoint differs from the discrete gradient by O(h^p); on the slow manifold nothing else
     tol = max(1e-5, STEP ** METHODS[name])

@@ -11,7 +11,7 @@ from neurode.framework.errors import InvalidInputError, NonFiniteStateError
 from neurode.framework.rosenbrock import Rosenbrock
 from neurode.framework.vector_field import VectorField
 from neurode.plugins.solvers.tableaus.rosenbrock import METHODS, RODAS4, ROS3P
-from neurode.testing.tableaus import rooted_trees, tree_density
+from neurode.testing.tableaus import rooted_trees, tree_density, tree_order
 
 F64 = torch.float64
 NAMES = [tableau.name for tableau in METHODS]
@@ -78,12 +78,14 @@ def test_the_stability_function_is_a_stable_on_the_imaginary_axis_and_l_stable_w
         assert tableau is ROS3P and at_infinity == pytest.approx(0.732, abs=1e-3)  # Lang & Verwer: R(∞) ≈ -0.73
 
 
-def test_rodas4_dense_output_is_third_order():
-    # one step from the exact state: the interpolant's local error at θ = 0.4 falls like h^4 (order 3)
+@pytest.mark.parametrize("tableau", METHODS, ids=NAMES)
+def test_dense_output_is_of_its_order(tableau):
+    # one step from the exact state: the interpolant's local error at θ = 0.4 falls like h^(q+1) for order q
+    # (rodas4: Hairer's third-order one; ros3p: the order-2 extension from its stages)
     def f(t, y):
         return -y * (1 + y * y) + torch.sin(3 * t)
 
-    solver = Rosenbrock(RODAS4)
+    solver = Rosenbrock(tableau)
     y0 = torch.tensor([0.7], dtype=F64)
     errors = []
     for h in (0.025, 0.0125, 0.00625):
@@ -91,7 +93,37 @@ def test_rodas4_dense_output_is_third_order():
                               atol=1e-15).ys[-1]
         step = solver.step(VectorField(f, y0), 0.0, h, y0, ())
         errors.append(float((solver.interpolate(step, 0.4) - exact).abs()))
-    assert math.log2(errors[0] / errors[1]) > 3.5 and math.log2(errors[1] / errors[2]) > 3.5
+    slopes = [math.log2(e0 / e1) for e0, e1 in zip(errors, errors[1:])]
+    assert min(slopes) > tableau.dense_order + 0.5, slopes
+
+
+def test_ros3p_dense_weights_meet_the_order_conditions_at_every_theta():
+    # in the standard form the weights are b(θ) = Γᵀ w(θ), w(θ) = θ m + θ(1 - θ) d2 + θ²(1 - θ) d3 (RODAS's form):
+    # Σ b_j(θ) Φ_j(τ) = θ^|τ|/γ(τ) for |τ| <= 2, and one order more fails
+    _, gamma, _, _ = ROS3P.standard_form()
+    gamma = np.array(gamma)
+    m, d2, d3 = (np.array(x) for x in (ROS3P.m, *ROS3P.dense))
+    alpha = np.array(ROS3P.standard_form()[0])
+    beta = alpha + gamma
+    for theta in np.linspace(0.1, 1.0, 7):
+        b = gamma.T @ (theta * m + theta * (1 - theta) * d2 + theta**2 * (1 - theta) * d3)
+        for tree in (*rooted_trees(1), *rooted_trees(2)):
+            assert abs(b @ _phi(tree, alpha, beta) - theta ** tree_order(tree) / tree_density(tree)) < 1e-13
+    b = gamma.T @ (0.5 * m + 0.25 * d2 + 0.125 * d3)
+    assert max(abs(b @ _phi(tree, alpha, beta) - 0.125 / tree_density(tree)) for tree in rooted_trees(3)) > 1e-3
+
+
+def test_ros3p_output_inside_a_step_is_no_worse_than_the_steps_ends():
+    # ros3p is only A-stable (R(-10) = -0.49): a stiff transient decays slowly through its steps, and the cubic
+    # Hermite's f(t1, y1) multiplied that error by h lambda inside a step (adaptively on Robertson: 37 tolerances
+    # off at t = 1e5 where the step's end was 1.6). The continuous extension from its stages does not
+    a = torch.tensor([[-1.0, 0.0], [1.0, -1000.0]], dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    times = torch.tensor([0.0, 0.1, 0.105, 0.11], dtype=F64)
+    exact = torch.stack([torch.linalg.matrix_exp(t * a) @ y0 for t in times])
+    errors = (neurode.solve(lambda t, y: a @ y, y0, times, solver="ros3p", step_size=0.01).ys - exact).abs()
+    ends, inside = errors[[1, 3]].max(), errors[2].max()
+    assert inside <= ends and ends < 1e-3
 
 
 # --------------------------------------------------------------------------- convergence
