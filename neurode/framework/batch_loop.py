@@ -365,7 +365,10 @@ def integrate_batch(
         # ---- one step for every active sample, clipped to [min_step, max_step] and its last output
         if clamp:
             h = h.clamp(min=min_step, max=max_step)
-        h = torch.minimum(h, tau_end - tau)
+        if solver.steps_onto_outputs:  # each sample's step ends on its next output (see AbstractSolver)
+            h = torch.minimum(h, row_tau_out.gather(1, ptr[:, None]).squeeze(1) - tau)
+        else:
+            h = torch.minimum(h, tau_end - tau)
         t0, signed_h = (tau, h) if direction > 0 else (-tau, -h)
         if records is not None:
             records.append(IterationRecord(keep, act, y, state, t0, signed_h, emits=[]))

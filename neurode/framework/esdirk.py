@@ -167,6 +167,7 @@ class ESDIRK(AbstractSolver):
     adaptive = True
     supports_per_sample = True
     supports_tangent = False  # Newton iteration counts depend on the values: nothing to replay linearly
+    steps_onto_outputs = True  # see AbstractSolver: outputs are L-stable step ends, not interpolated
 
     def __init__(self, tableau: ESDIRKTableau, *, linear_solver: str = "lu", jac: Callable | None = None,
                  newton_tol: float | None = None, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,

@@ -281,6 +281,8 @@ def integrate(
     jump_t = _sorted_after(config.jump_t, tau, direction)
     if set(step_t) & set(jump_t):
         raise InvalidInputError("step_t and jump_t must not share any time")
+    if solver.steps_onto_outputs and not fixed and event_fn is None:
+        step_t = sorted((set(step_t) | {v for v in tau_out[1:] if v > tau}) - set(jump_t))
     # a step must be a number of the state's dtype (f's error can be 0 and the steps grow without bound)
     min_step, max_step = float(config.min_step), min(float(config.max_step), torch.finfo(func.time_dtype).max)
 

@@ -173,6 +173,7 @@ class Rosenbrock(AbstractSolver):
     adaptive = True
     supports_per_sample = True
     supports_tangent = False  # see the module docstring
+    steps_onto_outputs = True  # see AbstractSolver: outputs are step ends, not interpolated
 
     def __init__(self, tableau: RosenbrockTableau, *, jac=None, autonomous: bool | None = None) -> None:
         if not isinstance(tableau, RosenbrockTableau):

@@ -121,6 +121,11 @@ class AbstractSolver(abc.ABC):
     #: whatever the values (explicit methods do; an implicit method whose Newton iteration count depends on the
     #: values must set this to ``False`` or linearise itself)
     supports_tangent: bool = True
+    #: whether adaptive steps end on every output time instead of stepping past it and interpolating back (the
+    #: stiff methods: inside a step too long for a fast mode, any interpolant from ``y0`` to ``y1`` carries a
+    #: perturbation of that mode almost undamped, while the step's end is damped by the method's stability
+    #: function; outputs, and gradients through them, are then the method's own values)
+    steps_onto_outputs: bool = False
 
     @abc.abstractmethod
     def init(self, func: VectorFieldFn, t0: float, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:
