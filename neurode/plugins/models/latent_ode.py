@@ -24,6 +24,11 @@ solver and gradient method), and decoded. The loss is the negative
 variational bound of :mod:`neurode.plugins.models.elbo` (Gaussian likelihood
 with fixed or learned noise, KL to N(0, I) with an annealing schedule, and
 k importance samples when ``iwae_samples > 1``), averaged over trajectories.
+With ``encode_fraction < 1`` the loss is the extrapolation objective of
+Rubanova, Chen and Duvenaud (2019, sec. 4): the recognition network reads
+only the observations in the first ``encode_fraction`` of each trajectory's
+time span, and the likelihood scores the decoded trajectory on all of it;
+:meth:`LatentODE.predict` still reads every observation.
 
 Every trajectory is solved on its own times (``batch.solve_times()`` and the
 batch-parallel loop); the ``k`` posterior samples of a batch are ``k * batch``
@@ -39,6 +44,7 @@ or beyond it (extrapolation), not before a trajectory's first observation.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -81,6 +87,7 @@ class LatentODE(AbstractModel):
         kl_schedule: str = "none",
         kl_anneal_steps: int = 1000,
         iwae_samples: int = 1,
+        encode_fraction: float = 1.0,
         solve: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -98,6 +105,9 @@ class LatentODE(AbstractModel):
             problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
             problems.append(f"noise_std must be a positive number, got {noise_std!r}")
+        if (isinstance(encode_fraction, bool) or not isinstance(encode_fraction, (int, float))
+                or not 0 < encode_fraction <= 1):
+            problems.append(f"encode_fraction must be a number in (0, 1], got {encode_fraction!r}")
         if problems:
             raise InvalidInputError("latent_ode: " + "; ".join(problems))
         self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
@@ -107,6 +117,7 @@ class LatentODE(AbstractModel):
         self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
         self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
         self.kl_schedule, self.kl_anneal_steps, self.iwae_samples = kl_schedule, kl_anneal_steps, iwae_samples
+        self.encode_fraction = float(encode_fraction)
         self.settings = SolveSettings(**(solve or {}))
 
         self.encoder = build_cell(ENCODERS[encoder], n_features, encoder_hidden, dynamics=dynamics,
@@ -150,12 +161,13 @@ class LatentODE(AbstractModel):
             "kl_schedule": self.kl_schedule,
             "kl_anneal_steps": self.kl_anneal_steps,
             "iwae_samples": self.iwae_samples,
+            "encode_fraction": self.encode_fraction,
             "solve": self.settings.as_dict(),
         }
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         check_batch(self, batch)
-        mean, log_var = self.posterior_parameters(batch)
+        mean, log_var = self.posterior_parameters(self.encoder_view(batch))
         k = self.iwae_samples
         z0 = mean + torch.exp(0.5 * log_var) * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
         pred = self.decode(z0, batch.solve_times())
@@ -228,6 +240,26 @@ class LatentODE(AbstractModel):
             h = torch.cat([h, batch.static], dim=-1)
         mean, log_var = self.posterior(h).chunk(2, dim=-1)
         return mean, log_var
+
+    def encoder_view(self, batch):
+        """What the recognition network reads in :meth:`loss`: each trajectory's observations up to
+        ``t0 + encode_fraction * (t_last - t0)`` (the rest become padding); the whole batch at 1.
+
+        The extrapolation objective of Rubanova, Chen and Duvenaud (2019, sec. 4): z0 is inferred from
+        the first part of the window and the likelihood scores the decoded trajectory on all of it, so
+        the latent flow, not the encoder, must carry what the later observations show.
+        """
+        if self.encode_fraction >= 1.0:
+            return batch
+        times = batch.times
+        t0 = times[:, :1]
+        # padding repeats the last time, so the row maximum is the last observation's time
+        t_last = torch.where(batch.time_mask, times, t0).amax(dim=1, keepdim=True)
+        cutoff = t0 + self.encode_fraction * (t_last - t0)
+        # the first slot always stays: every trajectory keeps at least its first observation
+        read = batch.time_mask & (times <= cutoff)
+        read[:, 0] = batch.time_mask[:, 0]
+        return replace(batch, time_mask=read, mask=batch.mask & read.unsqueeze(-1))
 
     def decode(self, z0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Decoded values ``[k, batch, T, F]`` on the per-sample grid ``[batch, T]`` from ``z0`` ``[k, batch, L]``.
