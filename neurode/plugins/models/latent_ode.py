@@ -27,7 +27,8 @@ k importance samples when ``iwae_samples > 1``), averaged over trajectories.
 With ``encode_fraction < 1`` the loss is the extrapolation objective of
 Rubanova, Chen and Duvenaud (2019, sec. 4): the recognition network reads
 only the observations in the first ``encode_fraction`` of each trajectory's
-time span, and the likelihood scores the decoded trajectory on all of it;
+time span (a range ``[low, high]``: a fraction drawn per trajectory at every
+step), and the likelihood scores the decoded trajectory on all of it;
 :meth:`LatentODE.predict` still reads every observation.
 
 Every trajectory is solved on its own times (``batch.solve_times()`` and the
@@ -87,7 +88,7 @@ class LatentODE(AbstractModel):
         kl_schedule: str = "none",
         kl_anneal_steps: int = 1000,
         iwae_samples: int = 1,
-        encode_fraction: float = 1.0,
+        encode_fraction: float | tuple[float, float] = 1.0,
         solve: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -105,9 +106,10 @@ class LatentODE(AbstractModel):
             problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
             problems.append(f"noise_std must be a positive number, got {noise_std!r}")
-        if (isinstance(encode_fraction, bool) or not isinstance(encode_fraction, (int, float))
-                or not 0 < encode_fraction <= 1):
-            problems.append(f"encode_fraction must be a number in (0, 1], got {encode_fraction!r}")
+        bounds = _fraction_bounds(encode_fraction)
+        if bounds is None:
+            problems.append(f"encode_fraction must be a number in (0, 1] or a range [low, high] with "
+                            f"0 < low <= high <= 1, got {encode_fraction!r}")
         if problems:
             raise InvalidInputError("latent_ode: " + "; ".join(problems))
         self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
@@ -117,7 +119,7 @@ class LatentODE(AbstractModel):
         self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
         self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
         self.kl_schedule, self.kl_anneal_steps, self.iwae_samples = kl_schedule, kl_anneal_steps, iwae_samples
-        self.encode_fraction = float(encode_fraction)
+        self.encode_fraction = bounds[0] if bounds[0] == bounds[1] else list(bounds)
         self.settings = SolveSettings(**(solve or {}))
 
         self.encoder = build_cell(ENCODERS[encoder], n_features, encoder_hidden, dynamics=dynamics,
@@ -161,7 +163,8 @@ class LatentODE(AbstractModel):
             "kl_schedule": self.kl_schedule,
             "kl_anneal_steps": self.kl_anneal_steps,
             "iwae_samples": self.iwae_samples,
-            "encode_fraction": self.encode_fraction,
+            "encode_fraction": (list(self.encode_fraction) if isinstance(self.encode_fraction, list)
+                                else self.encode_fraction),
             "solve": self.settings.as_dict(),
         }
 
@@ -243,19 +246,25 @@ class LatentODE(AbstractModel):
 
     def encoder_view(self, batch):
         """What the recognition network reads in :meth:`loss`: each trajectory's observations up to
-        ``t0 + encode_fraction * (t_last - t0)`` (the rest become padding); the whole batch at 1.
+        ``t0 + f * (t_last - t0)`` (the rest become padding), ``f`` the ``encode_fraction``, or for a range
+        ``[low, high]`` drawn uniformly from ``[low, high)`` per trajectory at every call (torch's global
+        RNG); the whole batch at 1.
 
         The extrapolation objective of Rubanova, Chen and Duvenaud (2019, sec. 4): z0 is inferred from
         the first part of the window and the likelihood scores the decoded trajectory on all of it, so
-        the latent flow, not the encoder, must carry what the later observations show.
+        the latent flow, not the encoder, must carry what the later observations show. A range up to 1
+        also shows the encoder (nearly) whole trajectories, as :meth:`predict` gives it.
         """
-        if self.encode_fraction >= 1.0:
+        low, high = _fraction_bounds(self.encode_fraction)
+        if low >= 1.0:
             return batch
         times = batch.times
         t0 = times[:, :1]
         # padding repeats the last time, so the row maximum is the last observation's time
         t_last = torch.where(batch.time_mask, times, t0).amax(dim=1, keepdim=True)
-        cutoff = t0 + self.encode_fraction * (t_last - t0)
+        fraction = low if low == high else low + (high - low) * torch.rand(t0.shape, dtype=t0.dtype,
+                                                                          device=t0.device)
+        cutoff = t0 + fraction * (t_last - t0)
         # the first slot always stays: every trajectory keeps at least its first observation
         read = batch.time_mask & (times <= cutoff)
         read[:, 0] = batch.time_mask[:, 0]
@@ -275,6 +284,15 @@ class LatentODE(AbstractModel):
         # reach its weight gradients (0 * NaN), however the loss masks it afterwards
         latent = torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
         return self.decoder(latent)
+
+
+def _fraction_bounds(value) -> tuple[float, float] | None:
+    """``(low, high)`` of an ``encode_fraction`` (a number is a range of one point); None when invalid."""
+    pair = list(value) if isinstance(value, (list, tuple)) else [value, value]
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair):
+        return None
+    low, high = float(pair[0]), float(pair[1])
+    return (low, high) if 0 < low <= high <= 1 else None
 
 
 @hookimpl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -49,8 +50,10 @@ def test_bad_options_are_refused_by_name():
         _model(iwae_samples=0)
     with pytest.raises(InvalidInputError, match="noise_std must be a positive number, got -1"):
         _model(noise_std=-1)
-    for bad in (0, 1.5, True, "half"):
-        with pytest.raises(InvalidInputError, match=rf"encode_fraction must be a number in \(0, 1\], got {bad!r}"):
+    for bad in (0, 1.5, True, "half", [0.5], [0.8, 0.5], [0.5, 1.2]):
+        expected = (r"encode_fraction must be a number in \(0, 1\] or a range \[low, high\] with "
+                    rf"0 < low <= high <= 1, got {re.escape(repr(bad))}")
+        with pytest.raises(InvalidInputError, match=expected):
             _model(encode_fraction=bad)
 
 
@@ -327,3 +330,14 @@ def _encode(model, batch):
     h0 = batch.values.new_zeros(batch.batch_size, model.encoder_hidden)
     return scan(model.encoder, h0, batch.times, batch.values, batch.mask, observation_kinds(batch.time_mask),
                 reverse=True).final
+
+
+def test_an_encode_fraction_range_draws_every_cut_off_between_its_ends():
+    """[0.5, 1]: over many steps the encoder reads from half of each trajectory up to all but its last point."""
+    batch = collate_padded(_spiral_like_batch([[float(t) for t in range(11)], [0.0, 4.0, 7.0, 10.0]]),
+                           feature_names=("x", "y"))
+    model = build_model("latent_ode", n_features=2, options={"encoder_hidden": 4, "encode_fraction": [0.5, 1.0]})
+    assert model.config()["encode_fraction"] == [0.5, 1.0]
+    torch.manual_seed(0)
+    read = [model.encoder_view(batch).time_mask.sum(dim=1).tolist() for _ in range(200)]
+    assert {first for first, _ in read} == set(range(6, 11)) and {second for _, second in read} == {2, 3}
