@@ -75,17 +75,23 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
 Usage::
 
     python benchmarks/reproduce_spirals.py --quick          # under 3 minutes, a smoke run, writes nothing
-    python benchmarks/reproduce_spirals.py --write-readme   # the full table (about 45 minutes, one thread)
+    python benchmarks/reproduce_spirals.py --write-readme   # the full table (one thread)
+    # or one process per seed, then the table of all three:
+    python benchmarks/reproduce_spirals.py --seeds 0 --rows runs0.jsonl   # (and 1, 2)
+    python benchmarks/reproduce_spirals.py --merge runs0.jsonl runs1.jsonl runs2.jsonl --write-readme
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -152,7 +158,7 @@ def observed_batch(rel_times, noisy, rng, n_obs: int, window=100):
 class Settings:
     """What the paper leaves open (the module docstring says why each is what it is)."""
 
-    iters: int = 2000
+    iters: int = 3000
     batch_size: int = 100
     lr: float = 0.01
     lr_end: float = 0.001
@@ -165,7 +171,7 @@ class Settings:
     rtol: float = 1e-3
     atol: float = 1e-4
     tangent_control: bool = False
-    encode_fraction: float | tuple[float, float] = 1.0
+    encode_fraction: float | tuple[float, float] = (0.5, 1.0)
     train_start_max: int = 899
 
 
@@ -320,8 +326,22 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
     parser.add_argument("--spirals", type=int, default=None, help="number of spirals (default 1000; quick 250)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="also append each run's result to this JSON-lines file (for --merge)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="train nothing: the table of the runs recorded by --rows in these files (e.g. one "
+                             "process per seed)")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
+    if args.merge:
+        try:
+            results, seeds, settings, n_spirals, quick = merge(args.merge)
+        except (OSError, ValueError) as error:
+            print(f"reproduce_spirals: {error}", file=sys.stderr)
+            return 1
+        publish(table(results, seeds, settings, n_spirals), quick=quick, write=args.write_readme,
+                start=README_START, end=README_END)
+        return 0
     torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else Settings()
     if args.iters:
@@ -336,10 +356,44 @@ def main(argv=None) -> int:
                 results[name][n_obs].append(row)
                 print(f"seed {seed} {name:10s} {n_obs:3d} obs: RMSE noisy {row['noisy']:.4f} clean {row['clean']:.4f}"
                       f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
+                if args.rows:
+                    record = {"seed": seed, "model": name, "n_obs": n_obs, "n_spirals": n_spirals,
+                              "quick": args.quick, "settings": asdict(settings), "result": row}
+                    # one write of one whole line per run, flushed: a killed process loses at most the run it was in
+                    with args.rows.open("a") as stream:
+                        stream.write(json.dumps(record) + "\n")
+                        stream.flush()
+                        os.fsync(stream.fileno())
     text = table(results, seeds, settings, n_spirals)
     print()
     publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0
+
+
+def merge(paths: list[Path]) -> tuple[dict, list[int], Settings, int, bool]:
+    """The results of the runs recorded in ``paths`` by ``--rows``; they must share settings and spirals."""
+    records = []
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON line written by --rows ({error})") from None
+    if not records:
+        raise ValueError(f"no runs recorded in {', '.join(map(str, paths))}")
+    first = records[0]
+    for record in records[1:]:
+        for key in ("settings", "n_spirals", "quick"):
+            if record[key] != first[key]:
+                raise ValueError(f"runs with different {key}: {record[key]!r} and {first[key]!r}; merge one setting")
+    seeds = sorted({r["seed"] for r in records})
+    results: dict = {name: {n: [] for n in COUNTS} for name in PAPER}
+    for record in sorted(records, key=lambda r: r["seed"]):
+        results[record["model"]][record["n_obs"]].append(record["result"])
+    missing = [f"{name} {n} obs" for name in PAPER for n in COUNTS if len(results[name][n]) != len(seeds)]
+    if missing:
+        raise ValueError(f"not every run has every seed {seeds}: {', '.join(missing)}")
+    return results, seeds, Settings(**first["settings"]), first["n_spirals"], first["quick"]
 
 
 if __name__ == "__main__":
