@@ -1,8 +1,10 @@
-"""benchmarks/reproduce_spirals.py: the data split never lets training read a scored point."""
+"""benchmarks/reproduce_spirals.py: the data split never lets training read a scored point; runs merge by seed."""
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +47,43 @@ def test_futures_past_every_training_window_are_found():
     assert reproduce_spirals.beyond_training(starts, rotation, 4).tolist() == [True, True, True, True]
     starts[:4] = [800, 750, 820, 760]  # now by points 919 and 859
     assert reproduce_spirals.beyond_training(starts, rotation, 4).tolist() == [False, False, False, True]
+
+
+def _record(seed, model, n_obs, clean, **changes):
+    settings = {**asdict(reproduce_spirals.Settings()), **changes}
+    result = {"noisy": clean + 0.2, "clean": clean, "quarters": [clean] * 4, "inside": clean, "beyond": float("nan"),
+              "n_beyond": 0, "n_test": 200, "seconds": 1.0, "final_loss": 0.0}
+    return {"seed": seed, "model": model, "n_obs": n_obs, "n_spirals": 1000, "quick": False, "settings": settings,
+            "result": result}
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_merge_puts_one_process_per_seed_into_one_table(tmp_path):
+    files = [_write(tmp_path / f"seed{seed}.jsonl", [_record(seed, model, n, 0.1 * (seed + 1))
+                                                      for model in reproduce_spirals.PAPER
+                                                      for n in reproduce_spirals.COUNTS])
+             for seed in (2, 0, 1)]
+    results, seeds, settings, n_spirals, quick = reproduce_spirals.merge(files)
+    assert seeds == [0, 1, 2] and settings == reproduce_spirals.Settings() and n_spirals == 1000 and not quick
+    assert [r["clean"] for r in results["Latent ODE"][30]] == pytest.approx([0.1, 0.2, 0.3])
+    text = reproduce_spirals.table(results, seeds, settings, n_spirals)
+    assert "| Latent ODE (neurode) | clean | 0.2000 ± 0.1000 | 0.2000 ± 0.1000 | 0.2000 ± 0.1000 |" in text
+    assert "| 30 | 0.200 | 0.200 | 0.200 | 0.200 | 0.200 | none (0.0 of 200) |" in text
+
+
+def test_merge_refuses_mixed_settings_missing_runs_and_torn_lines(tmp_path):
+    one = _write(tmp_path / "a.jsonl", [_record(0, "RNN", 30, 0.5)])
+    other = _write(tmp_path / "b.jsonl", [_record(1, "RNN", 30, 0.5, iters=10)])
+    with pytest.raises(ValueError, match="runs with different settings"):
+        reproduce_spirals.merge([one, other])
+    with pytest.raises(ValueError, match=r"not every run has every seed \[0\]: RNN 50 obs"):
+        reproduce_spirals.merge([one])
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(one.read_text() + '{"seed": 1, "mod')
+    with pytest.raises(ValueError, match="torn.jsonl:2: not a JSON line"):
+        reproduce_spirals.merge([torn])
+    assert reproduce_spirals.main(["--merge", str(torn)]) == 1
