@@ -268,7 +268,7 @@ def test_trains_from_the_trainer_like_any_model(tmp_path):
     run = neurode.train({
         "data": {"path": str(store)},
         "model": {"name": "latent_ode", "options": {"encoder_hidden": 8, "kl_schedule": "linear",
-                                                    "kl_anneal_steps": 4}},
+                                                    "kl_anneal_steps": 4, "encode_fraction": [0.5, 1.0]}},
         "dynamics": {"options": {"width": 8, "depth": 1}},
         "training": {"epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
         "runtime": {"threads": 1, "device": "cpu"},
@@ -281,6 +281,8 @@ def test_trains_from_the_trainer_like_any_model(tmp_path):
     assert rows and all({"nll", "kl", "kl_weight"} <= r.keys() for r in rows)
     # the KL schedule's step counter travels with the weights (a resumed run continues it)
     assert int(rd.load_tensors(tmp_path / "run" / "model.safetensors")["kl_step"]) == run.summary["step"] == 4
+    # a range option survives the run's config.toml: the loaded run trains with the same objective
+    assert neurode.load_run(tmp_path / "run").model.encode_fraction == [0.5, 1.0]
 
 
 def _spiral_like_batch(lengths_and_times):
