@@ -341,6 +341,8 @@ def main(argv=None) -> int:
                         help=f"Latent ODE optimiser steps per run (default {Settings.iters}; quick {QUICK.iters})")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
     parser.add_argument("--spirals", type=int, default=None, help="number of spirals (default 1000; quick 250)")
+    parser.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), choices=COUNTS,
+                        help="observation counts to run (default all; with --rows, for --merge)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=Path, default=None,
                         help="also append each run's result to this JSON-lines file (for --merge)")
@@ -364,9 +366,12 @@ def main(argv=None) -> int:
         settings = replace(settings, iters=args.iters)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     n_spirals = args.spirals or (250 if args.quick else 1000)
+    if args.write_readme and sorted(set(args.counts)) != list(COUNTS):
+        print("reproduce_spirals: --write-readme needs every count; run the others and --merge", file=sys.stderr)
+        return 1
     results: dict = {name: {n: [] for n in COUNTS} for name in PAPER}
     for seed in seeds:
-        for n_obs in COUNTS:
+        for n_obs in args.counts:
             for name in PAPER:
                 row = run_one(name, n_obs, seed, settings, n_spirals)
                 results[name][n_obs].append(row)
@@ -380,6 +385,8 @@ def main(argv=None) -> int:
                         stream.write(json.dumps(record) + "\n")
                         stream.flush()
                         os.fsync(stream.fileno())
+    if sorted(set(args.counts)) != list(COUNTS):
+        return 0  # part of a table: --merge makes it
     text = table(results, seeds, settings, n_spirals)
     print()
     publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)

@@ -87,3 +87,8 @@ def test_merge_refuses_mixed_settings_missing_runs_and_torn_lines(tmp_path):
     with pytest.raises(ValueError, match="torn.jsonl:2: not a JSON line"):
         reproduce_spirals.merge([torn])
     assert reproduce_spirals.main(["--merge", str(torn)]) == 1
+
+
+def test_a_partial_run_never_writes_the_readme():
+    """--counts runs part of a table; only --merge of all counts may write it."""
+    assert reproduce_spirals.main(["--counts", "100", "--write-readme"]) == 1
