@@ -92,8 +92,8 @@ Usage::
 
     python benchmarks/reproduce_spirals.py --quick          # under 3 minutes, a smoke run, writes nothing
     python benchmarks/reproduce_spirals.py --write-readme   # the full table (one thread)
-    # or one process per seed, then the table of all three:
-    python benchmarks/reproduce_spirals.py --seeds 0 --rows runs0.jsonl   # (and 1, 2)
+    # or one process per seed (and count), then the one table of them all:
+    python benchmarks/reproduce_spirals.py --seeds 0 --rows runs0.jsonl   # (and 1, 2; --counts 30 50 ...)
     python benchmarks/reproduce_spirals.py --merge runs0.jsonl runs1.jsonl runs2.jsonl --write-readme
 """
 
