@@ -24,6 +24,12 @@ solver and gradient method), and decoded. The loss is the negative
 variational bound of :mod:`neurode.plugins.models.elbo` (Gaussian likelihood
 with fixed or learned noise, KL to N(0, I) with an annealing schedule, and
 k importance samples when ``iwae_samples > 1``), averaged over trajectories.
+With ``encode_fraction < 1`` the loss is the extrapolation objective of
+Rubanova, Chen and Duvenaud (2019, sec. 4): the recognition network reads
+only the observations in the first ``encode_fraction`` of each trajectory's
+time span (a range ``[low, high]``: a fraction drawn per trajectory at every
+step), and the likelihood scores the decoded trajectory on all of it;
+:meth:`LatentODE.predict` still reads every observation.
 
 Every trajectory is solved on its own times (``batch.solve_times()`` and the
 batch-parallel loop); the ``k`` posterior samples of a batch are ``k * batch``
@@ -39,6 +45,7 @@ or beyond it (extrapolation), not before a trajectory's first observation.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -81,6 +88,7 @@ class LatentODE(AbstractModel):
         kl_schedule: str = "none",
         kl_anneal_steps: int = 1000,
         iwae_samples: int = 1,
+        encode_fraction: float | tuple[float, float] = 1.0,
         solve: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -98,6 +106,10 @@ class LatentODE(AbstractModel):
             problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
             problems.append(f"noise_std must be a positive number, got {noise_std!r}")
+        bounds = _fraction_bounds(encode_fraction)
+        if bounds is None:
+            problems.append(f"encode_fraction must be a number in (0, 1] or a range [low, high] with "
+                            f"0 < low <= high <= 1, got {encode_fraction!r}")
         if problems:
             raise InvalidInputError("latent_ode: " + "; ".join(problems))
         self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
@@ -107,6 +119,7 @@ class LatentODE(AbstractModel):
         self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
         self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
         self.kl_schedule, self.kl_anneal_steps, self.iwae_samples = kl_schedule, kl_anneal_steps, iwae_samples
+        self.encode_fraction = bounds[0] if bounds[0] == bounds[1] else list(bounds)
         self.settings = SolveSettings(**(solve or {}))
 
         self.encoder = build_cell(ENCODERS[encoder], n_features, encoder_hidden, dynamics=dynamics,
@@ -150,12 +163,14 @@ class LatentODE(AbstractModel):
             "kl_schedule": self.kl_schedule,
             "kl_anneal_steps": self.kl_anneal_steps,
             "iwae_samples": self.iwae_samples,
+            "encode_fraction": (list(self.encode_fraction) if isinstance(self.encode_fraction, list)
+                                else self.encode_fraction),
             "solve": self.settings.as_dict(),
         }
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         check_batch(self, batch)
-        mean, log_var = self.posterior_parameters(batch)
+        mean, log_var = self.posterior_parameters(self.encoder_view(batch))
         k = self.iwae_samples
         z0 = mean + torch.exp(0.5 * log_var) * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
         pred = self.decode(z0, batch.solve_times())
@@ -229,6 +244,32 @@ class LatentODE(AbstractModel):
         mean, log_var = self.posterior(h).chunk(2, dim=-1)
         return mean, log_var
 
+    def encoder_view(self, batch):
+        """What the recognition network reads in :meth:`loss`: each trajectory's observations up to
+        ``t0 + f * (t_last - t0)`` (the rest become padding), ``f`` the ``encode_fraction``, or for a range
+        ``[low, high]`` drawn uniformly from ``[low, high)`` per trajectory at every call (torch's global
+        RNG); the whole batch at 1.
+
+        The extrapolation objective of Rubanova, Chen and Duvenaud (2019, sec. 4): z0 is inferred from
+        the first part of the window and the likelihood scores the decoded trajectory on all of it, so
+        the latent flow, not the encoder, must carry what the later observations show. A range up to 1
+        also shows the encoder (nearly) whole trajectories, as :meth:`predict` gives it.
+        """
+        low, high = _fraction_bounds(self.encode_fraction)
+        if low >= 1.0:
+            return batch
+        times = batch.times
+        t0 = times[:, :1]
+        # padding repeats the last time, so the row maximum is the last observation's time
+        t_last = torch.where(batch.time_mask, times, t0).amax(dim=1, keepdim=True)
+        fraction = low if low == high else low + (high - low) * torch.rand(t0.shape, dtype=t0.dtype,
+                                                                          device=t0.device)
+        cutoff = t0 + fraction * (t_last - t0)
+        # the first slot always stays: every trajectory keeps at least its first observation
+        read = batch.time_mask & (times <= cutoff)
+        read[:, 0] = batch.time_mask[:, 0]
+        return replace(batch, time_mask=read, mask=batch.mask & read.unsqueeze(-1))
+
     def decode(self, z0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """Decoded values ``[k, batch, T, F]`` on the per-sample grid ``[batch, T]`` from ``z0`` ``[k, batch, L]``.
 
@@ -243,6 +284,15 @@ class LatentODE(AbstractModel):
         # reach its weight gradients (0 * NaN), however the loss masks it afterwards
         latent = torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
         return self.decoder(latent)
+
+
+def _fraction_bounds(value) -> tuple[float, float] | None:
+    """``(low, high)`` of an ``encode_fraction`` (a number is a range of one point); None when invalid."""
+    pair = list(value) if isinstance(value, (list, tuple)) else [value, value]
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair):
+        return None
+    low, high = float(pair[0]), float(pair[1])
+    return (low, high) if 0 < low <= high <= 1 else None
 
 
 @hookimpl

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
 
 import neurode
 from neurode.datasets import TrajectoryDataset, irregular_example
+from neurode.datasets.batch import Trajectory, collate_padded
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.model import AbstractModel, SolveSettings, build_model, rebuild_model
 from neurode.plugins.models.irregular_scan import observation_kinds, scan
@@ -48,6 +50,11 @@ def test_bad_options_are_refused_by_name():
         _model(iwae_samples=0)
     with pytest.raises(InvalidInputError, match="noise_std must be a positive number, got -1"):
         _model(noise_std=-1)
+    for bad in (0, 1.5, True, "half", [0.5], [0.8, 0.5], [0.5, 1.2]):
+        expected = (r"encode_fraction must be a number in \(0, 1\] or a range \[low, high\] with "
+                    rf"0 < low <= high <= 1, got {re.escape(repr(bad))}")
+        with pytest.raises(InvalidInputError, match=expected):
+            _model(encode_fraction=bad)
 
 
 @pytest.mark.parametrize("depth", [0, 2])
@@ -261,7 +268,7 @@ def test_trains_from_the_trainer_like_any_model(tmp_path):
     run = neurode.train({
         "data": {"path": str(store)},
         "model": {"name": "latent_ode", "options": {"encoder_hidden": 8, "kl_schedule": "linear",
-                                                    "kl_anneal_steps": 4}},
+                                                    "kl_anneal_steps": 4, "encode_fraction": [0.5, 1.0]}},
         "dynamics": {"options": {"width": 8, "depth": 1}},
         "training": {"epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
         "runtime": {"threads": 1, "device": "cpu"},
@@ -274,3 +281,65 @@ def test_trains_from_the_trainer_like_any_model(tmp_path):
     assert rows and all({"nll", "kl", "kl_weight"} <= r.keys() for r in rows)
     # the KL schedule's step counter travels with the weights (a resumed run continues it)
     assert int(rd.load_tensors(tmp_path / "run" / "model.safetensors")["kl_step"]) == run.summary["step"] == 4
+    # a range option survives the run's config.toml: the loaded run trains with the same objective
+    assert neurode.load_run(tmp_path / "run").model.encode_fraction == [0.5, 1.0]
+
+
+def _spiral_like_batch(lengths_and_times):
+    """A padded batch of two-feature trajectories on the given times, values drawn from a fixed seed."""
+    generator = torch.Generator().manual_seed(3)
+    items = []
+    for i, times in enumerate(lengths_and_times):
+        values = torch.randn(len(times), 2, generator=generator)
+        items.append(Trajectory(index=i, times=torch.tensor(times, dtype=torch.float64), values=values,
+                                mask=torch.ones_like(values, dtype=torch.bool), static=torch.zeros(0)))
+    return items
+
+
+def test_encode_fraction_reads_the_first_part_and_scores_the_whole_window():
+    """Rubanova et al.'s extrapolation objective: q(z0) from the observations up to t0 + f (t_last - t0) only
+    (the same posterior as on the truncated trajectories), the likelihood from all of them."""
+    times = [[0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 1.5, 4.0], [0.0, 0.1, 0.2, 2.0]]
+    items = _spiral_like_batch(times)
+    batch = collate_padded(items, feature_names=("x", "y"))
+    # cut-offs at f = 0.5: 2.0, 2.5 and 1.0 -> the first 3, 2 and 3 observations
+    truncated = collate_padded([dataclasses.replace(item, times=item.times[:n], values=item.values[:n],
+                                                    mask=item.mask[:n]) for item, n in zip(items, (3, 2, 3))],
+                               feature_names=("x", "y"))
+    torch.manual_seed(0)
+    model = build_model("latent_ode", n_features=2, solve=TIGHT, dynamics_options={"width": 8},
+                        options={"encoder_hidden": 6, "decoder_width": 8, "encode_fraction": 0.5})
+    posteriors = []
+    model.posterior.register_forward_hook(lambda module, args, out: posteriors.append(out.detach()))
+    loss, _ = model.loss(batch)
+    torch.testing.assert_close(posteriors[-1], model.posterior(_encode(model, truncated)))
+    # changing an observation past a cut-off changes the likelihood, not the posterior
+    later = dataclasses.replace(batch, values=batch.values.clone())
+    later.values[0, 4] += 5.0
+    again, _ = model.loss(later)
+    torch.testing.assert_close(posteriors[-1], posteriors[0])
+    assert float(again.detach()) > float(loss.detach()) + 1.0
+    # predict() reads every observation: the same as the model with f = 1 and the same weights
+    whole = rebuild_model("latent_ode", {**model.config(), "encode_fraction": 1.0})
+    whole.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model.predict(later), whole.predict(later), rtol=0, atol=0, equal_nan=True)
+    assert not torch.allclose(model.posterior_parameters(later)[0], model.posterior_parameters(truncated)[0])
+    assert rebuild_model("latent_ode", model.config()).encode_fraction == 0.5
+
+
+def _encode(model, batch):
+    """The encoder's last hidden state on ``batch`` read backwards (what feeds the posterior layer)."""
+    h0 = batch.values.new_zeros(batch.batch_size, model.encoder_hidden)
+    return scan(model.encoder, h0, batch.times, batch.values, batch.mask, observation_kinds(batch.time_mask),
+                reverse=True).final
+
+
+def test_an_encode_fraction_range_draws_every_cut_off_between_its_ends():
+    """[0.5, 1]: over many steps the encoder reads from half of each trajectory up to all but its last point."""
+    batch = collate_padded(_spiral_like_batch([[float(t) for t in range(11)], [0.0, 4.0, 7.0, 10.0]]),
+                           feature_names=("x", "y"))
+    model = build_model("latent_ode", n_features=2, options={"encoder_hidden": 4, "encode_fraction": [0.5, 1.0]})
+    assert model.config()["encode_fraction"] == [0.5, 1.0]
+    torch.manual_seed(0)
+    read = [model.encoder_view(batch).time_mask.sum(dim=1).tolist() for _ in range(200)]
+    assert {first for first, _ in read} == set(range(6, 11)) and {second for _, second in read} == {2, 3}

@@ -1,0 +1,94 @@
+"""benchmarks/reproduce_spirals.py: the data split never lets training read a scored point; runs merge by seed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+reproduce_spirals = pytest.importorskip("reproduce_spirals")
+
+
+def test_training_windows_reach_the_last_point_and_their_futures_are_nan():
+    rel_times, noisy, clean, _, starts, rotation = reproduce_spirals.spiral_windows(400, 0, n_train=300,
+                                                                                    train_start_max=899)
+    assert rel_times.shape == (200,) and noisy.shape == clean.shape == (400, 200, 2)
+    # training windows as the torchdiffeq example draws them (last start 899: the window ends on point 999),
+    # test windows leave room for their 100 scored points
+    assert starts.min() >= 100 and 799 < starts[:300].max() <= 899 and starts[300:].max() <= 799
+    assert np.isnan(noisy[:300, 100:]).all() and np.isnan(clean[:300, 100:]).all()
+    assert np.isfinite(noisy[:, :100]).all() and np.isfinite(clean[300:]).all()
+    assert sorted(np.bincount(rotation)) == [200, 200]
+
+
+def test_the_windows_of_spirals_keep_their_shared_draws():
+    """``spirals`` (bench_training's data) draws every window from points 100 to 899 with a future, as before."""
+    rel_times, noisy, clean, rng = reproduce_spirals.spirals(50, 3)
+    again = reproduce_spirals.spiral_windows(50, 3)
+    np.testing.assert_array_equal(noisy, again[1])
+    assert np.isfinite(clean).all() and again[4].max() <= 799
+    # the clean points lie on the two Archimedean spirals: radius b * t about x = +5 (counter-clockwise)
+    # and b * 50 / (6 pi + 1 - t) about x = -5 (clockwise)
+    centre = np.where(again[5][:, None, None] == 1, [5.0, 0.0], [-5.0, 0.0])
+    t = np.linspace(0, 6 * np.pi, 1000)[again[4][:, None] + np.arange(200)]
+    radius = np.where(again[5][:, None] == 1, 0.3 * t, 15.0 / (6 * np.pi + 1 - t))
+    np.testing.assert_allclose(np.linalg.norm(clean - centre, axis=-1), radius, rtol=1e-12)
+
+
+def test_futures_past_every_training_window_are_found():
+    starts = np.array([100, 500, 150, 450, 699, 700, 600, 700])
+    rotation = np.array([0, 1, 0, 1, 0, 0, 1, 1])
+    # training windows end by point 249 (clockwise) and 599 (counter-clockwise); a future ends at start + 199
+    assert reproduce_spirals.beyond_training(starts, rotation, 4).tolist() == [True, True, True, True]
+    starts[:4] = [800, 750, 820, 760]  # now by points 919 and 859
+    assert reproduce_spirals.beyond_training(starts, rotation, 4).tolist() == [False, False, False, True]
+
+
+def _record(seed, model, n_obs, clean, **changes):
+    settings = {**asdict(reproduce_spirals.Settings()), **changes}
+    result = {"noisy": clean + 0.2, "clean": clean, "quarters": [clean] * 4, "inside": clean, "beyond": float("nan"),
+              "n_beyond": 0, "n_test": 200, "seconds": 1.0, "final_loss": 0.0}
+    return {"seed": seed, "model": model, "n_obs": n_obs, "n_spirals": 1000, "quick": False, "settings": settings,
+            "result": result}
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_merge_puts_one_process_per_seed_into_one_table(tmp_path):
+    files = [_write(tmp_path / f"seed{seed}.jsonl", [_record(seed, model, n, 0.1 * (seed + 1))
+                                                      for model in reproduce_spirals.PAPER
+                                                      for n in reproduce_spirals.COUNTS])
+             for seed in (2, 0, 1)]
+    results, seeds, settings, n_spirals, quick = reproduce_spirals.merge(files)
+    assert seeds == [0, 1, 2] and settings == reproduce_spirals.Settings() and n_spirals == 1000 and not quick
+    assert [r["clean"] for r in results["Latent ODE"][30]] == pytest.approx([0.1, 0.2, 0.3])
+    text = reproduce_spirals.table(results, seeds, settings, n_spirals)
+    assert "| Latent ODE (neurode) | clean | 0.2000 ± 0.1000 | 0.2000 ± 0.1000 | 0.2000 ± 0.1000 |" in text
+    assert "| 30 | 0.200 | 0.200 | 0.200 | 0.200 | 0.200 | none (0.0 of 200) |" in text
+
+
+def test_merge_refuses_mixed_settings_missing_runs_and_torn_lines(tmp_path):
+    one = _write(tmp_path / "a.jsonl", [_record(0, "RNN", 30, 0.5)])
+    other = _write(tmp_path / "b.jsonl", [_record(1, "RNN", 30, 0.5, iters=10)])
+    with pytest.raises(ValueError, match="runs with different settings"):
+        reproduce_spirals.merge([one, other])
+    with pytest.raises(ValueError, match=r"not every run has every seed \[0\]: RNN 50 obs"):
+        reproduce_spirals.merge([one])
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(one.read_text() + '{"seed": 1, "mod')
+    with pytest.raises(ValueError, match="torn.jsonl:2: not a JSON line"):
+        reproduce_spirals.merge([torn])
+    assert reproduce_spirals.main(["--merge", str(torn)]) == 1
+
+
+def test_a_partial_run_never_writes_the_readme():
+    """--counts runs part of a table; only --merge of all counts may write it."""
+    assert reproduce_spirals.main(["--counts", "100", "--write-readme"]) == 1
