@@ -409,16 +409,9 @@ class _BacksolveBatchFunction(torch.autograd.Function):
         return (None, a, *param_grads)
 
 
-class _BacksolveBatchInterpolated(torch.autograd.Function):
+class _BacksolveBatchInterpolated(_BacksolveBatchFunction):
     """Per-sample backsolve with an implicit method: each sample's adjoint along its stored forward solution
-    (``interpolated.py``), one sample after another."""
-
-    @staticmethod
-    def forward(ctx, holder: _Holder, y0, *params):
-        batch = holder.batch
-        ctx.holder = holder
-        ctx.save_for_backward(batch.ys, *params)
-        return batch.ys
+    (``interpolated.py``), one sample after another. The forward pass is the parent's."""
 
     @staticmethod
     def backward(ctx, grad_ys):
