@@ -60,9 +60,9 @@ from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import hermite
 from neurode.framework.implicit_gradient import implicit_root
 from neurode.framework.jacobian import block_jacobian, record, unwatched, user_jacobian
-from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, solve_stage
+from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, StageSolution, solve_stage
 from neurode.framework.partitioned_jacobian import PartitionedFactors, PartitionedJacobian
-from neurode.framework.solver import NEWTON_SINGULAR, AbstractSolver, Step, StepFailure
+from neurode.framework.solver import NEWTON_DIVERGED, NEWTON_SINGULAR, NEWTON_SLOW, AbstractSolver, Step, StepFailure
 
 _LINEAR_SOLVERS = ("lu", "krylov")
 #: flags of the carried Jacobian (see the module docstring)
@@ -288,9 +288,13 @@ class ESDIRK(AbstractSolver):
             t_i = t0 + tab.c[i] * h64 if per_sample else t64 + tab.c[i] * float(h)
             with torch.no_grad():  # the Newton iterations off the graph: the stage gets its gradient by the IFT
                 z0 = self._predict(i, ks, values, base, hg)
-                solution = solve_stage(field, t_i, base.detach(), hg, z0, linear, scale, eta, ~failed,
-                                       tol=self.newton_tol, max_iters=self.max_iters, max_rate=self.max_rate,
-                                       to_roundoff=self.fixed_step)
+                newton = {"tol": self.newton_tol, "max_iters": self.max_iters, "max_rate": self.max_rate,
+                          "to_roundoff": self.fixed_step}
+                solution = solve_stage(field, t_i, base.detach(), hg, z0, linear, scale, eta, ~failed, **newton)
+                if isinstance(linear, DenseLU) and bool(solution.failed.any()):
+                    solution, linear, jac, carried, flag = self._refresh_at_stage(
+                        func, field, t_i, base.detach(), hg, z0, solution, linear, scale, eta, failed, jac,
+                        carried, flag, newton)
             new = solution.failed & ~failed
             code = torch.where(new, solution.code, code)
             residual = torch.where(new, solution.residual, residual)
@@ -338,6 +342,49 @@ class ESDIRK(AbstractSolver):
         for j, w in terms[1:]:
             guess = guess + w * values[j]
         return guess - base
+
+    def _refresh_at_stage(self, func, field: RowField, t_i, base: torch.Tensor, hg: torch.Tensor,
+                          z0: torch.Tensor, solution: StageSolution, linear: DenseLU, scale: torch.Tensor,
+                          eta: torch.Tensor, failed: torch.Tensor, jac, carried, flag, newton: dict):
+        """Retry a stage whose simplified Newton iteration failed, with ``J`` formed at the stage itself.
+
+        The step's ``J`` was formed at some earlier ``y`` (this step's ``y0`` at best). A stage far from it — a
+        large step on a nonlinear problem, or kvaerno5's stage 3 at ``c = 1.23`` — sees ``J`` change along the
+        step, and the iteration contracts at rate ``‖(I - hγJ)⁻¹ hγ (J(Y_i) - J)‖``: 0.46 to 0.78 on
+        ``neurode.testing.ManufacturedProblem`` at ``h ≈ 1``, too slow to converge in ``max_iters``. As ARKODE
+        does for its DIRK stages (its linear-solver setup evaluates ``J`` at the stage's current guess;
+        Hindmarsh et al., ACM TOMS 31 (2005), SUNDIALS), the failing rows form ``J`` at their last iterate (at the
+        predictor where the iteration diverged), refactor ``I - hγ J`` and iterate again from there, once. The
+        new ``J`` and LU replace those rows' carried ones (any ``J`` serves simplified Newton; the flag marks it
+        fresh, so a second failure shrinks the step instead of forming yet another). Only a stage that fails
+        again rejects the step: a whole step's evaluations are not thrown away for want of one ``J``.
+        A row whose iterate is not finite, or whose matrix is singular, is left to the step's rejection.
+        """
+        retry = solution.failed & ~failed & ((solution.code == NEWTON_SLOW) | (solution.code == NEWTON_DIVERGED))
+        if not bool(retry.any()):
+            return solution, linear, jac, carried, flag
+        rows = torch.nonzero(retry).flatten()
+        start = torch.where((solution.code == NEWTON_SLOW)[:, None], solution.z, z0)
+        blocks = self._jacobian(func, field, t_i, base + start, rows if field.per_sample else None)
+        eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
+        factors, piv, info = torch.linalg.lu_factor_ex(eye - hg[rows][:, None, None] * blocks)
+        record(func, factorisations=1)
+        ok = info == 0
+        rows, blocks, factors, piv = rows[ok], blocks[ok], factors[ok], piv[ok]
+        if rows.numel() == 0:
+            return solution, linear, jac, carried, flag
+        lu, pivots, hg_lu = carried
+        jac = jac.index_copy(0, rows, blocks)
+        lu, pivots = lu.index_copy(0, rows, factors), pivots.index_copy(0, rows, piv.to(torch.float64))
+        flag = flag.index_copy(0, rows, torch.full((rows.numel(),), _JAC_AT_Y, dtype=flag.dtype, device=flag.device))
+        linear = DenseLU(lu, pivots.to(torch.int32))
+        live = torch.zeros_like(failed).index_fill_(0, rows, True)
+        again = solve_stage(field, t_i, base, hg, start, linear, scale, eta, live, **newton)
+        merged = {name: torch.where(live if value.ndim == 1 else live[:, None], getattr(again, name), value)
+                  for name, value in vars(solution).items()}
+        merged["iterations"] = solution.iterations + again.iterations
+        solution = StageSolution(**merged)
+        return solution, linear, jac, (lu, pivots, hg_lu), flag
 
     def _differentiable_stage(self, field: RowField, t_i, base: torch.Tensor, hg: torch.Tensor, root: torch.Tensor,
                               ok: torch.Tensor) -> torch.Tensor:

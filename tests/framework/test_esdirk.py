@@ -61,7 +61,8 @@ def test_robertson_over_1e5_is_within_tolerance_of_radau_and_reuses_its_jacobian
     stats = sol.stats
     assert stats.n_accepted < 700
     assert 0 < stats.n_jac <= stats.n_accepted / 3  # the Jacobian is kept across steps while Newton converges
-    assert stats.n_lu <= stats.n_steps
+    # one LU per step at most, plus one for every Jacobian formed at a stage whose Newton iteration failed
+    assert stats.n_lu <= stats.n_steps + stats.n_jac
 
 
 def test_robertson_outputs_inside_steps_use_the_third_order_hermite_interpolant(robertson_reference):
@@ -168,17 +169,75 @@ def test_newton_failure_inside_a_step_is_a_rejection_not_an_exception():
     assert torch.allclose(sol.ys[-1], exact, rtol=1e-4)
 
 
-def test_a_fixed_step_whose_newton_failed_with_an_old_jacobian_is_retried_with_a_fresh_one():
+def test_a_fixed_step_whose_newton_failed_with_an_old_jacobian_recovers_with_a_fresh_one():
     # ManufacturedProblem at h = 0.125: the Jacobian formed at t = 0 is kept while Newton converges, until at
-    # t = 1.25 the iteration is too slow with it; a fixed step cannot shrink, but it can be retried with J formed
-    # at the step's start (it converges at rate ~0.07). Before, this solve raised NewtonConvergenceError.
+    # t = 1.25 the iteration is too slow with it; a fixed step cannot shrink, but its stage can be iterated again
+    # with J formed there (before the stage refresh: the step was retried with J formed at its start; before
+    # that, this solve raised NewtonConvergenceError).
     from neurode.testing.problems import ManufacturedProblem
 
     problem = ManufacturedProblem()
     sol = neurode.solve(problem, problem.exact(0.0), torch.tensor([0.0, 2.0], dtype=F64), solver="kvaerno3",
                         step_size=0.125)
-    assert sol.stats.n_rejected == 1 and sol.stats.n_accepted == 16 and sol.stats.n_jac == 2
+    assert sol.stats.n_rejected == 0 and sol.stats.n_accepted == 16 and sol.stats.n_jac == 2
     assert float((sol.ys[-1] - problem.exact(2.0)).abs().max()) < 5e-4  # third order at h = 0.125
+
+
+def test_a_stage_whose_newton_iteration_fails_is_retried_with_a_jacobian_formed_at_the_stage(monkeypatch):
+    # kvaerno5 on ManufacturedProblem from t = 0.644 with h = 1.03 (where rtol 1e-3 puts its step): with J at y0
+    # the simplified Newton iteration of stage 2 contracts at 0.46 (J changes along so long a step) and fails;
+    # with J formed at the stage's iterate it converges, and the step is not thrown away
+    from neurode.plugins.solvers.tableaus.esdirk import KVAERNO5
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+    solver = ESDIRK(KVAERNO5, rtol=1e-3, atol=1e-3)
+    t0, h = 0.643988870877384, 1.0526468370002398
+    y0 = problem.exact(t0)
+
+    def f(t, y):
+        return problem(torch.as_tensor(t, dtype=F64), y)
+
+    step = solver.step(f, t0, h, y0, solver.init(f, t0, y0))
+    assert step.failure is None
+    assert float((step.y1 - problem.exact(t0 + h)).abs().max()) < 0.05
+    # the carried Jacobian is the one formed at the stage, marked fresh: a later failure shrinks the step
+    assert float(step.state_retry[-1][0]) == 0.0
+    # the whole solve: error-limited steps, none rejected (before: 6 steps, one rejected, error 2.6e-4 at
+    # rtol 1e-3 and only 7.5x smaller at 1e-6, which failed check_solver's tolerance check)
+    sol = neurode.solve(problem, problem.exact(0.0), torch.tensor([0.0, 2.0], dtype=F64), solver="kvaerno5",
+                        rtol=1e-3, atol=1e-3)
+    assert sol.stats.n_rejected == 0 and sol.stats.n_steps <= 5
+    monkeypatch.setattr(ESDIRK, "_refresh_at_stage", lambda self, *args: (args[6], args[7], *args[11:14]))
+    assert solver.step(f, t0, h, y0, solver.init(f, t0, y0)).failure is not None
+
+
+def test_per_sample_stage_jacobian_refresh_matches_each_samples_own_solve(monkeypatch):
+    # each sample forms its own stage Jacobian where its own iteration failed: the batch equals every member's own
+    # solve, and fewer steps are thrown away than without the refresh (8 samples: 3 rejected against 5)
+    from neurode.testing.problems import ManufacturedProblem
+
+    problem = ManufacturedProblem()
+
+    def f(t, y, phases):  # the manufactured field of the rows the batch loop hands over (their phases as args)
+        s = t.to(y.dtype) + phases
+        return problem._du(s) + problem._g(y) - problem._g(problem._u(s))
+
+    t, phases = torch.tensor([0.0, 2.0], dtype=F64), problem.phases
+
+    def per_sample():
+        return neurode.solve(f, problem.exact(0.0), t.expand(problem.batch, 2), solver="kvaerno5", rtol=1e-3,
+                             atol=1e-3, per_sample=True, args=phases)
+
+    per = per_sample()
+    assert float((per.ys[-1] - problem.exact(2.0)).abs().max()) < 0.05
+    for b in range(problem.batch):
+        alone = neurode.solve(f, problem.exact(0.0)[b:b + 1], t, solver="kvaerno5", rtol=1e-3, atol=1e-3,
+                              args=phases[b:b + 1])
+        assert torch.allclose(per.ys[-1, b], alone.ys[-1, 0], rtol=1e-12, atol=1e-12)
+        assert int(per.sample_stats["n_rejected"][b]) == alone.stats.n_rejected
+    monkeypatch.setattr(ESDIRK, "_refresh_at_stage", lambda self, *args: (args[6], args[7], *args[11:14]))
+    assert int(per_sample().sample_stats["n_rejected"].sum()) > int(per.sample_stats["n_rejected"].sum())
 
 
 def test_a_fixed_step_batch_member_equals_its_own_solve_to_round_off():
@@ -211,15 +270,16 @@ class _Attempts:
 
 def test_after_a_newton_failure_the_step_is_halved_and_does_not_grow_right_after():
     # Hairer & Wanner II, §IV.8 (RADAU5): h/2 on a Newton failure (the controller's dfactor 0.2 is for an error
-    # estimate, which a failed iteration does not have) and no growth on the next step. kvaerno5 at rtol 1e-6 on
-    # ManufacturedProblem fails its Newton iteration at h ~ 0.3 with an old Jacobian.
+    # estimate, which a failed iteration does not have) and no growth on the next step. kvaerno5 at rtol 1e-3 on
+    # ManufacturedProblem, allowed two Newton increments per stage, fails its iteration at h ~ 1 even with J
+    # formed at the stage.
     from neurode.plugins.solvers.tableaus.esdirk import KVAERNO5
     from neurode.testing.problems import ManufacturedProblem
 
     problem = ManufacturedProblem()
-    attempts = _Attempts(ESDIRK(KVAERNO5, rtol=1e-6, atol=1e-6))
+    attempts = _Attempts(ESDIRK(KVAERNO5, rtol=1e-3, atol=1e-3, max_iters=2))
     neurode.solve(problem, problem.exact(0.0), torch.tensor([0.0, 2.0], dtype=F64), solver=attempts.solver,
-                  rtol=1e-6, atol=1e-6)
+                  rtol=1e-3, atol=1e-3)
     failures = [i for i, (_, failed) in enumerate(attempts.seen) if failed]
     assert failures
     for i in failures:
@@ -359,7 +419,8 @@ def test_default_newton_tolerance_follows_rtol_as_radau5():
 
 def test_stage_value_predictor_needs_fewer_evaluations_than_the_previous_stage_start(monkeypatch):
     # kvaerno5 on Robertson over [0, 1e5]: the interpolating predictor against z⁰ = hγ k_(i-1) (the start before);
-    # measured 1671 against 2882 evaluations (over [0, 40] the two are level, 781 against 784)
+    # measured 1671 against 2882 evaluations while a failed stage rejected its step; since a failed stage is
+    # iterated again with J formed there (_refresh_at_stage), 1457 against 1592
     y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1e5], dtype=F64)
 
     def nfe():
@@ -368,4 +429,4 @@ def test_stage_value_predictor_needs_fewer_evaluations_than_the_previous_stage_s
 
     interpolating = nfe()
     monkeypatch.setattr(ESDIRK, "_predict", lambda self, i, ks, values, base, hg: hg[:, None] * ks[-1])
-    assert interpolating < 0.8 * nfe()
+    assert interpolating < 0.95 * nfe()

@@ -54,14 +54,6 @@ CHECK_ARGUMENTS = {
     # torchdiffeq's scipy wrapper evaluates f in the state's dtype inside LSODA's float64 arithmetic, so a
     # float32 solve is markedly less accurate than a float64 one (torchdiffeq's behaviour, kept).
     "torchdiffeq.scipy_solver": {"skip": ("dtypes",)},
-    # kvaerno5's steps on ManufacturedProblem are limited by its Newton iteration, not by its error (measured,
-    # issue 15): at h ~ 1, where rtol 1e-3 would put them, stage 3 (c = 1.23, hγ = 0.26) converges at rate 0.44
-    # even with a fresh Jacobian and the step is rejected and halved, so the error falls only 7.5x from rtol 1e-3
-    # to 1e-6 (2.1e-4 -> 2.9e-5; 30x asked); and in float32 the iteration reaches round-off (its other way to
-    # converge) where float64 fails, so float32 takes 6 larger steps where float64 takes 11 (error 1.1e-3 vs
-    # 4.7e-4; 2x + 1e-4 allowed). Kennedy & Carpenter's esdirk547l2sa (nodes in [0, 1.04], γ = 0.184) passes
-    # every check with its defaults.
-    "kvaerno5": {"skip": ("dtypes", "tolerance")},
 }
 
 
