@@ -43,7 +43,7 @@ from neurode.framework.jacobian import dense_jacobian, user_jacobian
 from neurode.framework.loop import integrate
 from neurode.framework.solution import SolveStats
 from neurode.framework.solve import build_problem
-from neurode.framework.vector_field import VectorField, slice_args
+from neurode.framework.vector_field import VectorField
 
 #: three-point Gauss–Legendre rule on [0, 1] (Abramowitz & Stegun 25.4.29): nodes and weights
 _GAUSS_NODES = (0.5 - math.sqrt(15.0) / 10.0, 0.5, 0.5 + math.sqrt(15.0) / 10.0)
@@ -186,51 +186,3 @@ def _quadrature(inner, backward, steps, y_at, forward_steps, span, params, param
         if t_requires_grad:
             total_t = total_t + sum(g.to(dtype) for g in grads[len(params):] if g is not None)
     return total_t
-
-
-def interpolated_adjoint_per_sample(*, func, args, solver, backward_solver, config, t: torch.Tensor,
-                                    ys: torch.Tensor, grad_ys: torch.Tensor, params: tuple, stats: SolveStats):
-    """:func:`interpolated_adjoint` for the batch-parallel loop's per-sample time grids, one sample at a time.
-
-    Each sample's gradient is its own solve's (its forward re-solve and adjoint run on its own times and
-    steps, as the per-sample forward solve stepped it alone); the parameter gradients are their sum. The samples
-    are integrated back one after another, so the backward pass costs a Python loop over the batch.
-
-    Args:
-        func: the user's ``f(t, y[, args])`` on a batch (``t`` of shape ``(B,)``).
-        args: the solve's ``args`` (sliced per sample).
-        solver, config: the forward method and loop configuration.
-        backward_solver: the registered name of the method that integrates the adjoint back.
-        t: ``[B, T]`` output times (``NaN`` padding); ``ys``, ``grad_ys``: ``[T, B, *state]``.
-    Returns:
-        ``(a(t_0) [B, *state], [g_θ])``.
-    """
-    n_out = torch.isfinite(t).sum(dim=1).tolist()
-    state_shape = ys.shape[2:]
-    grad_y0 = torch.zeros_like(ys[0])
-    param_grads = [torch.zeros_like(p) for p in params]
-    for b, count in enumerate(n_out):
-        if count < 2:
-            grad_y0[b] = grad_ys[0, b]
-            continue
-        args_b = slice_args(args, torch.tensor([b], device=ys.device))
-
-        def sample_field(t_, y, args_b=args_b):
-            # the user's per-sample f on a batch of one: its time is a (1,) tensor, as the batch loop gives it
-            y = y.view(1, *state_shape)
-            t_row = t_.reshape(1)
-            out = func(t_row, y) if args_b is None else func(t_row, y, args_b)
-            return out.reshape(-1)
-
-        ys_b = ys[:count, b].reshape(count, -1)
-        inner = VectorField(sample_field, ys_b[0], None)
-        a0, _, grads = interpolated_adjoint(
-            inner=inner, solver=solver, config=config, backward_solver=backward_solver, options={}, rtol=config.rtol,
-            atol=config.atol, controller=config.controller, t=t[b, :count].to(ys.dtype), ys=ys_b,
-            grad_ys=grad_ys[:count, b].reshape(count, -1), params=params, t_requires_grad=False, state_jac=None,
-            stats=stats)
-        grad_y0[b] = a0.view(state_shape)
-        for k, g in enumerate(grads):
-            param_grads[k] = param_grads[k] + g
-        stats.nfe_backward += inner.nfe
-    return grad_y0, param_grads

@@ -151,6 +151,32 @@ def test_per_sample_stiff_backsolve_gives_each_samples_closed_form_gradient(name
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["kvaerno5", "rodas4"])
+def test_per_sample_stiff_backsolve_agrees_with_checkpoint_on_a_neural_field(name):
+    # ragged grids, parameters read through an nn.Module: every output interval is solved again for all samples
+    # at once and differentiated step by step; the gradients are checkpoint's to about the tolerance
+    func = Stiff(8)
+    y0 = torch.tensor([[1.0, 0.5], [0.5, 0.1], [-0.3, 0.2]], dtype=F64, requires_grad=True)
+    times = torch.tensor([[0.0, 0.02, 0.05, 0.1], [0.0, 0.03, 0.08, float("nan")], [0.0, 0.1, float("nan"),
+                                                                                    float("nan")]], dtype=F64)
+    grads, sols = {}, {}
+    for adjoint in ("checkpoint", "backsolve"):
+        sols[adjoint] = sol = neurode.solve(func, y0, times, solver=name, adjoint=adjoint, per_sample=True,
+                                            rtol=1e-7, atol=1e-9)
+        grads[adjoint] = torch.autograd.grad(torch.nan_to_num(sol.ys).square().sum(), (y0, *func.parameters()))
+    for got, want in zip(grads["backsolve"], grads["checkpoint"]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert sols["backsolve"].stats.nfe_backward > 0 and sols["backsolve"].stats.n_lu_backward > 0
+
+
+def test_per_sample_stiff_backsolve_refuses_a_backward_solver_it_would_not_use():
+    y0 = torch.tensor([[1.0, 0.5]], dtype=F64, requires_grad=True)
+    sol = neurode.solve(lambda t, y: y @ STIFF.T, y0, TIMES.expand(1, 3), solver="kvaerno4", per_sample=True,
+                        adjoint="backsolve", adjoint_options={"solver": "kvaerno5"})
+    with pytest.raises(neurode.InvalidInputError, match="differentiates the forward method's own re-solve"):
+        sol.ys.sum().backward()
+
+
 #: backsolve re-integrates y backwards, where the -1000 mode grows: at h λ = +10 a method's stability function
 #: decides how far the reconstructed state leaves the forward one. kvaerno5: R(10) = -6.2; esdirk547l2sa:
 #: R(10) = 258 (its pole 1/γ = 5.4 lies just below), and its backsolve gradient is 7e-5 off the discrete one
