@@ -13,7 +13,7 @@ becomes the states (time-major, so each step reads and writes one contiguous
 block). No autograd graph is recorded. Backwards, with ``c = dL/dh_j`` and
 ``d_j = c * (1 - h_j^2)`` (backpropagation through time, Werbos 1990)::
 
-    dL/dh_{j-1} = W_hh^T d_j        (the only work left inside the loop)
+    dL/dh_{j-1} = W_hh^T d_j        (with d_j, the only work inside the loop)
     dL/dW_hh = sum_j d_j h_{j-1}^T,  dL/dW_ih = sum_j d_j x_j^T,  dL/db = sum_j d_j,  dL/dx_j = W_ih^T d_j
 
 and the sums over steps are each one matrix product after the loop.
@@ -38,6 +38,7 @@ from neurode.plugins.models.recurrent_sequence import (
     read_ends,
     recorded_backward,
     select_final,
+    subnormals_flushed,
 )
 
 
@@ -66,23 +67,34 @@ class _ElmanSequence(torch.autograd.Function):
     def backward(ctx, grad):
         if torch.is_grad_enabled():
             return recorded_backward(ctx, grad, _step)
-        x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
-        states, ends = ctx.states, ctx.ends
-        steps, batch, hidden = states.shape
-        inputs = x.shape[-1]
-        d = 1 - states * states  # tanh'; each step's slice becomes d_j = dL/d(pre-activation) in place
-        c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
-        for j in range(steps - 1, -1, -1):
-            c = inject_grad(c, grad, last, j, ends)
-            c = d[j].mul_(c) @ weight_hh
-        d_rows = d.view(steps * batch, hidden)
-        previous = torch.cat([h0.unsqueeze(0), states[:-1]]).view(steps * batch, hidden)
-        grad_bias = d_rows.sum(0)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (d_rows @ weight_ih).view(steps, batch, inputs).transpose(0, 1)
-        return (grad_x, grad_h0(c, grad, last), None, d_rows.t() @ ctx.x_steps, d_rows.t() @ previous,
-                grad_bias, grad_bias.clone())
+        with subnormals_flushed(grad.device):
+            return _backward_through_time(ctx, grad)
+
+
+def _backward_through_time(ctx, grad):
+    """The gradients of ``forward``'s inputs, by backpropagation through time (module docstring)."""
+    x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
+    states, ends = ctx.states, ctx.ends
+    steps, batch, hidden = states.shape
+    inputs = x.shape[-1]
+    d = torch.empty_like(states)  # d_j = dL/d(pre-activation of step j), kept for the products after the loop
+    c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
+    for j in range(steps - 1, -1, -1):
+        c = inject_grad(c, grad, last, j, ends)
+        # c * (1 - h_j^2) in one kernel, written into d_j (a whole-sequence 1 - h^2 first measured slower: it
+        # allocates and streams all the states once more)
+        c = torch.ops.aten.tanh_backward.grad_input(c, states[j], grad_input=d[j]) @ weight_hh
+    d_rows = d.view(steps * batch, hidden)
+    # sum_j d_j h_{j-1}^T without stacking [h0, h_0, ...]: the steps after the first, then the first
+    grad_weight_hh = d_rows[batch:].t() @ states[:-1].reshape(-1, hidden)
+    if steps:
+        grad_weight_hh.addmm_(d[0].t(), h0)
+    grad_bias = d_rows.sum(0)
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = (d_rows @ weight_ih).view(steps, batch, inputs).transpose(0, 1)
+    return (grad_x, grad_h0(c, grad, last), None, d_rows.t() @ ctx.x_steps, grad_weight_hh,
+            grad_bias, grad_bias.clone())
 
 
 def _step(x_j, h, weight_ih, weight_hh, bias_ih, bias_hh):

@@ -46,6 +46,7 @@ from neurode.plugins.models.recurrent_sequence import (
     recorded_backward,
     select_final,
     stack_states,
+    subnormals_flushed,
 )
 
 
@@ -90,32 +91,38 @@ class _GRUSequence(torch.autograd.Function):
     def backward(ctx, grad):
         if torch.is_grad_enabled():
             return recorded_backward(ctx, grad, _step)
-        x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
-        states, gates, ends = ctx.states, ctx.gates, ctx.ends
-        hidden = h0.shape[-1]
-        grad_weight_ih, grad_weight_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
-        grad_bias_ih, grad_bias_hh = torch.zeros_like(bias_ih), torch.zeros_like(bias_hh)
-        grad_x = [] if ctx.needs_input_grad[0] else None
-        c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
-        for j in range(len(states) - 1, -1, -1):
-            c = inject_grad(c, grad, last, j, ends)
-            h_prev = states[j - 1] if j else h0
-            rz, n, a_n = gates[j]
-            r, z = rz[:, :hidden], rz[:, hidden:]
-            d_n = c * (1 - z) * (1 - n * n)  # dL/dg_n
-            d_rz = torch.cat([d_n * a_n, c * (h_prev - n)], dim=-1).mul_(rz * (1 - rz))
-            d_a = torch.cat([d_rz, d_n * r], dim=-1)  # dL/d(W_hh h + b_hh)
-            d_g = torch.cat([d_rz, d_n], dim=-1)  # dL/d(W_ih x + b_ih)
-            grad_weight_hh.addmm_(d_a.t(), h_prev)
-            grad_bias_hh += d_a.sum(0)
-            grad_weight_ih.addmm_(d_g.t(), x[:, j])
-            grad_bias_ih += d_g.sum(0)
-            if grad_x is not None:
-                grad_x.append(d_g @ weight_ih)
-            c = torch.addmm(c * z, d_a, weight_hh)
+        with subnormals_flushed(grad.device):
+            return _backward_through_time(ctx, grad)
+
+
+def _backward_through_time(ctx, grad):
+    """The gradients of ``forward``'s inputs, by backpropagation through time (module docstring)."""
+    x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
+    states, gates, ends = ctx.states, ctx.gates, ctx.ends
+    hidden = h0.shape[-1]
+    grad_weight_ih, grad_weight_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
+    grad_bias_ih, grad_bias_hh = torch.zeros_like(bias_ih), torch.zeros_like(bias_hh)
+    grad_x = [] if ctx.needs_input_grad[0] else None
+    c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
+    for j in range(len(states) - 1, -1, -1):
+        c = inject_grad(c, grad, last, j, ends)
+        h_prev = states[j - 1] if j else h0
+        rz, n, a_n = gates[j]
+        r, z = rz[:, :hidden], rz[:, hidden:]
+        d_n = c * (1 - z) * (1 - n * n)  # dL/dg_n
+        d_rz = torch.cat([d_n * a_n, c * (h_prev - n)], dim=-1).mul_(rz * (1 - rz))
+        d_a = torch.cat([d_rz, d_n * r], dim=-1)  # dL/d(W_hh h + b_hh)
+        d_g = torch.cat([d_rz, d_n], dim=-1)  # dL/d(W_ih x + b_ih)
+        grad_weight_hh.addmm_(d_a.t(), h_prev)
+        grad_bias_hh += d_a.sum(0)
+        grad_weight_ih.addmm_(d_g.t(), x[:, j])
+        grad_bias_ih += d_g.sum(0)
         if grad_x is not None:
-            grad_x = torch.stack(grad_x[::-1], dim=1)
-        return grad_x, grad_h0(c, grad, last), None, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh
+            grad_x.append(d_g @ weight_ih)
+        c = torch.addmm(c * z, d_a, weight_hh)
+    if grad_x is not None:
+        grad_x = torch.stack(grad_x[::-1], dim=1)
+    return grad_x, grad_h0(c, grad, last), None, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh
 
 
 def _step(x_j, h, weight_ih, weight_hh, bias_ih, bias_hh):

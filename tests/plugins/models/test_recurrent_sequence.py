@@ -12,6 +12,7 @@ from neurode.plugins.models.elman_sequence import elman_sequence
 from neurode.plugins.models.gru_sequence import gru_sequence
 from neurode.plugins.models.irregular_scan import OBSERVATION, PADDING, QUERY, scan
 from neurode.plugins.models.recurrent_cells import GapElmanCell, GapGRUCell
+from neurode.plugins.models.recurrent_sequence import subnormals_flushed
 
 EXACT = {"rtol": 1e-12, "atol": 1e-12}
 
@@ -21,7 +22,11 @@ READERS = {
     "tanh": (elman_sequence, lambda features, hidden: torch.nn.RNNCell(features, hidden, nonlinearity="tanh")),
 }
 GAP_CELLS = {"gru": GapGRUCell, "tanh": GapElmanCell}
-pytestmark = pytest.mark.parametrize("kind_of_cell", list(READERS))
+
+
+@pytest.fixture(params=list(READERS))
+def kind_of_cell(request):
+    return request.param
 
 
 def _cell_and_inputs(kind_of_cell, batch=4, steps=6, features=5, hidden=3, seed=0):
@@ -211,3 +216,37 @@ def test_the_latent_ode_and_rnn_delta_t_read_through_the_fast_path(kind_of_cell,
     rnn.predict(batch)
     rnn.predict(batch, times=torch.linspace(0.0, 1.0, 3))
     assert len(calls) == 3
+
+
+def _flushed() -> bool:
+    return float(torch.full((1,), 1e-310, dtype=torch.float64).mul_(1.0)) == 0.0
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_subnormals_are_flushed_inside_and_the_callers_mode_restored(before):
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush subnormal numbers")
+    try:
+        with subnormals_flushed(torch.device("cpu")):
+            assert _flushed()
+        assert _flushed() == before
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_the_backward_pass_runs_flushed_and_leaves_the_mode_as_it_was(kind_of_cell, monkeypatch):
+    """Vanishing gradients turn subnormal after some steps back; flushed, they cost no microcode assists."""
+    import importlib
+
+    module = importlib.import_module(READERS[kind_of_cell][0].__module__)
+    seen = []
+    original = module._backward_through_time
+
+    def recording(ctx, grad):
+        seen.append(_flushed())
+        return original(ctx, grad)
+
+    monkeypatch.setattr(module, "_backward_through_time", recording)
+    read, cell, x, h0 = _cell_and_inputs(kind_of_cell)
+    read(cell, x, h0).sum().backward()
+    assert seen == [True] and not _flushed()
