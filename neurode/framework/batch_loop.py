@@ -430,17 +430,19 @@ def integrate_batch(
         if n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
             # outputs in one step appears once per output (one round of tensor operations, not n_emit rounds)
+            # (index_select: these gathers run every step that emits, and the advanced-indexing kernel costs more)
             if n_emit == 1:
                 sel = torch.nonzero(count).flatten()
-                at = ptr[sel]
+                at = ptr.index_select(0, sel)
             else:
                 pairs = torch.nonzero(torch.arange(n_emit, device=device)[None, :] < count[:, None])
                 sel = pairs[:, 0]
-                at = ptr[sel] + pairs[:, 1]
-            start = tau_prev[sel]
-            theta = ((row_tau_out[sel, at] - start) / (tau[sel] - start)).clamp_(0.0, 1.0)
+                at = ptr.index_select(0, sel) + pairs[:, 1]
+            start = tau_prev.index_select(0, sel)
+            end = row_tau_out.reshape(-1).index_select(0, sel * n_times + at)
+            theta = ((end - start) / (tau.index_select(0, sel) - start)).clamp_(0.0, 1.0)
             out_value.append(solver.interpolate_per_sample(step, sel, theta))
-            out_index.append(act[sel] * n_times + at)
+            out_index.append(act.index_select(0, sel) * n_times + at)
             if records is not None:
                 records[-1].emits.append((sel, theta, out_index[-1]))
         if records is not None:
