@@ -61,6 +61,17 @@ tanh recognition network also through the generic step-by-step scan that
 its whole-sequence reader replaces.
 
     python benchmarks/bench_training.py --model latent_ode --steps 30 --seeds 0 1 2
+
+Measured (30 steps, seeds 0 1 2, one thread, on 2 cores shared with other
+jobs, load average 4-5: CPU-time ratios of the same run): neurode with the
+tanh encoder took 1.56x torchdiffeq's steps per second with tangent control
+off (1.67x and 1.56x in two earlier runs; by seed 1.49x to 2.18x) and 1.44x
+with it on, the training default (1.40x and 1.53x earlier), at a lower loss
+after 30 steps at every seed (3282 +- 454 against 3713 +- 297). The 1.5x
+target holds, thinly, with tangent control off only. neurode's GRU encoder,
+not like for like: 0.87x. Per part on trained weights: recognition network
+20 ms (tanh) and 92 ms (GRU) against 56 ms; solve and decoder 76 ms against
+104 ms. README, "Latent ODE training", has the tables.
 """
 
 from __future__ import annotations
