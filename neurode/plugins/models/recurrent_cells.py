@@ -27,6 +27,7 @@ says it is missing, never an imputed number:
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -58,11 +59,13 @@ class _GapCell(RecurrentCell):
         self.hidden_size = hidden_size
         self.n_features = n_features
 
+    @abc.abstractmethod
     def _recurrence(self) -> nn.Module:
-        raise NotImplementedError
+        """The torch cell stepped by ``advance`` and ``observe``."""
 
+    @abc.abstractmethod
     def _read(self, inputs: torch.Tensor, h0: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """The same cell over a whole sequence (``observe_sequence``), backpropagation through time by hand."""
 
     def _step(self, h, gap, values, mask):
         return self._recurrence()(torch.cat([values, mask.to(h.dtype), gap], dim=-1), h)
