@@ -107,26 +107,31 @@ def check_batch_times(t: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.
             f"sample, but y0's leading (batch) dimension is {batch}"
         )
     tt = t.detach().to(torch.float64)
-    if bool(torch.isinf(tt).any()):
-        rows = torch.nonzero(torch.isinf(tt).any(dim=1)).flatten().tolist()[:8]
-        raise InvalidInputError(f"rows {rows} of t hold an infinite time; times must be finite (NaN only as padding "
-                                "at the end of a row)")
     finite = torch.isfinite(tt)
     n_out = finite.sum(dim=1)
     # padding only at the end: the finite entries form a prefix
     prefix = torch.arange(tt.shape[1], device=tt.device)[None, :] < n_out[:, None]
-    if not bool((finite == prefix).all()):
-        raise InvalidInputError("per-sample times may only be padded with NaN at the end of a row")
-    if bool((n_out == 0).any()):
-        rows = torch.nonzero(n_out == 0).flatten().tolist()[:8]
-        raise InvalidInputError(f"rows {rows} of t have no finite time; every sample needs at least its start time")
     diff = tt[:, 1:] - tt[:, :-1]
     valid = prefix[:, 1:]
-    if bool((valid & (diff > 0)).any()) and bool((valid & (diff < 0)).any()):
+    increasing, decreasing = valid & (diff > 0), valid & (diff < 0)
+    # every check's verdict in one host read (a solve's only one before its loop); the details on failure only
+    has_inf, bad_padding, empty_row, any_increasing, any_decreasing, repeated = torch.stack([
+        torch.isinf(tt).any(), (finite != prefix).any(), (n_out == 0).any(), increasing.any(), decreasing.any(),
+        (valid & ~(increasing | decreasing)).any()]).tolist()
+    if has_inf:
+        rows = torch.nonzero(torch.isinf(tt).any(dim=1)).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {rows} of t hold an infinite time; times must be finite (NaN only as padding "
+                                "at the end of a row)")
+    if bad_padding:
+        raise InvalidInputError("per-sample times may only be padded with NaN at the end of a row")
+    if empty_row:
+        rows = torch.nonzero(n_out == 0).flatten().tolist()[:8]
+        raise InvalidInputError(f"rows {rows} of t have no finite time; every sample needs at least its start time")
+    if any_increasing and any_decreasing:
         raise InvalidInputError("all rows of t must run in the same direction (all increasing or all decreasing)")
-    direction = -1.0 if bool((valid & (diff < 0)).any()) else 1.0
-    if bool((valid & (direction * diff <= 0)).any()):
-        bad = torch.nonzero((valid & (direction * diff <= 0)).any(dim=1)).flatten().tolist()[:8]
+    direction = -1.0 if any_decreasing else 1.0
+    if repeated:
+        bad = torch.nonzero((valid & ~(increasing | decreasing)).any(dim=1)).flatten().tolist()[:8]
         raise InvalidInputError(f"rows {bad} of t are not strictly monotone")
     return tt, n_out, direction
 
@@ -430,17 +435,19 @@ def integrate_batch(
         if n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
             # outputs in one step appears once per output (one round of tensor operations, not n_emit rounds)
+            # (index_select: these gathers run every step that emits, and the advanced-indexing kernel costs more)
             if n_emit == 1:
                 sel = torch.nonzero(count).flatten()
-                at = ptr[sel]
+                at = ptr.index_select(0, sel)
             else:
                 pairs = torch.nonzero(torch.arange(n_emit, device=device)[None, :] < count[:, None])
                 sel = pairs[:, 0]
-                at = ptr[sel] + pairs[:, 1]
-            start = tau_prev[sel]
-            theta = ((row_tau_out[sel, at] - start) / (tau[sel] - start)).clamp_(0.0, 1.0)
+                at = ptr.index_select(0, sel) + pairs[:, 1]
+            start = tau_prev.index_select(0, sel)
+            end = row_tau_out.reshape(-1).index_select(0, sel * n_times + at)
+            theta = ((end - start) / (tau.index_select(0, sel) - start)).clamp_(0.0, 1.0)
             out_value.append(solver.interpolate_per_sample(step, sel, theta))
-            out_index.append(act[sel] * n_times + at)
+            out_index.append(act.index_select(0, sel) * n_times + at)
             if records is not None:
                 records[-1].emits.append((sel, theta, out_index[-1]))
         if records is not None:

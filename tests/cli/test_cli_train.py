@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+import neurode
 from neurode.cli.app import app
 from neurode.datasets import irregular_example, validate
 from neurode.datasets.io import write_zarr
@@ -359,3 +360,17 @@ def test_predict_writes_posterior_samples_for_a_latent_model_and_refuses_them_fo
                                  "--samples", "2"])
     assert result.exit_code == 1 and "draws no posterior samples" in result.output
     assert not (tmp_path / "no.zarr").exists()
+
+
+def test_latent_ode_takes_the_tanh_recognition_cell_from_the_command_line(runner, store, tmp_path):
+    out = tmp_path / "tanh"
+    result = _train(runner, store, out, "--quiet", "--model", "latent_ode", "--model-option", "encoder_cell=tanh",
+                    "--model-option", "encoder_hidden=8", "--max-steps", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["model"]["config"]["encoder_cell"] == "tanh"
+    assert type(neurode.load_run(out).model.encoder).__name__ == "GapElmanCell"
+    result = _train(runner, store, tmp_path / "bad", "--quiet", "--model", "latent_ode", "--model-option",
+                    "encoder_cell=lstm", "--max-steps", "1")
+    assert result.exit_code == 1, result.output
+    assert "encoder_cell must be one of gru, tanh, got 'lstm'" in result.output
+    assert "Traceback" not in result.output

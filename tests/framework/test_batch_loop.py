@@ -171,6 +171,21 @@ def test_direct_gradients_through_the_batch_loop():
     assert torch.autograd.gradcheck(fn, (y0, A), atol=1e-6, rtol=1e-4)
 
 
+def test_direct_gradients_when_steps_pass_several_outputs():
+    """The (row, output) pairs of a step that passes several outputs are gathered per pair: the gathers' backward
+    must send every pair's gradient to its row's step."""
+    w = torch.tensor([0.02, 1.0], dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[1.0, 0.0], [0.5, -0.5]], dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 2.0, 9, dtype=F64)
+
+    def solution(y0_, w_):
+        return neurode.solve(lambda t_, y, w_: torch.stack([y[..., 1], -(w_**2) * y[..., 0]], dim=-1), y0_, t,
+                             args=w_, per_sample=True, rtol=1e-10, atol=1e-12)
+
+    assert int(solution(y0, w).sample_stats["n_accepted"][0]) <= 4  # the slow sample: two or more outputs a step
+    assert torch.autograd.gradcheck(lambda *a: solution(*a).ys, (y0, w), atol=1e-6, rtol=1e-4)
+
+
 def test_float32_state_keeps_float64_time():
     y0 = torch.ones(3, 1)
     t = torch.tensor([[0.0, 1.0]] * 3, dtype=F64)

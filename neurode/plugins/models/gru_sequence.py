@@ -29,12 +29,25 @@ with the step-by-step scan to rounding. A backward pass that must itself be
 differentiable (``create_graph=True``: gradient penalties, Hessian-vector
 products) re-runs the steps under autograd and differentiates them, so higher
 derivatives are exact too, at the step-by-step cost. Forward-mode AD is not
-implemented: asked for, autograd raises.
+implemented: asked for, autograd raises. The bookkeeping around the step rule
+(rows ending at their own step, the recorded backward) is
+:mod:`~neurode.plugins.models.recurrent_sequence`, shared with the tanh RNN.
 """
 
 from __future__ import annotations
 
 import torch
+
+from neurode.plugins.models.recurrent_sequence import (
+    check_dtypes,
+    grad_h0,
+    inject_grad,
+    read_ends,
+    recorded_backward,
+    select_final,
+    stack_states,
+    subnormals_flushed,
+)
 
 
 def _gates(x_j, h, weight_ih, weight_hh, bias_ih, bias_hh, hidden):
@@ -55,8 +68,7 @@ class _GRUSequence(torch.autograd.Function):
     def forward(ctx, x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh):
         hidden = h0.shape[-1]
         weights = (weight_ih, weight_hh, bias_ih, bias_hh)
-        # rows whose read ends at each step (one host read): the others need no selection there
-        ends = set() if last is None else set(last.unique().tolist())
+        ends = read_ends(last)  # rows whose read ends at each step: the others need no selection there
         h, states, gates = h0, [], []
         final = h0 if last is not None else None
         keep = any(ctx.needs_input_grad)  # nothing to keep for a backward pass that will not come
@@ -70,71 +82,52 @@ class _GRUSequence(torch.autograd.Function):
                 # coefficients here instead (five blocks per step) measured slower overall
                 gates.append((rz, n, a_n.contiguous()))
             if j in ends:
-                final = h if len(ends) == 1 else torch.where((last == j).unsqueeze(-1), h, final)
+                final = select_final(final, h, last, j, ends)
         ctx.save_for_backward(x, h0, last, *weights)
         ctx.states, ctx.gates, ctx.ends = states, gates, ends
-        if last is not None:
-            return final
-        return torch.stack(states, dim=1) if states else h0.new_zeros(h0.shape[0], 0, hidden)
+        return final if last is not None else stack_states(states, h0)
 
     @staticmethod
     def backward(ctx, grad):
         if torch.is_grad_enabled():
-            return _recorded_backward(ctx, grad)
-        x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
-        states, gates, ends = ctx.states, ctx.gates, ctx.ends
-        hidden = h0.shape[-1]
-        grad_weight_ih, grad_weight_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
-        grad_bias_ih, grad_bias_hh = torch.zeros_like(bias_ih), torch.zeros_like(bias_hh)
-        grad_x = [] if ctx.needs_input_grad[0] else None
-        c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
-        for j in range(len(states) - 1, -1, -1):
-            if last is None:
-                c = c + grad[:, j]
-            elif j in ends:  # rows whose read ends here; the steps after it never reached their result
-                c = torch.where((last == j).unsqueeze(-1), grad, c)
-            h_prev = states[j - 1] if j else h0
-            rz, n, a_n = gates[j]
-            r, z = rz[:, :hidden], rz[:, hidden:]
-            d_n = c * (1 - z) * (1 - n * n)  # dL/dg_n
-            d_rz = torch.cat([d_n * a_n, c * (h_prev - n)], dim=-1).mul_(rz * (1 - rz))
-            d_a = torch.cat([d_rz, d_n * r], dim=-1)  # dL/d(W_hh h + b_hh)
-            d_g = torch.cat([d_rz, d_n], dim=-1)  # dL/d(W_ih x + b_ih)
-            grad_weight_hh.addmm_(d_a.t(), h_prev)
-            grad_bias_hh += d_a.sum(0)
-            grad_weight_ih.addmm_(d_g.t(), x[:, j])
-            grad_bias_ih += d_g.sum(0)
-            if grad_x is not None:
-                grad_x.append(d_g @ weight_ih)
-            c = torch.addmm(c * z, d_a, weight_hh)
-        if last is not None:
-            c = torch.where((last < 0).unsqueeze(-1), grad, c)
+            return recorded_backward(ctx, grad, _step)
+        with subnormals_flushed(grad.device):
+            return _backward_through_time(ctx, grad)
+
+
+def _backward_through_time(ctx, grad):
+    """The gradients of ``forward``'s inputs, by backpropagation through time (module docstring)."""
+    x, h0, last, weight_ih, weight_hh, bias_ih, bias_hh = ctx.saved_tensors
+    states, gates, ends = ctx.states, ctx.gates, ctx.ends
+    hidden = h0.shape[-1]
+    grad_weight_ih, grad_weight_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
+    grad_bias_ih, grad_bias_hh = torch.zeros_like(bias_ih), torch.zeros_like(bias_hh)
+    grad_x = [] if ctx.needs_input_grad[0] else None
+    c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
+    for j in range(len(states) - 1, -1, -1):
+        c = inject_grad(c, grad, last, j, ends)
+        h_prev = states[j - 1] if j else h0
+        rz, n, a_n = gates[j]
+        r, z = rz[:, :hidden], rz[:, hidden:]
+        d_n = c * (1 - z) * (1 - n * n)  # dL/dg_n
+        d_rz = torch.cat([d_n * a_n, c * (h_prev - n)], dim=-1).mul_(rz * (1 - rz))
+        d_a = torch.cat([d_rz, d_n * r], dim=-1)  # dL/d(W_hh h + b_hh)
+        d_g = torch.cat([d_rz, d_n], dim=-1)  # dL/d(W_ih x + b_ih)
+        grad_weight_hh.addmm_(d_a.t(), h_prev)
+        grad_bias_hh += d_a.sum(0)
+        grad_weight_ih.addmm_(d_g.t(), x[:, j])
+        grad_bias_ih += d_g.sum(0)
         if grad_x is not None:
-            grad_x = torch.stack(grad_x[::-1], dim=1)
-        return grad_x, c, None, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh
+            grad_x.append(d_g @ weight_ih)
+        c = torch.addmm(c * z, d_a, weight_hh)
+    if grad_x is not None:
+        grad_x = torch.stack(grad_x[::-1], dim=1)
+    return grad_x, grad_h0(c, grad, last), None, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh
 
 
-def _recorded_backward(ctx, grad):
-    """The backward pass when it must itself be differentiable (``create_graph=True``): the forward pass is
-    re-run under autograd and differentiated, so that second derivatives are those of the recorded steps."""
-    x, h0, last, *weights = ctx.saved_tensors
-    inputs = (x, h0, last, *weights)
-    wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
-    with torch.enable_grad():
-        h, states = h0, []
-        for j in range(x.shape[1]):
-            h = _gates(x[:, j], h, *weights, h0.shape[-1])[0]
-            states.append(h)
-        if last is None:
-            output = torch.stack(states, dim=1) if states else h0.new_zeros(h0.shape[0], 0, h0.shape[-1])
-        else:
-            every = torch.stack([h0, *states], dim=1)
-            output = every.gather(1, (last + 1).view(-1, 1, 1).expand(-1, 1, h0.shape[-1])).squeeze(1)
-        found = torch.autograd.grad(output, [inputs[i] for i in wanted], grad, create_graph=True, allow_unused=True)
-    grads = [None] * len(inputs)
-    for i, g in zip(wanted, found):
-        grads[i] = g
-    return tuple(grads)
+def _step(x_j, h, weight_ih, weight_hh, bias_ih, bias_hh):
+    """One GRU step under autograd, for the recorded backward pass."""
+    return _gates(x_j, h, weight_ih, weight_hh, bias_ih, bias_hh, h.shape[-1])[0]
 
 
 def gru_sequence(cell: torch.nn.GRUCell, x: torch.Tensor, h0: torch.Tensor,
@@ -149,8 +142,5 @@ def gru_sequence(cell: torch.nn.GRUCell, x: torch.Tensor, h0: torch.Tensor,
     """
     if cell.bias_ih is None:
         raise ValueError("gru_sequence needs a GRUCell with biases")
-    dtype = h0.dtype
-    if x.dtype != dtype or cell.weight_hh.dtype != dtype:
-        raise ValueError(f"gru_sequence: inputs {x.dtype}, state {dtype} and weights {cell.weight_hh.dtype} "
-                         "must share a dtype")
+    check_dtypes("gru_sequence", x, h0, cell.weight_hh)
     return _GRUSequence.apply(x, h0, last, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)

@@ -11,6 +11,9 @@ observation time t0:
 
 - ``encoder="rnn"``: a GRU fed ``[values * mask, mask, time gap]`` (Chen et
   al., 2018, sec. 5, with the gap and mask as Rubanova et al. feed them);
+  with ``encoder_cell="tanh"`` a tanh RNN fed the same, the cell of the
+  ``RecognitionRNN`` of Chen et al.'s released example (torchdiffeq's
+  ``examples/latent_ode.py``): a third of the GRU's weights and work;
 - ``encoder="ode_rnn"``: between observations its hidden state follows an ODE,
   solved backwards in time (Rubanova et al., 2019, sec. 3.3).
 
@@ -63,6 +66,8 @@ from neurode.plugins.models.irregular_scan import observation_kinds, scan
 from neurode.plugins.models.recurrent_cells import build_cell
 
 ENCODERS = {"rnn": "delta_t", "ode_rnn": "ode"}
+#: recurrent cells of the ``rnn`` encoder: the cell of :mod:`recurrent_cells` each names
+ENCODER_CELLS = {"gru": "delta_t", "tanh": "delta_t_tanh"}
 
 
 class LatentODE(AbstractModel):
@@ -78,6 +83,7 @@ class LatentODE(AbstractModel):
         latent_dim: int = 4,
         encoder: str = "rnn",
         encoder_hidden: int = 25,
+        encoder_cell: str = "gru",
         encoder_dynamics_options: dict[str, Any] | None = None,
         decoder_width: int = 20,
         decoder_depth: int = 1,
@@ -102,6 +108,11 @@ class LatentODE(AbstractModel):
                 problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
         if encoder not in ENCODERS:
             problems.append(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        if encoder_cell not in ENCODER_CELLS:
+            problems.append(f"encoder_cell must be one of {', '.join(ENCODER_CELLS)}, got {encoder_cell!r}")
+        elif encoder_cell != "gru" and encoder != "rnn":
+            problems.append(f"encoder_cell {encoder_cell!r} is a cell of the rnn encoder; encoder {encoder!r} "
+                            "takes encoder_cell 'gru'")
         if kl_schedule not in elbo.SCHEDULES:
             problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
@@ -113,7 +124,7 @@ class LatentODE(AbstractModel):
         if problems:
             raise InvalidInputError("latent_ode: " + "; ".join(problems))
         self.n_features, self.n_static, self.latent_dim = n_features, n_static, latent_dim
-        self.encoder_name, self.encoder_hidden = encoder, encoder_hidden
+        self.encoder_name, self.encoder_hidden, self.encoder_cell = encoder, encoder_hidden, encoder_cell
         self.decoder_width, self.decoder_depth = decoder_width, decoder_depth
         self.encoder_dynamics_options = dict(encoder_dynamics_options or {})
         self.dynamics_name, self.dynamics_options = dynamics, dict(dynamics_options or {})
@@ -122,7 +133,8 @@ class LatentODE(AbstractModel):
         self.encode_fraction = bounds[0] if bounds[0] == bounds[1] else list(bounds)
         self.settings = SolveSettings(**(solve or {}))
 
-        self.encoder = build_cell(ENCODERS[encoder], n_features, encoder_hidden, dynamics=dynamics,
+        cell = ENCODER_CELLS[encoder_cell] if encoder == "rnn" else ENCODERS[encoder]
+        self.encoder = build_cell(cell, n_features, encoder_hidden, dynamics=dynamics,
                                   dynamics_options=self.encoder_dynamics_options, solve=self.settings.as_dict())
         # h -> (mu, log sigma^2) of q(z0 | x, t), as the h2o layer of Chen et al.'s recognition RNN
         self.posterior = nn.Linear(encoder_hidden + n_static, 2 * latent_dim)
@@ -153,6 +165,7 @@ class LatentODE(AbstractModel):
             "latent_dim": self.latent_dim,
             "encoder": self.encoder_name,
             "encoder_hidden": self.encoder_hidden,
+            "encoder_cell": self.encoder_cell,
             "encoder_dynamics_options": dict(self.encoder_dynamics_options),
             "decoder_width": self.decoder_width,
             "decoder_depth": self.decoder_depth,

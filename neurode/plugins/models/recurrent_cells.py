@@ -1,7 +1,7 @@
 """The recurrent cells of the irregular-time models: RNN-Δt, GRU-D-style decay, and the ODE-RNN.
 
 Each is a :class:`~neurode.plugins.models.irregular_scan.RecurrentCell` built
-on a GRU (Cho et al., 2014) that takes in an observation as
+on a GRU (Cho et al., 2014) or a tanh RNN that takes in an observation as
 ``[values * mask, mask]`` — a missing variable is a zero value whose mask bit
 says it is missing, never an imputed number:
 
@@ -9,6 +9,10 @@ says it is missing, never an imputed number:
   previous observation; between observations the state is what the same GRU
   makes of an empty observation after that gap (Rubanova et al., 2019, sec. 4,
   "RNN-Δt"; the recognition RNN of Chen et al., 2018, sec. 5, fed the gap).
+- :class:`GapElmanCell` (``delta_t_tanh``): the same inputs into a tanh RNN
+  (Elman, 1990), the cell of the recognition RNN of Chen et al.'s released
+  example (torchdiffeq's ``examples/latent_ode.py``), a third of the GRU's
+  weights and matrix products.
 - :class:`DecayGRUCell` (``decay``): between observations the state decays
   exponentially towards zero, ``h * exp(-max(0, W_gamma * gap + b_gamma))``,
   per hidden unit (Che et al., 2018, GRU-D, eq. 4 and the hidden-state decay
@@ -23,6 +27,7 @@ says it is missing, never an imputed number:
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -32,14 +37,19 @@ from torch import nn
 from neurode.framework.model import SolveSettings
 from neurode.framework.registry import get_registry
 from neurode.framework.solve import solve
+from neurode.plugins.models.elman_sequence import elman_sequence
 from neurode.plugins.models.gru_sequence import gru_sequence
 from neurode.plugins.models.irregular_scan import RecurrentCell
 
-CELLS = ("delta_t", "decay", "ode")
+CELLS = ("delta_t", "delta_t_tanh", "decay", "ode")
 
 
-class GapGRUCell(RecurrentCell):
-    """GRU fed ``[values * mask, mask, gap]``; crossing time is a step with an empty observation."""
+class _GapCell(RecurrentCell):
+    """A recurrence fed ``[values * mask, mask, gap]``; crossing time is a step with an empty observation.
+
+    Subclasses hold the recurrence (a ``GRUCell`` or a tanh ``RNNCell``) and
+    its whole-sequence reader with backpropagation through time by hand.
+    """
 
     observes_from_previous = True
     reads_sequences = True
@@ -47,23 +57,59 @@ class GapGRUCell(RecurrentCell):
     def __init__(self, n_features: int, hidden_size: int) -> None:
         super().__init__()
         self.hidden_size = hidden_size
-        self.gru = nn.GRUCell(2 * n_features + 1, hidden_size)
+        self.n_features = n_features
+
+    @abc.abstractmethod
+    def _recurrence(self) -> nn.Module:
+        """The torch cell stepped by ``advance`` and ``observe``."""
+
+    @abc.abstractmethod
+    def _read(self, inputs: torch.Tensor, h0: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+        """The same cell over a whole sequence (``observe_sequence``), backpropagation through time by hand."""
 
     def _step(self, h, gap, values, mask):
-        return self.gru(torch.cat([values, mask.to(h.dtype), gap], dim=-1), h)
+        return self._recurrence()(torch.cat([values, mask.to(h.dtype), gap], dim=-1), h)
 
     def advance(self, h, t_from, t_to, moving):
         gap = (t_to - t_from).abs().to(h.dtype).unsqueeze(-1)
-        empty = h.new_zeros(h.shape[0], (self.gru.input_size - 1) // 2)
+        empty = h.new_zeros(h.shape[0], self.n_features)
         return self._step(h, gap, empty, empty)
 
     def observe(self, h, advanced, gap, values, mask):
         return self._step(h, gap, values, mask)
 
     def observe_sequence(self, h0, gap, values, mask, last):
-        # the GRU over the whole sequence with backpropagation through time by hand (gru_sequence.py)
         inputs = torch.cat([values.to(h0.dtype), mask.to(h0.dtype), gap], dim=-1)
+        return self._read(inputs, h0, last)
+
+
+class GapGRUCell(_GapCell):
+    """GRU fed ``[values * mask, mask, gap]``; crossing time is a step with an empty observation."""
+
+    def __init__(self, n_features: int, hidden_size: int) -> None:
+        super().__init__(n_features, hidden_size)
+        self.gru = nn.GRUCell(2 * n_features + 1, hidden_size)
+
+    def _recurrence(self):
+        return self.gru
+
+    def _read(self, inputs, h0, last):
         return gru_sequence(self.gru, inputs, h0, last)
+
+
+class GapElmanCell(_GapCell):
+    """tanh RNN (Elman, 1990) fed ``[values * mask, mask, gap]``: the recognition RNN of Chen et al.'s example
+    (``h' = tanh(W [x, h] + b)``), with the mask and the time gap as the GRU cells take them."""
+
+    def __init__(self, n_features: int, hidden_size: int) -> None:
+        super().__init__(n_features, hidden_size)
+        self.rnn = nn.RNNCell(2 * n_features + 1, hidden_size, nonlinearity="tanh")
+
+    def _recurrence(self):
+        return self.rnn
+
+    def _read(self, inputs, h0, last):
+        return elman_sequence(self.rnn, inputs, h0, last)
 
 
 class DecayGRUCell(RecurrentCell):
@@ -131,6 +177,8 @@ def build_cell(cell: str, n_features: int, hidden_size: int, **ode_options) -> R
     """The cell called ``cell`` (one of :data:`CELLS`); ``ode_options`` go to the ODE cell only."""
     if cell == "delta_t":
         return GapGRUCell(n_features, hidden_size)
+    if cell == "delta_t_tanh":
+        return GapElmanCell(n_features, hidden_size)
     if cell == "decay":
         return DecayGRUCell(n_features, hidden_size)
     if cell == "ode":

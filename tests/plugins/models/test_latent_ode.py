@@ -46,6 +46,11 @@ def test_is_an_abstract_model_built_through_the_registry():
 def test_bad_options_are_refused_by_name():
     with pytest.raises(InvalidInputError, match="encoder must be one of rnn, ode_rnn, got 'lstm'"):
         _model(encoder="lstm")
+    with pytest.raises(InvalidInputError, match="encoder_cell must be one of gru, tanh, got 'lstm'"):
+        _model(encoder_cell="lstm")
+    with pytest.raises(InvalidInputError, match="encoder_cell 'tanh' is a cell of the rnn encoder; encoder 'ode_rnn' "
+                                                "takes encoder_cell 'gru'"):
+        _model(encoder="ode_rnn", encoder_cell="tanh")
     with pytest.raises(InvalidInputError, match="iwae_samples must be an integer >= 1, got 0"):
         _model(iwae_samples=0)
     with pytest.raises(InvalidInputError, match="noise_std must be a positive number, got -1"):
@@ -105,9 +110,12 @@ def test_elbo_with_one_sample_is_the_closed_form_kl_plus_the_likelihood_by_hand(
     assert float(loss.detach()) == pytest.approx(-sum(bounds) / len(bounds), rel=1e-4)
 
 
-@pytest.mark.parametrize("encoder", ["rnn", "ode_rnn"])
-def test_loss_falls_on_tiny_data(batch, encoder):
-    model = _model(solve=SolveSettings(), encoder=encoder)
+ENCODERS = [("rnn", "gru"), ("rnn", "tanh"), ("ode_rnn", "gru")]
+
+
+@pytest.mark.parametrize(("encoder", "cell"), ENCODERS)
+def test_loss_falls_on_tiny_data(batch, encoder, cell):
+    model = _model(solve=SolveSettings(), encoder=encoder, encoder_cell=cell)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
     losses = []
     for _ in range(15):
@@ -200,11 +208,11 @@ def test_posterior_samples_spread_around_the_mean_prediction(batch):
     assert (draws.mean(0)[:, 0] - mean[:, 0]).abs().max() < 3 * draws.std(0)[:, 0].max()
 
 
-@pytest.mark.parametrize("encoder", ["rnn", "ode_rnn"])
-def test_backwards_encoder_equals_a_reversed_manual_loop(batch, encoder):
-    model = _model(encoder=encoder)
-    cell = model.encoder
-    h_scan = scan(cell, torch.zeros(8, 6), batch.times, batch.values, batch.mask,
+@pytest.mark.parametrize(("encoder", "cell"), ENCODERS)
+def test_backwards_encoder_equals_a_reversed_manual_loop(batch, encoder, cell):
+    model = _model(encoder=encoder, encoder_cell=cell)
+    reader = model.encoder
+    h_scan = scan(reader, torch.zeros(8, 6), batch.times, batch.values, batch.mask,
                   observation_kinds(batch.time_mask), reverse=True).final
     for b in (0, 3, 5):
         n = int(batch.time_mask[b].sum())
@@ -214,11 +222,12 @@ def test_backwards_encoder_equals_a_reversed_manual_loop(batch, encoder):
             m = batch.mask[b, j][None]
             x = torch.where(m, batch.values[b, j][None], 0.0)
             if encoder == "rnn":
-                h = cell.gru(torch.cat([x, m.float(), gap.float().reshape(1, 1)], -1), h)
+                rnn = reader.gru if cell == "gru" else reader.rnn
+                h = rnn(torch.cat([x, m.float(), gap.float().reshape(1, 1)], -1), h)
             else:
                 if j < n - 1:  # backwards in time from the later observation
-                    h = neurode.solve(cell.dynamics, h, batch.times[b, j:j + 2].flip(0), rtol=1e-7, atol=1e-9).ys[-1]
-                h = cell.gru(torch.cat([x, m.float()], -1), h)
+                    h = neurode.solve(reader.dynamics, h, batch.times[b, j:j + 2].flip(0), rtol=1e-7, atol=1e-9).ys[-1]
+                h = reader.gru(torch.cat([x, m.float()], -1), h)
         torch.testing.assert_close(h_scan[b], h[0], rtol=1e-4, atol=1e-5)
 
 
@@ -249,8 +258,9 @@ def test_kl_schedule_counts_training_steps_only(batch):
     assert int(model.kl_step) == 6
 
 
-def test_save_then_load_gives_identical_predictions(batch, tmp_path):
-    model = _model(encoder="ode_rnn", learn_noise=True, kl_schedule="cyclical", kl_anneal_steps=10)
+@pytest.mark.parametrize(("encoder", "cell"), [("ode_rnn", "gru"), ("rnn", "tanh")])
+def test_save_then_load_gives_identical_predictions(batch, tmp_path, encoder, cell):
+    model = _model(encoder=encoder, encoder_cell=cell, learn_noise=True, kl_schedule="cyclical", kl_anneal_steps=10)
     torch.nn.init.normal_(model.dynamics.net[-1].weight, std=0.3)
     model.loss(batch)  # advance the KL step counter
     rd.save_tensors(tmp_path / "model.safetensors", model.state_dict())
