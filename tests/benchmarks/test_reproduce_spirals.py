@@ -92,3 +92,23 @@ def test_merge_refuses_mixed_settings_missing_runs_and_torn_lines(tmp_path):
 def test_a_partial_run_never_writes_the_readme():
     """--counts runs part of a table; only --merge of all counts may write it."""
     assert reproduce_spirals.main(["--counts", "100", "--write-readme"]) == 1
+
+
+@pytest.mark.parametrize("schedule", reproduce_spirals.SCHEDULES)
+def test_learning_rate_schedules_fall_from_the_first_rate_to_the_last(schedule):
+    factors = [reproduce_spirals.lr_factor(schedule, step, 100, 0.1) for step in range(101)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert all(later <= earlier for earlier, later in zip(factors, factors[1:], strict=False))
+
+
+def test_the_cosine_schedule_stays_high_longer_than_the_exponential():
+    halfway = {s: reproduce_spirals.lr_factor(s, 50, 100, 0.1) for s in reproduce_spirals.SCHEDULES}
+    assert halfway["exponential"] == pytest.approx(0.1**0.5) and halfway["cosine"] == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="schedule must be one of exponential, cosine, got 'step'"):
+        reproduce_spirals.lr_factor("step", 0, 100, 0.1)
+
+
+def test_the_settings_choose_the_encoder_and_the_dynamics_depth():
+    settings = reproduce_spirals.Settings(encoder="ode_rnn", depth=3, latent_dim=3, width=8)
+    model = reproduce_spirals.build("Latent ODE", settings, 0.1)
+    assert model.encoder_name == "ode_rnn" and model.dynamics.depth == 3 and model.dynamics.width == 8
