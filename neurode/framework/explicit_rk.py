@@ -87,9 +87,13 @@ class ExplicitRungeKutta(AbstractSolver):
             evaluation of ``f`` per step that produces an output) between steps.
         perturb: evaluate ``f`` just after ``t0`` and just before ``t1`` so that
             discontinuities on the grid are seen from the right side.
+        torchdiffeq_interpolant: interpolate outputs with the tableau's
+            ``torchdiffeq_interpolant`` where it has one (dopri8's quartic), for
+            outputs identical to torchdiffeq's; ``neurode.odeint`` sets it.
     """
 
-    def __init__(self, tableau: ButcherTableau, *, interp: str = "linear", perturb: bool = False) -> None:
+    def __init__(self, tableau: ButcherTableau, *, interp: str = "linear", perturb: bool = False,
+                 torchdiffeq_interpolant: bool = False) -> None:
         if not isinstance(tableau, ButcherTableau):
             raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
         if interp not in _INTERPS:
@@ -109,6 +113,11 @@ class ExplicitRungeKutta(AbstractSolver):
             for i in range(1, tableau.stages)
         )
         self._interpolant_cache: dict = {}
+        if torchdiffeq_interpolant and tableau.torchdiffeq_interpolant is not None:
+            self._interpolant, self._dense_stages = tableau.torchdiffeq_interpolant, ()
+        else:
+            self._interpolant = tableau.interpolant
+            self._dense_stages = tuple(zip(tableau.dense_c, tableau.dense_stage_terms))
 
     @property
     def name(self) -> str:
@@ -218,10 +227,9 @@ class ExplicitRungeKutta(AbstractSolver):
         rows and takes ``P`` multiply-adds (a step passes many outputs, often
         all rows several), instead of a small matrix product per output.
         """
-        tab = self.tableau
         shape = (-1, *([1] * (step.y0.ndim - 1)))
         th = theta.to(step.y0.dtype)
-        if tab.interpolant is None:
+        if self._interpolant is None:
             # linear between the step's ends (fixed-step methods have no dense interpolant)
             return torch.lerp(step.y0[rows], step.y1[rows], th.view(shape))
         if step.cache is None:
@@ -229,7 +237,7 @@ class ExplicitRungeKutta(AbstractSolver):
         coefficients = step.cache.get("power_form")
         if coefficients is None:
             matrix, _ = self._interpolant_matrix(step.y0.dtype, step.y0.device)
-            stages = torch.stack([k.reshape(k.shape[0], -1) for k in step.dense])  # (s, batch, features)
+            stages = torch.stack([k.reshape(k.shape[0], -1) for k in self.dense_stages(step)])  # (s, batch, feat.)
             scaled = torch.tensordot(matrix, stages, dims=1)  # (P, batch, features)
             scaled = scaled * step.h.to(scaled.dtype)[None, :, None]
             # one contiguous (batch, features) block per power: each gathers into a contiguous (M, features)
@@ -247,12 +255,39 @@ class ExplicitRungeKutta(AbstractSolver):
         key = (dtype, device)
         cached = self._interpolant_cache.get(key)
         if cached is None:
-            matrix = torch.tensor(self.tableau.interpolant, dtype=dtype, device=device).T
+            matrix = torch.tensor(self._interpolant, dtype=dtype, device=device).T
             exponents = torch.arange(1, matrix.shape[0] + 1, dtype=dtype, device=device)
             cached = self._interpolant_cache[key] = (matrix, exponents)
         return cached
 
     # ------------------------------------------------------------------ dense output
+
+    def dense_stages(self, step: Step) -> list[torch.Tensor]:
+        """The step's stages and, for a continuous extension with stages of its own, those too.
+
+        The extra stages (``tableau.dense_c``/``dense_a``) are evaluated the
+        first time an output falls inside the step and kept in its cache: a
+        step that produces no output costs no more than the method itself.
+        """
+        if not self._dense_stages:
+            return step.dense
+        if step.cache is None:
+            step.cache = {}
+        k = step.cache.get("dense_stages")
+        if k is not None:
+            return k
+        k = list(step.dense)
+        per_sample = isinstance(step.h, torch.Tensor)
+        if per_sample:
+            h_col = step.h.to(step.y0.dtype).view(-1, *([1] * (step.y0.ndim - 1)))
+        for c_i, terms in self._dense_stages:
+            if per_sample:
+                y_i = _combine_per_sample(step.y0, terms, k, h_col)
+                k.append(step.func(torch.add(step.t0, step.h, alpha=c_i), y_i))
+            else:
+                k.append(step.func(step.t0 + c_i * step.h, _combine(step.y0, terms, k, step.h)))
+        step.cache["dense_stages"] = k
+        return k
 
     def interpolate(self, step: Step, theta):
         tab = self.tableau
@@ -261,17 +296,17 @@ class ExplicitRungeKutta(AbstractSolver):
                 return step.y0
             if theta == 1.0:
                 return step.y1
-        if tab.interpolant is not None:
-            k = step.dense
+        if self._interpolant is not None:
+            k = self.dense_stages(step)
             if isinstance(theta, torch.Tensor):
                 # differentiable in the output time: polynomial weights as tensors
                 theta = theta.to(step.y0.dtype)
                 out = step.y0
-                for i, row in enumerate(tab.interpolant):
+                for i, row in enumerate(self._interpolant):
                     w = sum(coef * theta ** (p + 1) for p, coef in enumerate(row))
                     out = out + (w * step.h) * k[i]
                 return out
-            weights = tab.interpolation_weights(theta)
+            weights = tab.interpolation_weights(theta, self._interpolant)
             return _combine(step.y0, tuple((i, w) for i, w in enumerate(weights) if w != 0.0), k, step.h)
         return grid_interpolate(step, theta, self.interp)
 
