@@ -13,8 +13,10 @@ interpolant, and fit a Hermite–Birkhoff polynomial to
 A derivative sample taken on an interpolant with local error ``O(h^(q+1))``
 enters ``u`` with an error ``O(h^(q+2))``, and ``m + 4`` conditions fix a
 polynomial of degree ``m + 3``, whose interpolation error is ``O(h^(m+4))``.
-So each round raises the order of the dense output by one per round as long as
-it has enough nodes: from order ``q`` to ``min(q + 1, m + 3)``.
+So a round raises the order of the dense output from ``q`` to at most
+``min(q + 1, m + 3)``: by one, given enough nodes. Nodes for which the
+conditions are dependent (``0, 1/4, 1/2, 3/4, 1``: Boole's rule integrates the
+derivative exactly) are refused.
 
 Every extra stage is an ordinary explicit stage — its input is a linear
 combination of the stages before it — so the result is a tableau extension:
