@@ -129,7 +129,7 @@ def test_gradients_through_an_interpolated_output_pass_gradcheck():
         # one step of 0.8: the output at 0.37 comes from the interpolant
         sol = neurode.solve(f, y0, t, solver="dopri8", step_t=torch.tensor([0.0, 0.8], dtype=F64),
                             rtol=1e-3, atol=1e-3, first_step=0.8)
-        assert sol.stats.n_steps == 1 and sol.stats.nfe == 1 + 13 + 7  # f(t0), the step, the dense stages
+        assert sol.stats.n_steps == 1  # so t = 0.37 is inside it
         return sol.ys[1]
 
     assert torch.autograd.gradcheck(output, (y0, k))
