@@ -59,6 +59,9 @@ def _filter_options(method: str, options: dict | None) -> dict:
 def _run(func, y0, t, rtol, atol, method, options, event_fn, adjoint, adjoint_options=None, params=None):
     method = _method_name(method)
     options = _filter_options(method, options)
+    if "torchdiffeq_interpolant" in _accepted_keywords(get_registry().get("solver", method).obj):
+        # torchdiffeq's outputs: its interpolant where a method has a better one of its own (dopri8)
+        options.setdefault("torchdiffeq_interpolant", True)
     problem, _ = build_problem(
         func, y0, t, solver=method, rtol=rtol, atol=atol, event_fn=event_fn, params=params, options=options,
         tangent_control=False,  # torchdiffeq's step sizes, for parity (neurode.solve controls the tangent too)

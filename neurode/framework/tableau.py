@@ -8,6 +8,10 @@ Differential Equations*, §23)::
     error   = h Σ_i e_i k_i            (e = b - b_hat, the embedded pair)
     y(θ)    = y0 + h Σ_i k_i Σ_p B_ip θ^(p+1)   (dense output, 0 ≤ θ ≤ 1)
 
+A continuous extension may need stages of its own (Hairer, Nørsett & Wanner
+I, §II.6, as DOP853's): ``dense_c``/``dense_a`` continue the stage list past
+``s``, and the loop evaluates them only for steps that produce an output.
+
 Everything the integration loop needs — stage combinations, the error
 estimate, the dense interpolant — is derived from these numbers, so a new
 method is a tableau and a name (see ``neurode/plugins/solvers/``).
@@ -48,9 +52,15 @@ class ButcherTableau:
             reuses it for ``fehlberg2`` and ``adaptive_heun``, where it is an
             approximation of ``f(t1, y1)``; neurode keeps that behaviour for
             drop-in identical results.
-        interpolant: dense-output coefficients ``B`` (``s`` rows of ``P``
-            polynomial coefficients) or ``None`` for linear/cubic Hermite
-            interpolation between steps.
+        interpolant: dense-output coefficients ``B`` (one row of ``P``
+            polynomial coefficients per stage, extra dense stages included) or
+            ``None`` for linear/cubic Hermite interpolation between steps.
+        dense_c, dense_a: the nodes and stage rows of extra stages the
+            interpolant needs (row ``j`` has ``s + j`` entries: it may use the
+            extra stages before it), evaluated only for steps with an output.
+        torchdiffeq_interpolant: the (stage-only, ``s`` rows) interpolant
+            torchdiffeq uses for this method, where it differs from
+            ``interpolant``; ``neurode.odeint`` keeps it for identical outputs.
     """
 
     name: str
@@ -62,11 +72,15 @@ class ButcherTableau:
     error_order: int | None = None
     fsal: bool = False
     interpolant: tuple[tuple[float, ...], ...] | None = None
+    dense_c: tuple[float, ...] = ()
+    dense_a: tuple[tuple[float, ...], ...] = ()
+    torchdiffeq_interpolant: tuple[tuple[float, ...], ...] | None = None
     # derived, for the hot loop: (stage, [(j, a_ij), ...]) without zeros
     stage_terms: tuple[tuple[tuple[int, float], ...], ...] = field(init=False, repr=False)
     solution_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
     error_terms: tuple[tuple[int, float], ...] | None = field(init=False, repr=False)
     solution_is_last_stage: bool = field(init=False, repr=False)
+    dense_stage_terms: tuple[tuple[tuple[int, float], ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -85,22 +99,40 @@ class ButcherTableau:
             raise ValueError(f"tableau {self.name!r}: b must have length {s}, got {len(b)}")
         if e is not None and len(e) != s:
             raise ValueError(f"tableau {self.name!r}: b_error must have length {s}, got {len(e)}")
-        if self.interpolant is not None and len(self.interpolant) != s:
-            raise ValueError(f"tableau {self.name!r}: interpolant must have {s} rows, got {len(self.interpolant)}")
+        n_dense = len(self.dense_c)
+        if len(self.dense_a) != n_dense or any(len(row) != s + j for j, row in enumerate(self.dense_a)):
+            raise ValueError(
+                f"tableau {self.name!r}: dense_a must have {n_dense} rows (one per dense_c) with row j of length "
+                f"{s} + j, got row lengths {[len(r) for r in self.dense_a]}"
+            )
+        if n_dense and self.interpolant is None:
+            raise ValueError(f"tableau {self.name!r}: dense stages without an interpolant to use them")
+        if self.interpolant is not None and len(self.interpolant) != s + n_dense:
+            raise ValueError(
+                f"tableau {self.name!r}: interpolant must have {s + n_dense} rows (one per stage, {n_dense} dense "
+                f"stages included), got {len(self.interpolant)}"
+            )
+        if self.torchdiffeq_interpolant is not None and len(self.torchdiffeq_interpolant) != s:
+            raise ValueError(f"tableau {self.name!r}: torchdiffeq_interpolant must have {s} rows, "
+                             f"got {len(self.torchdiffeq_interpolant)}")
         if self.order < 1:
             raise ValueError(f"tableau {self.name!r}: order must be >= 1, got {self.order}")
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "b_error", e)
-        if self.interpolant is not None:
-            object.__setattr__(self, "interpolant", tuple(tuple(_f(x) for x in row) for row in self.interpolant))
+        rows = lambda m: None if m is None else tuple(tuple(_f(x) for x in row) for row in m)  # noqa: E731
+        object.__setattr__(self, "interpolant", rows(self.interpolant))
+        object.__setattr__(self, "torchdiffeq_interpolant", rows(self.torchdiffeq_interpolant))
+        object.__setattr__(self, "dense_c", tuple(_f(x) for x in self.dense_c))
+        object.__setattr__(self, "dense_a", rows(self.dense_a))
         if self.error_order is None:
             object.__setattr__(self, "error_order", self.order)
         nonzero = lambda row: tuple((j, x) for j, x in enumerate(row) if x != 0.0)  # noqa: E731
         object.__setattr__(self, "stage_terms", tuple(nonzero(row) for row in a))
         object.__setattr__(self, "solution_terms", nonzero(b))
         object.__setattr__(self, "error_terms", None if e is None else nonzero(e))
+        object.__setattr__(self, "dense_stage_terms", tuple(nonzero(row) for row in self.dense_a))
         # Dormand–Prince style: the last stage is evaluated at y1 itself, so y1
         # costs no extra combination (Hairer, Nørsett & Wanner I, §II.5).
         last_is_solution = s > 1 and c[-1] == 1.0 and b[-1] == 0.0 and a[-1] == b[:-1]
@@ -114,12 +146,13 @@ class ButcherTableau:
     def adaptive(self) -> bool:
         return self.b_error is not None
 
-    def interpolation_weights(self, theta: float) -> tuple[float, ...]:
-        """``w_i(θ)`` with ``y(θ) = y0 + h Σ w_i k_i``, for a dense interpolant."""
-        if self.interpolant is None:
+    def interpolation_weights(self, theta: float, interpolant=None) -> tuple[float, ...]:
+        """``w_i(θ)`` with ``y(θ) = y0 + h Σ w_i k_i``, for a dense interpolant (default: ``self.interpolant``)."""
+        interpolant = self.interpolant if interpolant is None else interpolant
+        if interpolant is None:
             raise ValueError(f"tableau {self.name!r} has no dense interpolant")
         weights = []
-        for row in self.interpolant:
+        for row in interpolant:
             acc = 0.0
             power = theta
             for coef in row:

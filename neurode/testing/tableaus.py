@@ -72,10 +72,11 @@ def _stage_weights(tree: Tree, a: np.ndarray) -> np.ndarray:
     return phi
 
 
-def _matrix(tableau: ButcherTableau) -> np.ndarray:
-    s = tableau.stages
-    a = np.zeros((s, s))
-    for i, row in enumerate(tableau.a):
+def _matrix(tableau: ButcherTableau, dense: bool = False) -> np.ndarray:
+    """The stage matrix; with ``dense``, extended by the dense-output stages (their rows may use every stage)."""
+    rows = tableau.a + (tableau.dense_a if dense else ())
+    a = np.zeros((len(rows), len(rows)))
+    for i, row in enumerate(rows):
         a[i, : len(row)] = row
     return a
 
@@ -118,8 +119,9 @@ def tableau_orders(tableau: ButcherTableau, *, tol: float = 1e-12) -> dict[str, 
     if tableau.interpolant is None:
         orders["dense"] = None
     else:
+        a_dense = _matrix(tableau, dense=True)
         orders["dense"] = min(
-            algebraic_order(a, tableau.interpolation_weights(theta), theta=theta, tol=tol, max_order=limit)
+            algebraic_order(a_dense, tableau.interpolation_weights(theta), theta=theta, tol=tol, max_order=limit)
             for theta in (0.2, 0.5, 0.9)
         )
     return orders
@@ -137,20 +139,22 @@ def check_tableau(tableau: ButcherTableau, *, tol: float = 1e-12) -> dict[str, i
       understatement that would make the step-size controller too cautious;
     * an embedded pair: the error weights sum to zero and the embedded
       solution has order at least 1;
-    * a dense interpolant: it reproduces the step's end (``w(1) = b``) and
-      has order at least 1 inside the step.
+    * a dense interpolant: it reproduces the step's end (``w(1) = b``, and
+      ``0`` on the dense-output stages) and has order at least 1 inside the
+      step; its extra stages see their own times (``c_i = Σ_j a_ij``).
 
     Returns :func:`tableau_orders`. Raises ``AssertionError`` naming the
     tableau, the condition and the values seen.
     """
     name = tableau.name
     a = _matrix(tableau)
-    row_sums = a.sum(axis=1)
-    bad = [i for i, (ci, si) in enumerate(zip(tableau.c, row_sums)) if abs(ci - si) > tol * max(1.0, abs(ci))]
+    row_sums = _matrix(tableau, dense=True).sum(axis=1)
+    nodes = tableau.c + tableau.dense_c
+    bad = [i for i, (ci, si) in enumerate(zip(nodes, row_sums)) if abs(ci - si) > tol * max(1.0, abs(ci))]
     if bad:
         i = bad[0]
         raise AssertionError(
-            f"tableau {name!r}: stage {i} has c_{i} = {tableau.c[i]!r} "
+            f"tableau {name!r}: stage {i} has c_{i} = {nodes[i]!r} "
             f"but its row of a sums to {float(row_sums[i])!r}; "
             f"expected c_i = sum_j a_ij for every stage (wrong stages: {bad})"
         )
@@ -178,7 +182,8 @@ def check_tableau(tableau: ButcherTableau, *, tol: float = 1e-12) -> dict[str, i
         raise AssertionError(f"tableau {name!r}: the embedded solution b - b_error is not even consistent (order 0)")
     if tableau.interpolant is not None:
         end = tableau.interpolation_weights(1.0)
-        worst = max(abs(w - b) for w, b in zip(end, tableau.b))
+        b_all = tableau.b + (0.0,) * len(tableau.dense_c)
+        worst = max(abs(w - b) for w, b in zip(end, b_all, strict=True))
         if worst > tol:
             raise AssertionError(
                 f"tableau {name!r}: the dense interpolant at theta=1 differs from b by {worst:.3g}; "

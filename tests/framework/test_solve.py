@@ -287,7 +287,7 @@ def test_unknown_option_is_refused_with_the_options_that_exist(solver):
     with pytest.raises(InvalidInputError, match=f"solver '{solver}' does not accept the options \\['bogus'\\]") as info:
         _solve(solver=solver, bogus=3)
     message = str(info.value)
-    assert "its options are: interp, perturb;" in message and "step_size" in message  # and the loop's
+    assert "its options are: interp, perturb, torchdiffeq_interpolant;" in message and "step_size" in message  # + loop
     # the tableau is bound by the registration, and Python's own TypeError is no explanation
     assert "tableau" not in message and "unexpected keyword" not in message and "__init__" not in message
 

@@ -28,7 +28,7 @@ EXPECTED_ORDERS = {
     "bosh3": (3, 2, None),
     "dopri5": (5, 4, 4),
     "tsit5": (5, 4, 4),
-    "dopri8": (8, 7, None),
+    "dopri8": (8, 7, 7),
 }
 
 

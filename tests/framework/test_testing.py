@@ -104,7 +104,8 @@ def test_check_solver_refuses_an_unknown_factory_option_by_name():
     with pytest.raises(InvalidInputError, match="'interpp' -> did you mean 'interp'") as info:
         check_solver(partial(ExplicitRungeKutta, tableau=RK4_38), options={"interpp": "cubic"})
     assert str(info.value).startswith("solver 'ExplicitRungeKutta(rk4)' does not accept the options ['interpp']")
-    assert str(info.value).endswith("its options are: interp, perturb")  # not the bound tableau, no TypeError
+    # not the bound tableau, no TypeError
+    assert str(info.value).endswith("its options are: interp, perturb, torchdiffeq_interpolant")
 
 
 def test_check_solver_says_why_cuda_was_skipped(monkeypatch):

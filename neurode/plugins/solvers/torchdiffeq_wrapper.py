@@ -61,7 +61,7 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("dopri5", 5, True, _ADAPTIVE_CALLBACKS, "Dormand–Prince 5(4)"),
-    Method("dopri8", 8, True, _ADAPTIVE_CALLBACKS, "Dormand–Prince 8(5,3)"),
+    Method("dopri8", 8, True, _ADAPTIVE_CALLBACKS, "Dormand–Prince 8(7) (RK8(7)13M)"),
     Method("bosh3", 3, True, _ADAPTIVE_CALLBACKS, "Bogacki–Shampine 3(2)"),
     Method("fehlberg2", 2, True, _ADAPTIVE_CALLBACKS, "Runge–Kutta–Fehlberg 2(1)"),
     Method("adaptive_heun", 2, True, _ADAPTIVE_CALLBACKS, "Heun–Euler 2(1)"),
