@@ -361,9 +361,9 @@ class ESDIRK(AbstractSolver):
         A row whose iterate is not finite, or whose matrix is singular, is left to the step's rejection.
         """
         retry = solution.failed & ~failed & ((solution.code == NEWTON_SLOW) | (solution.code == NEWTON_DIVERGED))
-        if not bool(retry.any()):
+        rows = torch.nonzero(retry).flatten()  # one host read: which rows, and whether any
+        if rows.numel() == 0:
             return solution, linear, jac, carried, flag
-        rows = torch.nonzero(retry).flatten()
         start = torch.where((solution.code == NEWTON_SLOW)[:, None], solution.z, z0)
         blocks = self._jacobian(func, field, t_i, base + start, rows if field.per_sample else None)
         eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)

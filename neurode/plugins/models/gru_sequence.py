@@ -43,10 +43,9 @@ from neurode.plugins.models.recurrent_sequence import (
     grad_h0,
     inject_grad,
     read_ends,
-    recorded_backward,
     select_final,
+    sequence_backward,
     stack_states,
-    subnormals_flushed,
 )
 
 
@@ -89,10 +88,7 @@ class _GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if torch.is_grad_enabled():
-            return recorded_backward(ctx, grad, _step)
-        with subnormals_flushed(grad.device):
-            return _backward_through_time(ctx, grad)
+        return sequence_backward(ctx, grad, _step, _backward_through_time)
 
 
 def _backward_through_time(ctx, grad):

@@ -96,6 +96,16 @@ def recorded_backward(ctx, grad: torch.Tensor, step: Step) -> tuple:
     return tuple(grads)
 
 
+def sequence_backward(ctx, grad: torch.Tensor, step: Step, through_time: Callable[..., tuple]) -> tuple:
+    """The backward pass of a whole-sequence cell: :func:`recorded_backward` when it must itself be
+    differentiable (``create_graph=True``), else ``through_time(ctx, grad)``, the cell's backpropagation through
+    time by hand, with subnormals flushed (:func:`subnormals_flushed`)."""
+    if torch.is_grad_enabled():
+        return recorded_backward(ctx, grad, step)
+    with subnormals_flushed(grad.device):
+        return through_time(ctx, grad)
+
+
 def check_dtypes(name: str, x: torch.Tensor, h0: torch.Tensor, weight: torch.Tensor) -> None:
     """Refuse inputs, state and weights of different dtypes, naming each."""
     if x.dtype != h0.dtype or weight.dtype != h0.dtype:
