@@ -61,11 +61,15 @@ class VectorField:
     """
 
     __slots__ = ("func", "shapes", "dtype", "device", "nfe", "n_jac", "n_lu", "time_dtype", "direction", "args",
-                 "capture")
+                 "capture", "float_time")
 
     def __init__(self, func: Callable, y0: torch.Tensor, shapes: Sequence[torch.Size] | None = None,
-                 args=None, capture=None) -> None:
+                 args=None, capture=None, *, float_time: bool = False) -> None:
         self.func = func
+        # hand ``func`` the loop's Python float ``t`` instead of a 0-d tensor: for neurode's own fields that index
+        # stored trajectories by time (the interpolated adjoint), which would otherwise read the tensor back
+        # with ``float(t)`` at every evaluation — a device-to-host sync on CUDA
+        self.float_time = float_time
         # a TensorCapture (capture.py) to enter around every evaluation, recording what f reads, or None
         self.capture = capture
         # extra arguments, passed as func(t, y, args) when given (diffrax's ``args``); in the
@@ -116,7 +120,7 @@ class VectorField:
             if perturb:
                 toward_lower = (perturb == PERTURB_PREV) == (self.direction > 0)
                 t = prev_time(t, self.time_dtype) if toward_lower else -prev_time(-t, self.time_dtype)
-            tt = self.time(t)
+            tt = t if self.float_time else self.time(t)
         if self.shapes is None:
             out = self.func(tt, y) if self.args is None else self.func(tt, y, self.args)
             if not isinstance(out, torch.Tensor):

@@ -51,3 +51,16 @@ def test_event_function_receives_the_tuple_state():
     event_t, ys = neurode.odeint(f, y0, torch.tensor([0.0, 5.0], dtype=F64), event_fn=event)
     assert abs(float(event_t) - 0.75) < 1e-6
     assert isinstance(ys, tuple) and ys[0].shape == (2, 1)
+
+
+def test_float_time_hands_the_field_the_loops_float_and_perturbs_it_the_same_way():
+    # neurode's own trajectory-indexed fields (the interpolated adjoint) take t as a float: no tensor to read back
+    seen = []
+    vf = VectorField(lambda t, y: (seen.append(t), y)[1], torch.zeros(1, dtype=F64), float_time=True)
+    vf(1.0, torch.zeros(1, dtype=F64))
+    vf(1.0, torch.zeros(1, dtype=F64), PERTURB_NEXT)
+    assert [type(t) for t in seen] == [float, float]
+    assert seen[0] == 1.0 < seen[1] == _seen_times(+1.0)[0]
+    default = []
+    VectorField(lambda t, y: (default.append(t), y)[1], torch.zeros(1, dtype=F64))(1.0, torch.zeros(1, dtype=F64))
+    assert isinstance(default[0], torch.Tensor) and default[0].dtype == F64

@@ -89,7 +89,8 @@ def interpolated_adjoint(*, inner: VectorField, solver, config, backward_solver,
     state = {"y": None}  # the dense forward trajectory of the interval being integrated back
 
     def y_at(t_: torch.Tensor | float) -> torch.Tensor:
-        return state["y"](float(t_.detach()) if isinstance(t_, torch.Tensor) else float(t_))
+        # a float from the loop (the field below is built with float_time); a tensor only from a solver's jac call
+        return state["y"](float(t_.detach()) if isinstance(t_, torch.Tensor) else t_)
 
     def adjoint_field(t_, a):
         with torch.enable_grad():
@@ -110,7 +111,8 @@ def interpolated_adjoint(*, inner: VectorField, solver, config, backward_solver,
     backward_problem, _ = build_problem(
         adjoint_field, a, t[-2:].flip(0) if len(t) >= 2 else t, solver=backward_solver, rtol=rtol, atol=atol,
         controller=controller, params=(), options=backward_options)
-    vf = VectorField(adjoint_field, backward_problem.y0, backward_problem.shapes)
+    # the loop's float times go to adjoint_field as they are: y_at reads no tensor back at every evaluation
+    vf = VectorField(adjoint_field, backward_problem.y0, backward_problem.shapes, float_time=True)
     backward = backward_problem.solver
 
     param_grads = [torch.zeros_like(p, dtype=dtype) for p in params]
