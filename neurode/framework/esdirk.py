@@ -165,6 +165,7 @@ class ESDIRK(AbstractSolver):
     """
 
     adaptive = True
+    stiff = True
     supports_per_sample = True
     supports_tangent = False  # Newton iteration counts depend on the values: nothing to replay linearly
     steps_onto_outputs = True  # see AbstractSolver: outputs are L-stable step ends, not interpolated

@@ -104,6 +104,7 @@ class ImplicitRungeKutta(AbstractSolver):
     """
 
     adaptive = False
+    stiff = True
     supports_tangent = False  # the Newton iteration count depends on the values: nothing to replay
 
     def __init__(self, tableau: ImplicitTableau, *, max_iters: int = 100, newton_tol: float = 1e-3,

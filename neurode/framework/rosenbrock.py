@@ -171,6 +171,7 @@ class Rosenbrock(AbstractSolver):
     """
 
     adaptive = True
+    stiff = True
     supports_per_sample = True
     supports_tangent = False  # see the module docstring
     steps_onto_outputs = True  # see AbstractSolver: outputs are step ends, not interpolated

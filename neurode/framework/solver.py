@@ -126,6 +126,9 @@ class AbstractSolver(abc.ABC):
     #: perturbation of that mode almost undamped, while the step's end is damped by the method's stability
     #: function; outputs, and gradients through them, are then the method's own values)
     steps_onto_outputs: bool = False
+    #: whether the method is meant for stiff problems (implicit or linearly implicit): the stiffness test's
+    #: error (``StiffProblemError``) names the registered solvers that declare it
+    stiff: bool = False
 
     @abc.abstractmethod
     def init(self, func: VectorFieldFn, t0: float, y0: torch.Tensor) -> tuple[torch.Tensor, ...]:

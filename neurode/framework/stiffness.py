@@ -24,6 +24,7 @@ any registered tableau with two stages at one node gets the test.
 from __future__ import annotations
 
 import functools
+from functools import partial
 
 import torch
 
@@ -174,12 +175,26 @@ def stiff_advice() -> str:
 
 
 def stiff_methods() -> str:
-    """The registered solvers meant for stiff problems (a solver class declaring ``stiff = True``)."""
+    """The registered solvers meant for stiff problems (a solver class declaring ``stiff = True``, registered
+    as the class or as a ``functools.partial`` of it with its tableau): the adaptive ones first."""
     registry = get_registry()
-    names = [repr(n) for n in registry.names("solver") if getattr(registry.get("solver", n).obj, "stiff", False)]
+    adaptive, fixed = [], []
+    for name in registry.names("solver"):
+        obj = registry.get("solver", name).obj
+        cls = obj.func if isinstance(obj, partial) else obj
+        if not getattr(cls, "stiff", False):
+            continue
+        tableau = obj.args[0] if isinstance(obj, partial) and obj.args else None
+        steps_adaptively = getattr(cls, "adaptive", False) and getattr(tableau, "adaptive", True)
+        (adaptive if steps_adaptively else fixed).append(repr(name))
+    names = []
+    if adaptive:
+        names.append(f"adaptive: {', '.join(adaptive)}")
+    if fixed:
+        names.append(f"fixed-step: {', '.join(fixed)}")
     if ("solver", "torchdiffeq.scipy_solver") in registry:
         names.append("'torchdiffeq.scipy_solver' with solver='BDF', 'Radau' or 'LSODA' (scipy's implicit methods)")
     if not names:
         return ("none is registered in this installation: install a plugin with an implicit (BDF, Radau, "
                 "Rosenbrock) solver, or use scipy.integrate.solve_ivp(method='BDF')")
-    return ", ".join(names)
+    return "; ".join(names)

@@ -48,6 +48,13 @@ def test_van_der_pol_mu_1e4_is_reported_stiff_early():
         neurode.solve(van_der_pol, torch.tensor([2.0, 0.0], dtype=torch.float64),
                       torch.tensor([0.0, 3000.0], dtype=torch.float64), rtol=1e-6, atol=1e-6)
     assert info.value.stats.n_steps < 3000 and info.value.t < 1.0
+    # neurode's own stiff methods are named (they are registered as partials of their classes with a tableau,
+    # which the listing used to miss, leaving only scipy's), the adaptive ones apart from the fixed-step ones
+    message = str(info.value)
+    adaptive, fixed = message.split("adaptive: ")[1].split("; fixed-step: ")
+    assert all(f"'{name}'" in adaptive for name in ("rodas4", "kvaerno3", "kvaerno4", "kvaerno5", "esdirk547l2sa"))
+    assert all(f"'{name}'" in fixed.split(";")[0] for name in ("implicit_euler", "radauIIA5", "trbdf2", "ros3p"))
+    assert "'dopri5'" not in message
 
 
 def test_a_stiff_stretch_the_budget_finishes_is_left_to_finish():
