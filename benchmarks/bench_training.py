@@ -207,7 +207,8 @@ def _mlp(sizes, activation):
     return torch.nn.Sequential(*layers)
 
 
-def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) -> dict:
+def torchdiffeq_latent_loop(times, observed, seed: int, sizes: dict) -> dict:
+    """The example's model and training step against plain ``torchdiffeq.odeint`` (not yet run)."""
     import math
 
     import torchdiffeq
@@ -240,9 +241,8 @@ def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) 
         optimizer.step()
         return float(loss.detach())
 
-    result = _time_steps(step, steps, rows, observed.shape[0])
-    result["trained"] = (recognition, field_net, decoder)
-    return result
+    # the RNG stream its steps draw from (its posterior samples), as if it ran now
+    return {"step": step, "rows": rows, "trained": (recognition, field_net, decoder), "rng": torch.get_rng_state()}
 
 
 def _spiral_batch(times, observed):
@@ -265,8 +265,9 @@ def _neurode_latent_model(features: int, sizes: dict, rtol: float, atol: float, 
                  "noise_std": sizes["noise_std"]})
 
 
-def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tangent: bool | None, cell: str,
-                       tolerances: tuple[float, float] | None = None) -> dict:
+def neurode_latent_loop(times, observed, seed: int, sizes: dict, tangent: bool | None, cell: str,
+                        tolerances: tuple[float, float] | None = None) -> dict:
+    """neurode's ``latent_ode`` and its training step (not yet run)."""
     n, _, features = observed.shape
     batch = _spiral_batch(times, observed)
     torch.manual_seed(seed)
@@ -283,23 +284,38 @@ def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tang
         rows["n"] += metrics["nfe_per_sample"] * n
         return float(loss.detach())
 
-    result = _time_steps(step, steps, rows, n)
-    result["trained"] = model
-    return result
+    return {"step": step, "rows": rows, "trained": model, "rng": torch.get_rng_state()}
 
 
-def _time_steps(step, steps: int, rows: dict, n: int) -> dict:
-    """Median wall and CPU time per step (CPU time: what this process used, robust to a shared machine's load)."""
-    wall, cpu, nfe = [], [], []
-    for _ in range(steps):
-        rows["n"] = 0
-        tick, tock = time.perf_counter(), time.process_time()
-        loss = step()
-        wall.append(time.perf_counter() - tick)
-        cpu.append(time.process_time() - tock)
-        nfe.append(rows["n"] / n)
-    return {"step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "nfe_per_sample": statistics.mean(nfe),
-            "loss": loss}
+def _time_interleaved(loops: dict[str, dict], steps: int, n: int) -> dict[str, dict]:
+    """Each loop's median wall and CPU time per step, NFE per sample and last loss, the loops' steps interleaved.
+
+    Round ``i`` takes step ``i`` of every loop, in an order rotated every
+    round: on a shared machine the load changes over seconds, and a loop run
+    after another would meet a different load; interleaved, all meet the same.
+    Each loop keeps its own stream of torch's global RNG (its posterior
+    samples), from where its construction left it, swapped in around its
+    steps: it draws exactly what it would running alone. CPU time is what
+    this process used: on a shared machine it moves much less with the load
+    than wall time.
+    """
+    names = list(loops)
+    rng = {name: loops[name]["rng"] for name in names}
+    wall, cpu, nfe, loss = ({name: [] for name in names} for _ in range(4))
+    for i in range(steps):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            loop = loops[name]
+            loop["rows"]["n"] = 0
+            torch.set_rng_state(rng[name])
+            tick, tock = time.perf_counter(), time.process_time()
+            loss[name].append(loop["step"]())
+            wall[name].append(time.perf_counter() - tick)
+            cpu[name].append(time.process_time() - tock)
+            rng[name] = torch.get_rng_state()
+            nfe[name].append(loop["rows"]["n"] / n)
+    return {name: {"step_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name]),
+                   "nfe_per_sample": statistics.mean(nfe[name]), "loss": loss[name][-1],
+                   "trained": loops[name]["trained"]} for name in names}
 
 
 TORCHDIFFEQ = "torchdiffeq (example's model)"
@@ -328,14 +344,15 @@ def latent_ode_comparison(steps: int, seeds: list[int], defaults_row: bool) -> N
         rel_times, noisy, _, _ = spirals(1000, seed)
         times = torch.tensor(rel_times[:100], dtype=torch.float64)
         observed = torch.tensor(noisy[:, :100], dtype=torch.float32)
-        result = {
-            TORCHDIFFEQ: run_torchdiffeq_latent(times, observed, steps, seed, sizes),
-            NEURODE: run_neurode_latent(times, observed, steps, seed, sizes, None, "tanh"),
-            NEURODE_NO_TANGENT: run_neurode_latent(times, observed, steps, seed, sizes, False, "tanh"),
-            NEURODE_GRU: run_neurode_latent(times, observed, steps, seed, sizes, None, "gru"),
+        loops = {
+            TORCHDIFFEQ: torchdiffeq_latent_loop(times, observed, seed, sizes),
+            NEURODE: neurode_latent_loop(times, observed, seed, sizes, None, "tanh"),
+            NEURODE_NO_TANGENT: neurode_latent_loop(times, observed, seed, sizes, False, "tanh"),
+            NEURODE_GRU: neurode_latent_loop(times, observed, seed, sizes, None, "gru"),
         }
         if defaults_row:
-            result[NEURODE_DEFAULTS] = run_neurode_latent(times, observed, steps, seed, sizes, None, "tanh", defaults)
+            loops[NEURODE_DEFAULTS] = neurode_latent_loop(times, observed, seed, sizes, None, "tanh", defaults)
+        result = _time_interleaved(loops, steps, observed.shape[0])
         runs.append(result)
         print(f"seed {seed}: " + ", ".join(f"{name} {r['step_s'] * 1e3:.0f} ms (CPU {r['cpu_s'] * 1e3:.0f} ms), "
                                            f"loss {r['loss']:.1f}" for name, r in result.items()), flush=True)
