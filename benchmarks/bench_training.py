@@ -443,6 +443,55 @@ def latent_ode_parts(times, observed, sizes: dict, theirs: tuple, ours, ours_gru
     }
 
 
+def tangent_stacking_costs(repeats: int = 7, calls: int = 400) -> None:
+    """Per stage of a training solve with tangent control: ``f(Y)`` with autograd and ``f(Y + eps V)`` without, as
+    two calls or as one call on the stacked rows ``[Y; Y + eps V]``; forward and backward timed apart (CPU time).
+
+    The measurement behind not stacking (README, "Latent ODE training"): under
+    ``direct`` backpropagation the stacked call's backward runs over both
+    halves (the weight gradients' products and the activations' backward see
+    2N rows, half of them zero), which costs more than the one dispatch the
+    forward saves, except on small batches.
+    """
+    def median_us(work):
+        for _ in range(30):
+            work()
+        runs = []
+        for _ in range(repeats):
+            tick = time.process_time()
+            for _ in range(calls):
+                work()
+            runs.append((time.process_time() - tick) / calls * 1e6)
+        return statistics.median(runs)
+
+    fields = {"4-20-20-4 ELU (the spirals' latent field)": (4, 20, 2, torch.nn.ELU),
+              "2-64-2 tanh": (2, 64, 1, torch.nn.Tanh)}
+    print("| field | rows N | forward: two calls | forward: stacked | backward after two calls "
+          "| backward after stacked | stacked - two, forward + backward |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, (dim, width, depth, activation) in fields.items():
+        net = _mlp([dim] + [width] * depth + [dim], activation)
+        for n in (16, 128, 1000):
+            y = torch.randn(n, dim, requires_grad=True)
+            v = torch.randn(n, dim)
+
+            def two():
+                plain = net(y)
+                with torch.no_grad():
+                    return plain, net(y.detach() + 1e-3 * v)
+
+            def stacked():
+                both = net(torch.cat([y, y.detach() + 1e-3 * v]))
+                return both[:n], both[n:].detach()
+
+            forward_two, forward_stacked = median_us(two), median_us(stacked)
+            backward_two = median_us(lambda: two()[0].sum().backward()) - forward_two
+            backward_stacked = median_us(lambda: stacked()[0].sum().backward()) - forward_stacked
+            change = forward_stacked + backward_stacked - forward_two - backward_two
+            print(f"| {name} | {n} | {forward_two:.0f} us | {forward_stacked:.0f} us | {backward_two:.0f} us | "
+                  f"{backward_stacked:.0f} us | {change:+.0f} us |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
@@ -456,10 +505,15 @@ def main() -> None:
     parser.add_argument("--model", choices=("neural_ode", "latent_ode"), default="neural_ode",
                         help="neural_ode: the trainer on the built-in data; latent_ode: the spirals (see above)")
     parser.add_argument("--steps", type=int, default=20, help="latent_ode: full-batch training steps of each loop")
+    parser.add_argument("--tangent-stacking", action="store_true",
+                        help="only time one stage's two evaluations under tangent control, apart or stacked")
     parser.add_argument("--defaults-row", action="store_true",
                         help="latent_ode: also a row with neurode at its own default tolerances (not like for like)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tangent_stacking:
+        tangent_stacking_costs()
+        return
     if args.model == "latent_ode":
         latent_ode_comparison(args.steps, args.seeds, args.defaults_row)
         return
