@@ -77,6 +77,7 @@ not like for like: 0.87x. Per part on trained weights: recognition network
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -432,6 +433,14 @@ def latent_ode_parts(times, observed, sizes: dict, theirs: tuple, ours, ours_gru
             z0 = model.posterior_parameters(batch)[0]
         return lambda: model.decode(z0.requires_grad_()[None], batch.solve_times()).sum().backward()
 
+    def without_tangent(work):
+        settings = ours.settings
+        ours.settings = dataclasses.replace(settings, tangent_control=False)
+        try:
+            return median_time(work)
+        finally:
+            ours.settings = settings
+
     return {
         "recognition network": (median_time(encode(lambda: recognition(observed))),
                                 median_time(encode(lambda: ours.posterior_parameters(batch))),
@@ -440,6 +449,8 @@ def latent_ode_parts(times, observed, sizes: dict, theirs: tuple, ours, ours_gru
             None, median_time(encode(stepwise)), None),
         "solve and decoder": (median_time(solve_torchdiffeq), median_time(solve_neurode(ours)),
                               median_time(solve_neurode(ours_gru))),
+        "solve and decoder, neurode with tangent control off (what tangent control costs: the difference)": (
+            None, without_tangent(solve_neurode(ours)), None),
     }
 
 
