@@ -49,29 +49,38 @@ loss is the negative ELBO with the analytic KL, averaged over spirals.
   while torchdiffeq stays at the example's.
 
 Same data, same seed, same process, for each of ``--seeds`` (the seed draws
-the spirals, the initial weights and the posterior samples). Reported per
-seed: steps per second (median wall time of a step), the median CPU time of
-a step (what this process used: on a shared machine it moves much less with
-the load than wall time), each as a ratio to torchdiffeq, NFE per sample,
+the spirals, the initial weights and the posterior samples); the loops'
+steps interleaved, so that all meet the same load (``_time_interleaved``).
+Reported per seed: steps per second (median wall time of a step), the
+median CPU time of a step (what this process used: on a shared machine it
+moves much less with the load than wall time), each as a ratio to
+torchdiffeq, NFE per sample,
 and the loss after the last step; over several seeds, the median ratios and
 the mean ± sd of the loss. Then, on the last seed's trained weights, the
 recognition network and the solve with the decoder timed apart in CPU time
-(each loop's own vector field, from its own posterior means), and neurode's
-tanh recognition network also through the generic step-by-step scan that
-its whole-sequence reader replaces.
+(each loop's own vector field, from its own posterior means; neurode's also
+with tangent control off), and neurode's tanh recognition network also
+through the generic step-by-step scan that its whole-sequence reader
+replaces.
 
     python benchmarks/bench_training.py --model latent_ode --steps 30 --seeds 0 1 2
 
-Measured (30 steps, seeds 0 1 2, one thread, on 2 cores shared with other
-jobs, load average 4-5: CPU-time ratios of the same run): neurode with the
-tanh encoder took 1.56x torchdiffeq's steps per second with tangent control
-off (1.67x and 1.56x in two earlier runs; by seed 1.49x to 2.18x) and 1.44x
-with it on, the training default (1.40x and 1.53x earlier), at a lower loss
+Measured (30 steps, seeds 0 1 2, one thread, the loops' steps interleaved,
+on 2 cores shared by four engineers, load average 4-5: CPU-time ratios of
+the same run): neurode with the tanh encoder took 1.40x torchdiffeq's steps
+per second with tangent control on, the training default (by seed 1.60x,
+1.29x, 1.40x), and 1.53x with it off (1.77x, 1.43x, 1.53x), at a lower loss
 after 30 steps at every seed (3282 +- 454 against 3713 +- 297). The 1.5x
 target holds, thinly, with tangent control off only. neurode's GRU encoder,
-not like for like: 0.87x. Per part on trained weights: recognition network
-20 ms (tanh) and 92 ms (GRU) against 56 ms; solve and decoder 76 ms against
-104 ms. README, "Latent ODE training", has the tables.
+not like for like: 0.83x. Per part on trained weights: recognition network
+24 ms (tanh) and 101 ms (GRU) against 62 ms; solve and decoder 91 ms with
+tangent control and 79 ms without, against 118 ms. README, "Latent ODE
+training", has the tables and where the time goes.
+
+``--tangent-stacking`` times one stage's two evaluations under tangent
+control (``f(Y)`` recorded, ``f(Y + eps V)`` without autograd) as two calls
+and as one call on the stacked rows, forward and backward apart: the
+measurement behind not stacking them.
 """
 
 from __future__ import annotations

@@ -44,7 +44,13 @@ asking the difference for digits it does not have.
 Costs: one more evaluation of ``f`` per stage (counted in ``nfe``, without
 autograd), the tangent step's arithmetic (without autograd), and the steps
 that resolve both the solution and its derivative: about twice the forward
-solve; the backward pass is unchanged. Only solves whose gradients are
+solve; the backward pass is unchanged. The two evaluations of a stage are
+not stacked into one call on the rows ``[Y; Y + εV]``: under ``direct``
+backpropagation that call's backward runs over both halves (its weight
+gradients' products and activations see 2N rows), which costs more than the
+dispatch the forward saves except on small batches (one stage of a
+4-20-20-4 ELU field: -16 us at 16 rows, +130 us at 1000;
+``benchmarks/bench_training.py --tangent-stacking``). Only solves whose gradients are
 recorded pay it; ``tangent_control=False`` turns it off — as it must be for a
 vector field that draws random numbers (dropout in training mode), whose
 differences say nothing.
