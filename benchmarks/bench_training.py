@@ -49,34 +49,44 @@ loss is the negative ELBO with the analytic KL, averaged over spirals.
   while torchdiffeq stays at the example's.
 
 Same data, same seed, same process, for each of ``--seeds`` (the seed draws
-the spirals, the initial weights and the posterior samples). Reported per
-seed: steps per second (median wall time of a step), the median CPU time of
-a step (what this process used: on a shared machine it moves much less with
-the load than wall time), each as a ratio to torchdiffeq, NFE per sample,
+the spirals, the initial weights and the posterior samples); the loops'
+steps interleaved, so that all meet the same load (``_time_interleaved``).
+Reported per seed: steps per second (median wall time of a step), the
+median CPU time of a step (what this process used: on a shared machine it
+moves much less with the load than wall time), each as a ratio to
+torchdiffeq, NFE per sample,
 and the loss after the last step; over several seeds, the median ratios and
 the mean ± sd of the loss. Then, on the last seed's trained weights, the
 recognition network and the solve with the decoder timed apart in CPU time
-(each loop's own vector field, from its own posterior means), and neurode's
-tanh recognition network also through the generic step-by-step scan that
-its whole-sequence reader replaces.
+(each loop's own vector field, from its own posterior means; neurode's also
+with tangent control off), and neurode's tanh recognition network also
+through the generic step-by-step scan that its whole-sequence reader
+replaces.
 
     python benchmarks/bench_training.py --model latent_ode --steps 30 --seeds 0 1 2
 
-Measured (30 steps, seeds 0 1 2, one thread, on 2 cores shared with other
-jobs, load average 4-5: CPU-time ratios of the same run): neurode with the
-tanh encoder took 1.56x torchdiffeq's steps per second with tangent control
-off (1.67x and 1.56x in two earlier runs; by seed 1.49x to 2.18x) and 1.44x
-with it on, the training default (1.40x and 1.53x earlier), at a lower loss
+Measured (30 steps, seeds 0 1 2, one thread, the loops' steps interleaved,
+on 2 cores shared by four engineers, load average 4-5: CPU-time ratios of
+the same run): neurode with the tanh encoder took 1.40x torchdiffeq's steps
+per second with tangent control on, the training default (by seed 1.60x,
+1.29x, 1.40x), and 1.53x with it off (1.77x, 1.43x, 1.53x), at a lower loss
 after 30 steps at every seed (3282 +- 454 against 3713 +- 297). The 1.5x
 target holds, thinly, with tangent control off only. neurode's GRU encoder,
-not like for like: 0.87x. Per part on trained weights: recognition network
-20 ms (tanh) and 92 ms (GRU) against 56 ms; solve and decoder 76 ms against
-104 ms. README, "Latent ODE training", has the tables.
+not like for like: 0.83x. Per part on trained weights: recognition network
+24 ms (tanh) and 101 ms (GRU) against 62 ms; solve and decoder 91 ms with
+tangent control and 79 ms without, against 118 ms. README, "Latent ODE
+training", has the tables and where the time goes.
+
+``--tangent-stacking`` times one stage's two evaluations under tangent
+control (``f(Y)`` recorded, ``f(Y + eps V)`` without autograd) as two calls
+and as one call on the stacked rows, forward and backward apart: the
+measurement behind not stacking them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -207,7 +217,8 @@ def _mlp(sizes, activation):
     return torch.nn.Sequential(*layers)
 
 
-def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) -> dict:
+def torchdiffeq_latent_loop(times, observed, seed: int, sizes: dict) -> dict:
+    """The example's model and training step against plain ``torchdiffeq.odeint`` (not yet run)."""
     import math
 
     import torchdiffeq
@@ -240,9 +251,8 @@ def run_torchdiffeq_latent(times, observed, steps: int, seed: int, sizes: dict) 
         optimizer.step()
         return float(loss.detach())
 
-    result = _time_steps(step, steps, rows, observed.shape[0])
-    result["trained"] = (recognition, field_net, decoder)
-    return result
+    # the RNG stream its steps draw from (its posterior samples), as if it ran now
+    return {"step": step, "rows": rows, "trained": (recognition, field_net, decoder), "rng": torch.get_rng_state()}
 
 
 def _spiral_batch(times, observed):
@@ -265,8 +275,9 @@ def _neurode_latent_model(features: int, sizes: dict, rtol: float, atol: float, 
                  "noise_std": sizes["noise_std"]})
 
 
-def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tangent: bool | None, cell: str,
-                       tolerances: tuple[float, float] | None = None) -> dict:
+def neurode_latent_loop(times, observed, seed: int, sizes: dict, tangent: bool | None, cell: str,
+                        tolerances: tuple[float, float] | None = None) -> dict:
+    """neurode's ``latent_ode`` and its training step (not yet run)."""
     n, _, features = observed.shape
     batch = _spiral_batch(times, observed)
     torch.manual_seed(seed)
@@ -283,23 +294,38 @@ def run_neurode_latent(times, observed, steps: int, seed: int, sizes: dict, tang
         rows["n"] += metrics["nfe_per_sample"] * n
         return float(loss.detach())
 
-    result = _time_steps(step, steps, rows, n)
-    result["trained"] = model
-    return result
+    return {"step": step, "rows": rows, "trained": model, "rng": torch.get_rng_state()}
 
 
-def _time_steps(step, steps: int, rows: dict, n: int) -> dict:
-    """Median wall and CPU time per step (CPU time: what this process used, robust to a shared machine's load)."""
-    wall, cpu, nfe = [], [], []
-    for _ in range(steps):
-        rows["n"] = 0
-        tick, tock = time.perf_counter(), time.process_time()
-        loss = step()
-        wall.append(time.perf_counter() - tick)
-        cpu.append(time.process_time() - tock)
-        nfe.append(rows["n"] / n)
-    return {"step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "nfe_per_sample": statistics.mean(nfe),
-            "loss": loss}
+def _time_interleaved(loops: dict[str, dict], steps: int, n: int) -> dict[str, dict]:
+    """Each loop's median wall and CPU time per step, NFE per sample and last loss, the loops' steps interleaved.
+
+    Round ``i`` takes step ``i`` of every loop, in an order rotated every
+    round: on a shared machine the load changes over seconds, and a loop run
+    after another would meet a different load; interleaved, all meet the same.
+    Each loop keeps its own stream of torch's global RNG (its posterior
+    samples), from where its construction left it, swapped in around its
+    steps: it draws exactly what it would running alone. CPU time is what
+    this process used: on a shared machine it moves much less with the load
+    than wall time.
+    """
+    names = list(loops)
+    rng = {name: loops[name]["rng"] for name in names}
+    wall, cpu, nfe, loss = ({name: [] for name in names} for _ in range(4))
+    for i in range(steps):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            loop = loops[name]
+            loop["rows"]["n"] = 0
+            torch.set_rng_state(rng[name])
+            tick, tock = time.perf_counter(), time.process_time()
+            loss[name].append(loop["step"]())
+            wall[name].append(time.perf_counter() - tick)
+            cpu[name].append(time.process_time() - tock)
+            rng[name] = torch.get_rng_state()
+            nfe[name].append(loop["rows"]["n"] / n)
+    return {name: {"step_s": statistics.median(wall[name]), "cpu_s": statistics.median(cpu[name]),
+                   "nfe_per_sample": statistics.mean(nfe[name]), "loss": loss[name][-1],
+                   "trained": loops[name]["trained"]} for name in names}
 
 
 TORCHDIFFEQ = "torchdiffeq (example's model)"
@@ -328,14 +354,15 @@ def latent_ode_comparison(steps: int, seeds: list[int], defaults_row: bool) -> N
         rel_times, noisy, _, _ = spirals(1000, seed)
         times = torch.tensor(rel_times[:100], dtype=torch.float64)
         observed = torch.tensor(noisy[:, :100], dtype=torch.float32)
-        result = {
-            TORCHDIFFEQ: run_torchdiffeq_latent(times, observed, steps, seed, sizes),
-            NEURODE: run_neurode_latent(times, observed, steps, seed, sizes, None, "tanh"),
-            NEURODE_NO_TANGENT: run_neurode_latent(times, observed, steps, seed, sizes, False, "tanh"),
-            NEURODE_GRU: run_neurode_latent(times, observed, steps, seed, sizes, None, "gru"),
+        loops = {
+            TORCHDIFFEQ: torchdiffeq_latent_loop(times, observed, seed, sizes),
+            NEURODE: neurode_latent_loop(times, observed, seed, sizes, None, "tanh"),
+            NEURODE_NO_TANGENT: neurode_latent_loop(times, observed, seed, sizes, False, "tanh"),
+            NEURODE_GRU: neurode_latent_loop(times, observed, seed, sizes, None, "gru"),
         }
         if defaults_row:
-            result[NEURODE_DEFAULTS] = run_neurode_latent(times, observed, steps, seed, sizes, None, "tanh", defaults)
+            loops[NEURODE_DEFAULTS] = neurode_latent_loop(times, observed, seed, sizes, None, "tanh", defaults)
+        result = _time_interleaved(loops, steps, observed.shape[0])
         runs.append(result)
         print(f"seed {seed}: " + ", ".join(f"{name} {r['step_s'] * 1e3:.0f} ms (CPU {r['cpu_s'] * 1e3:.0f} ms), "
                                            f"loss {r['loss']:.1f}" for name, r in result.items()), flush=True)
@@ -415,6 +442,14 @@ def latent_ode_parts(times, observed, sizes: dict, theirs: tuple, ours, ours_gru
             z0 = model.posterior_parameters(batch)[0]
         return lambda: model.decode(z0.requires_grad_()[None], batch.solve_times()).sum().backward()
 
+    def without_tangent(work):
+        settings = ours.settings
+        ours.settings = dataclasses.replace(settings, tangent_control=False)
+        try:
+            return median_time(work)
+        finally:
+            ours.settings = settings
+
     return {
         "recognition network": (median_time(encode(lambda: recognition(observed))),
                                 median_time(encode(lambda: ours.posterior_parameters(batch))),
@@ -423,7 +458,58 @@ def latent_ode_parts(times, observed, sizes: dict, theirs: tuple, ours, ours_gru
             None, median_time(encode(stepwise)), None),
         "solve and decoder": (median_time(solve_torchdiffeq), median_time(solve_neurode(ours)),
                               median_time(solve_neurode(ours_gru))),
+        "solve and decoder, neurode with tangent control off (what tangent control costs: the difference)": (
+            None, without_tangent(solve_neurode(ours)), None),
     }
+
+
+def tangent_stacking_costs(repeats: int = 7, calls: int = 400) -> None:
+    """Per stage of a training solve with tangent control: ``f(Y)`` with autograd and ``f(Y + eps V)`` without, as
+    two calls or as one call on the stacked rows ``[Y; Y + eps V]``; forward and backward timed apart (CPU time).
+
+    The measurement behind not stacking (README, "Latent ODE training"): under
+    ``direct`` backpropagation the stacked call's backward runs over both
+    halves (the weight gradients' products and the activations' backward see
+    2N rows, half of them zero), which costs more than the one dispatch the
+    forward saves, except on small batches.
+    """
+    def median_us(work):
+        for _ in range(30):
+            work()
+        runs = []
+        for _ in range(repeats):
+            tick = time.process_time()
+            for _ in range(calls):
+                work()
+            runs.append((time.process_time() - tick) / calls * 1e6)
+        return statistics.median(runs)
+
+    fields = {"4-20-20-4 ELU (the spirals' latent field)": (4, 20, 2, torch.nn.ELU),
+              "2-64-2 tanh": (2, 64, 1, torch.nn.Tanh)}
+    print("| field | rows N | forward: two calls | forward: stacked | backward after two calls "
+          "| backward after stacked | stacked - two, forward + backward |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, (dim, width, depth, activation) in fields.items():
+        net = _mlp([dim] + [width] * depth + [dim], activation)
+        for n in (16, 128, 1000):
+            y = torch.randn(n, dim, requires_grad=True)
+            v = torch.randn(n, dim)
+
+            def two():
+                plain = net(y)
+                with torch.no_grad():
+                    return plain, net(y.detach() + 1e-3 * v)
+
+            def stacked():
+                both = net(torch.cat([y, y.detach() + 1e-3 * v]))
+                return both[:n], both[n:].detach()
+
+            forward_two, forward_stacked = median_us(two), median_us(stacked)
+            backward_two = median_us(lambda: two()[0].sum().backward()) - forward_two
+            backward_stacked = median_us(lambda: stacked()[0].sum().backward()) - forward_stacked
+            change = forward_stacked + backward_stacked - forward_two - backward_two
+            print(f"| {name} | {n} | {forward_two:.0f} us | {forward_stacked:.0f} us | {backward_two:.0f} us | "
+                  f"{backward_stacked:.0f} us | {change:+.0f} us |", flush=True)
 
 
 def main() -> None:
@@ -439,10 +525,15 @@ def main() -> None:
     parser.add_argument("--model", choices=("neural_ode", "latent_ode"), default="neural_ode",
                         help="neural_ode: the trainer on the built-in data; latent_ode: the spirals (see above)")
     parser.add_argument("--steps", type=int, default=20, help="latent_ode: full-batch training steps of each loop")
+    parser.add_argument("--tangent-stacking", action="store_true",
+                        help="only time one stage's two evaluations under tangent control, apart or stacked")
     parser.add_argument("--defaults-row", action="store_true",
                         help="latent_ode: also a row with neurode at its own default tolerances (not like for like)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tangent_stacking:
+        tangent_stacking_costs()
+        return
     if args.model == "latent_ode":
         latent_ode_comparison(args.steps, args.seeds, args.defaults_row)
         return

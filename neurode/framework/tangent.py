@@ -44,7 +44,13 @@ asking the difference for digits it does not have.
 Costs: one more evaluation of ``f`` per stage (counted in ``nfe``, without
 autograd), the tangent step's arithmetic (without autograd), and the steps
 that resolve both the solution and its derivative: about twice the forward
-solve; the backward pass is unchanged. Only solves whose gradients are
+solve; the backward pass is unchanged. The two evaluations of a stage are
+not stacked into one call on the rows ``[Y; Y + εV]``: under ``direct``
+backpropagation that call's backward runs over both halves (its weight
+gradients' products and activations see 2N rows), which costs more than the
+dispatch the forward saves except on small batches (one stage of a
+4-20-20-4 ELU field: -16 us at 16 rows, +130 us at 1000;
+``benchmarks/bench_training.py --tangent-stacking``). Only solves whose gradients are
 recorded pay it; ``tangent_control=False`` turns it off — as it must be for a
 vector field that draws random numbers (dropout in training mode), whose
 differences say nothing.
@@ -70,14 +76,18 @@ def _rows(x: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def _rms(x: torch.Tensor, per_sample: bool) -> torch.Tensor:
-    """RMS of ``x`` (a 0-d tensor), or of each sample (shaped to broadcast over ``x``) in the batch loop."""
-    # a norm over sqrt(n): two operations where abs, square, mean and sqrt took four (this runs twice per stage)
+    """RMS of ``x`` (a 0-d tensor), or of each sample (shaped to broadcast over ``x``) in the batch loop.
+
+    A fresh tensor, which callers may change in place.
+    """
+    # a norm over sqrt(n): two operations where abs, square, mean and sqrt took four (this runs twice per stage);
+    # keepdim instead of a view, and the sample size from the shape (x[0].numel() is one more operation)
     if not per_sample:
-        return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+        return torch.linalg.vector_norm(x).div_(math.sqrt(max(x.numel(), 1)))
     if x.ndim == 1:  # one number per sample
         return x.abs()
-    dims = tuple(range(1, x.ndim))
-    return _rows(torch.linalg.vector_norm(x, dim=dims).div_(math.sqrt(max(x[0].numel(), 1))), x.ndim)
+    size = math.prod(x.shape[1:])
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True).div_(math.sqrt(max(size, 1)))
 
 
 class _Recording:
@@ -119,13 +129,16 @@ class _Variational:
                 f"or pass tangent_control=False")
         t_i, y_i, rest_i, f_i = self.points[self.index]
         self.index += 1
-        y_i = y_i.detach()
-        # forward difference, eps = sqrt(machine eps) (1 + rms Y) / rms V (per sample in the batch loop)
+        # forward difference, eps = sqrt(machine eps) (1 + rms Y) / rms V (per sample in the batch loop), in place
+        # on fresh tensors: this runs once per stage, and on small states every operation is microseconds of
+        # dispatch (12 here where there were 19, the same roundings: not addcmul, whose fused multiply-add rounds
+        # once where y + eps v rounds twice). Called under no_grad: nothing to detach.
         real = y_i.real.dtype if y_i.is_complex() else y_i.dtype
-        eps = (1.0 + _rms(y_i, self.per_sample)) * math.sqrt(torch.finfo(real).eps) / _rms(
-            v, self.per_sample).clamp_min(torch.finfo(real).tiny)
-        eps = eps.to(y_i.dtype)
-        return (self.func(t_i, y_i + eps * v, *rest_i) - f_i.detach()) / eps
+        eps = _rms(y_i, self.per_sample).add_(1.0).mul_(math.sqrt(torch.finfo(real).eps)).div_(
+            _rms(v, self.per_sample).clamp_min_(torch.finfo(real).tiny))
+        if eps.dtype != y_i.dtype:
+            eps = eps.to(y_i.dtype)
+        return torch.sub(self.func(t_i, torch.mul(v, eps).add_(y_i), *rest_i), f_i).div_(eps)
 
 
 class TangentStepper:
@@ -250,16 +263,17 @@ class TangentStepper:
             v1 = torch.where(_rows(accept, v1.ndim), v1, self.v)
             state1 = tuple(torch.where(_rows(accept, s1.ndim), s1, s0) for s0, s1 in zip(self.state_tangents, state1))
         factor = self._renormalisation(v1)
-        self.v = v1 * (_rows(factor, v1.ndim) if self.per_sample else factor)
+        self.v = v1.mul_(factor) if isinstance(accept, torch.Tensor) else v1 * factor  # where's result is fresh
         self.state_tangents = tuple(s * (_rows(factor, s.ndim) if self.per_sample else factor) for s in state1)
 
     def _renormalisation(self, v: torch.Tensor) -> torch.Tensor:
-        """``1 / rms(v)`` (per sample; 1 where that is not finite or ``v`` is zero), without a host sync."""
+        """``1 / rms(v)`` (per sample, shaped to broadcast over ``v``; 1 where that is not finite or ``v`` is zero),
+        without a host sync."""
         flat = v.reshape(v.shape[0], -1) if self.per_sample else v.reshape(1, -1)
-        rms = flat.abs().square().mean(dim=1).sqrt()
-        factor = torch.where(torch.isfinite(rms) & (rms > 0), rms.reciprocal(), torch.ones_like(rms))
-        factor = factor.to(v.real.dtype if v.is_complex() else v.dtype)
-        return factor if self.per_sample else factor.reshape(())
+        # |v|^2 is v^2 for real v, bit for bit: one operation fewer (this runs once per accepted step)
+        rms = (flat.abs().square() if flat.is_complex() else flat.square()).mean(dim=1, keepdim=True).sqrt_()
+        factor = torch.where(torch.isfinite(rms) & (rms > 0), rms.reciprocal(), 1.0)  # v's (real) dtype
+        return _rows(factor, v.ndim) if self.per_sample else factor.reshape(())
 
     def compact(self, keep: torch.Tensor) -> None:
         """Drop the samples that left the active set (the batch-parallel loop's compaction)."""

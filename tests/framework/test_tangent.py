@@ -18,7 +18,7 @@ import torch
 import neurode
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.registry import get_registry
-from neurode.framework.tangent import PlainStepper, TangentStepper, make_stepper
+from neurode.framework.tangent import PlainStepper, TangentStepper, _rms, _Variational, make_stepper
 
 F64 = torch.float64
 OMEGA = 2 * math.pi
@@ -241,3 +241,63 @@ def test_a_scalar_sample_takes_the_same_steps_in_any_batch():
     for b in range(3):
         alone = neurode.solve(f, y0[b:b + 1], t, per_sample=True, rtol=1e-6, atol=1e-9)
         assert torch.equal(alone.ys[:, 0], together.ys[:, b])
+
+
+def _reference_difference(f, y, v, per_sample):
+    """The tangent's stage product as the module docstring writes it, one plain operation per term."""
+    real = y.real.dtype if y.is_complex() else y.dtype
+    dims = tuple(range(1, y.ndim)) if per_sample and y.ndim > 1 else None
+
+    def rms(x):
+        if per_sample and x.ndim == 1:
+            return x.abs()
+        return x.abs().square().mean(dim=dims, keepdim=dims is not None).sqrt()
+
+    eps = (1.0 + rms(y)) * math.sqrt(torch.finfo(real).eps) / rms(v).clamp_min(torch.finfo(real).tiny)
+    return (f(y + eps * v) - f(y)) / eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("shape, per_sample", [((256, 16), True), ((32, 4, 16), True), ((300,), True),
+                                               ((64, 16), False)])
+def test_the_stage_difference_is_the_forward_difference_of_the_docstring(shape, per_sample, dtype):
+    # the stage products are computed in place and with fused norms for speed; they must stay the forward
+    # difference (f(Y + eps V) - f(Y)) / eps with eps = sqrt(machine eps) (1 + rms Y) / rms V, per sample in
+    # the batch loop, and rounded as that expression is (a fused multiply-add in Y + eps V rounds differently)
+    generator = torch.Generator().manual_seed(3)
+    y = torch.randn(shape, generator=generator, dtype=dtype) * 3
+    v = torch.randn(shape, generator=generator, dtype=dtype)
+    weight = torch.randn(shape[-1], shape[-1], generator=generator, dtype=dtype)
+
+    def f(t, x):
+        return torch.tanh(x @ weight) if x.ndim > 1 else torch.tanh(x) * 2
+
+    field = _Variational(f, [(0.0, y, (), f(0.0, y))], per_sample)
+    with torch.no_grad():
+        product = field(0.0, v)
+    expected = _reference_difference(lambda x: f(0.0, x), y, v, per_sample)
+    # the RMS as a vector norm over sqrt(n) may differ from sqrt(mean(x^2)) in the last bit; the difference is
+    # then good to sqrt(machine eps) relative, as the docstring says
+    torch.testing.assert_close(product, expected, rtol=10 * math.sqrt(torch.finfo(dtype).eps), atol=0.0)
+    # and Y + eps V, the point f is evaluated at, is rounded as written, bit for bit
+    points = []
+    _Variational(lambda t, x: points.append(x) or f(t, x), [(0.0, y, (), f(0.0, y))], per_sample)(0.0, v)
+    real = torch.finfo(dtype)
+    eps = (1.0 + _rms(y, per_sample)) * math.sqrt(real.eps) / _rms(v, per_sample).clamp_min(real.tiny)
+    assert torch.equal(points[0], y + eps * v)
+
+
+def test_renormalisation_gives_each_sample_unit_rms_and_leaves_zero_and_non_finite_tangents():
+    dopri5 = get_registry().get("solver", "dopri5").obj()
+    y0 = torch.zeros(4, 3, dtype=F64)
+    stepper = TangentStepper(dopri5, y0, per_sample=True)
+    v1 = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [math.inf, 1.0, 1.0], [1e-3, -2e-3, 5e-4]], dtype=F64)
+    stepper._pending = (v1.clone(), ())
+    stepper.accept(torch.tensor([True, True, True, False]))
+    expected_rms = v1[:3].square().mean(dim=1).sqrt()
+    assert torch.equal(stepper.v[0], v1[0] * expected_rms[0].reciprocal())  # rounded as v (1 / rms)
+    torch.testing.assert_close(stepper.v[0].square().mean(), torch.tensor(1.0, dtype=F64))
+    assert torch.equal(stepper.v[1], v1[1])  # zero stays zero (factor 1)
+    assert torch.equal(stepper.v[2], v1[2])  # non-finite: factor 1, not a NaN
+    # a rejected sample keeps its old tangent, which had unit RMS already
+    torch.testing.assert_close(stepper.v[3].square().mean(), torch.tensor(1.0, dtype=F64))
