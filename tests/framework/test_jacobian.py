@@ -1,10 +1,17 @@
-"""The Jacobians implicit methods build: dense, per-sample blocks, user-supplied, forward differences."""
+"""The Jacobians implicit methods build: dense, per-sample blocks, banded, user-supplied, forward differences."""
 
 import pytest
 import torch
 
 from neurode.framework.errors import InvalidInputError
-from neurode.framework.jacobian import banded_jacobian, block_jacobian, dense_jacobian, difference_jvp, jacobian, user_jacobian
+from neurode.framework.jacobian import (
+    banded_jacobian,
+    block_jacobian,
+    dense_jacobian,
+    difference_jvp,
+    jacobian,
+    user_jacobian,
+)
 
 
 def robertson(y):
