@@ -41,8 +41,8 @@ with ``J_band`` the ``lband``/``uband`` diagonals of ``J`` by grouped forward
 differences and ``P`` factored by block cyclic reduction (``banded.py``),
 SUNDIALS' CVBANDPRE (Hindmarsh et al., ACM TOMS 31 (2005) 363): GMRES then
 solves ``(I - hγ J) P⁻¹``, close to the identity, in a few products where the
-unpreconditioned operator — ``hγ`` times a stiff ``J`` — needs dozens (about
-60 per Newton increment against 1.9 on the N = 500 Brusselator, kvaerno4).
+unpreconditioned operator — ``hγ`` times a stiff ``J`` — needs dozens (52
+per Newton increment against 1.9 on the N = 500 Brusselator, kvaerno4).
 
 Failures are not exceptions: a row whose iteration diverges, stalls or
 meets a non-finite value is reported in :class:`StageSolution` (``code``,
