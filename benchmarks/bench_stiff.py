@@ -6,8 +6,11 @@ Problems (Hairer & Wanner, "Solving Ordinary Differential Equations II", 2nd ed.
 * van der Pol, y'' - μ (1 - y²) y' + y = 0 with μ = 1000, y(0) = (2, 0), t in [0, 3000];
 * HIRES (§IV.10), 8 components, t in [0, 321.8122];
 * the 1-d Brusselator reaction–diffusion (§IV.1, §IV.10 "BRUSS"), α = 1/50, N grid points
-  (2N unknowns), t in [0, 10]: solved with ``options={"linear_solver": "krylov"}`` by the methods that take
-  that option (the ESDIRK methods), with their default dense LU by the others (say which in the table).
+  (2N unknowns), t in [0, 10], its state interleaved (u_1, v_1, u_2, v_2, ...) as BRUSS orders it, which makes
+  its Jacobian banded with lband = uband = 2: solved with ``linear_solver="krylov", lband=2, uband=2`` (GMRES
+  preconditioned by the band, SUNDIALS' CVBANDPRE) by the methods that take that option (the ESDIRK
+  methods), with their default dense LU by the others (say which in the table); ``--krylov-plain`` adds
+  rows of the unpreconditioned Krylov solver.
 
 Every solve runs at rtol 1e-6 (the atol of each problem is in the table) and is compared with a scipy
 Radau reference at rtol 1e-10: ``err/tol`` is ``max_i |y_i - ref_i| / (rtol |ref_i| + atol)`` at the final
@@ -33,6 +36,7 @@ Usage::
     python benchmarks/bench_stiff.py --quick          # under a couple of minutes (N = 100, shorter spans)
     python benchmarks/bench_stiff.py --write-readme   # write the table into README.md between its markers
     python benchmarks/bench_stiff.py --methods rodas4 kvaerno5
+    python benchmarks/bench_stiff.py --problems Brusselator --krylov-plain   # one problem's rows
 
 A method that is not registered (yet) is skipped with a message.
 """
@@ -88,28 +92,38 @@ def hires(t, y):
 
 
 def brusselator(n: int, alpha: float = 1.0 / 50.0):
-    """The 1-d Brusselator on n interior points, state (u_1..u_n, v_1..v_n), Dirichlet u = 1, v = 3 at the ends."""
+    """The 1-d Brusselator on n interior points, Dirichlet u = 1, v = 3 at the ends, its state interleaved
+    (u_1, v_1, ..., u_n, v_n) as Hairer & Wanner II, §IV.10 (BRUSS) order it: every component then reads only
+    components at most 2 places away (u_i: u_i±1, v_i; v_i: v_i±1, u_i), a Jacobian of half-bandwidths 2."""
     c = alpha * (n + 1) ** 2
 
     def f(t, y):
-        u, v = y[..., :n], y[..., n:]
+        uv = y.reshape(*y.shape[:-1], n, 2)
+        u, v = uv[..., 0], uv[..., 1]
         u_pad = torch.nn.functional.pad(u, (1, 1), value=1.0)
         v_pad = torch.nn.functional.pad(v, (1, 1), value=3.0)
         lap_u = u_pad[..., :-2] - 2 * u + u_pad[..., 2:]
         lap_v = v_pad[..., :-2] - 2 * v + v_pad[..., 2:]
         uuv = u * u * v
-        return torch.cat([1 + uuv - 4 * u + c * lap_u, 3 * u - uuv + c * lap_v], -1)
+        return torch.stack([1 + uuv - 4 * u + c * lap_u, 3 * u - uuv + c * lap_v], -1).reshape(y.shape)
 
     x = torch.arange(1, n + 1, dtype=F64) / (n + 1)
-    y0 = torch.cat([1 + torch.sin(2 * math.pi * x), torch.full((n,), 3.0, dtype=F64)])
+    y0 = torch.stack([1 + torch.sin(2 * math.pi * x), torch.full((n,), 3.0, dtype=F64)], -1).reshape(2 * n)
     return f, y0
 
 
-def brusselator_sparsity(n: int):
-    from scipy.sparse import bmat, diags, identity
+#: the Brusselator's half-bandwidths in the interleaved order
+BRUSSELATOR_BAND = 2
 
-    band = diags([1, 1, 1], [-1, 0, 1], shape=(n, n))
-    return bmat([[band, identity(n)], [identity(n), band]]).tocsr()
+
+def brusselator_sparsity(n: int):
+    """Where the interleaved Brusselator's Jacobian can be non-zero: u_i and v_i couple (offsets ±1 inside a
+    pair), each reads its own species at the neighbouring points (offsets ±2)."""
+    from scipy.sparse import diags
+
+    pair = np.zeros(2 * n - 1)
+    pair[0::2] = 1  # (u_i, v_i) and (v_i, u_i): offset +1 from u_i, -1 from v_i
+    return diags([1, pair, 1, pair, 1], [-2, -1, 0, 1, 2], shape=(2 * n, 2 * n)).tocsr()
 
 
 def problems(quick: bool) -> list[dict]:
@@ -122,8 +136,8 @@ def problems(quick: bool) -> list[dict]:
              span=300.0 if quick else 3000.0, atol=1e-6),
         dict(name="HIRES", f=hires, y0=torch.tensor([1, 0, 0, 0, 0, 0, 0, 0.0057], dtype=F64), span=321.8122,
              atol=1e-10),
-        dict(name=f"Brusselator N={n}", f=bruss, y0=bruss_y0, span=10.0, atol=1e-8, krylov=True,
-             sparsity=lambda: brusselator_sparsity(n)),
+        dict(name=f"Brusselator N={n}", f=bruss, y0=bruss_y0, span=10.0, atol=1e-8,
+             krylov=(BRUSSELATOR_BAND, BRUSSELATOR_BAND), sparsity=lambda: brusselator_sparsity(n)),
     ]
 
 
@@ -150,9 +164,9 @@ def _scipy(problem: dict, method: str, rtol: float, atol: float):
     return sol.y[:, -1], dict(steps=len(sol.t) - 1, nfe=sol.nfev, n_jac=sol.njev, n_lu=sol.nlu, seconds=seconds)
 
 
-def _options(method: str, problem: dict) -> tuple[dict, str]:
+def _options(method: str, problem: dict, precondition: bool = True) -> tuple[dict, str]:
     """Solver options this method accepts: ``autonomous`` (every problem here is), the Krylov linear solver
-    on the Brusselator; and a note for the table."""
+    on the Brusselator (band-preconditioned unless ``precondition`` is false); and a note for the table."""
     accepted = {p.name for p in signature_parameters(neurode.get_registry().get("solver", method).obj)}
     options, note = {}, ""
     if "autonomous" in accepted:
@@ -160,14 +174,17 @@ def _options(method: str, problem: dict) -> tuple[dict, str]:
     if problem.get("krylov"):
         if "linear_solver" in accepted:
             options["linear_solver"] = "krylov"
-            note = "Krylov"
+            note = "Krylov, no preconditioner"
+            if precondition and "lband" in accepted:
+                options["lband"], options["uband"] = problem["krylov"]
+                note = f"Krylov, band preconditioner (lband = uband = {problem['krylov'][0]})"
         else:
             note = "dense LU"
     return options, note
 
 
-def _neurode(problem: dict, method: str):
-    options, note = _options(method, problem)
+def _neurode(problem: dict, method: str, precondition: bool = True):
+    options, note = _options(method, problem, precondition)
     t = torch.tensor([0.0, problem["span"]], dtype=F64)
     start = time.perf_counter()
     sol = neurode.solve(problem["f"], problem["y0"], t, solver=method, rtol=RTOL, atol=problem["atol"],
@@ -190,13 +207,19 @@ def _registered(method: str) -> bool:
     return True
 
 
-def comparison(methods: list[str], quick: bool) -> list[str]:
+def comparison(methods: list[str], quick: bool, names: list[str] | None = None,
+               krylov_plain: bool = False) -> list[str]:
     lines = ["| problem | solver | err/tol | steps | NFE | Jacobians | LU | wall (s) | note |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for problem in problems(quick):
+        if names and not any(problem["name"].startswith(name) for name in names):
+            continue
         ref, _ = _scipy(problem, "Radau", REF_RTOL, problem["atol"] * 1e-4)
         print(f"{problem['name']}: reference done", file=sys.stderr, flush=True)
         rows = [(f"neurode {m}", lambda m=m: _neurode(problem, m)) for m in methods]
+        if krylov_plain and problem.get("krylov"):
+            rows += [(f"neurode {m}", lambda m=m: _neurode(problem, m, precondition=False)) for m in methods
+                     if "lband" in {p.name for p in signature_parameters(neurode.get_registry().get("solver", m).obj)}]
         rows += [(f"scipy {m}", lambda m=m: _scipy(problem, m, RTOL, problem["atol"])) for m in ("BDF", "Radau")]
         for label, run in rows:
             y, r = run()
@@ -281,6 +304,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 100 and shorter spans: under a couple of minutes")
     parser.add_argument("--batch", type=int, default=None, help="Robertson batch for the per-sample row (256)")
     parser.add_argument("--dopri-span", type=float, default=None, help="span dopri5 runs on van der Pol (30)")
+    parser.add_argument("--problems", nargs="+", default=None,
+                        help="run only the comparison rows of these problems (names' first words, e.g. "
+                             "Brusselator); no ratio rows, and nothing written to the README")
+    parser.add_argument("--krylov-plain", action="store_true",
+                        help="also run the Krylov solver without its preconditioner on the Brusselator")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -296,8 +324,14 @@ def main(argv=None) -> int:
     batch = args.batch or (64 if args.quick else 256)
     dopri_span = args.dopri_span or (3.0 if args.quick else 30.0)
     start = time.perf_counter()
-    blocks = [comparison(methods, args.quick), dopri_ratio(methods, args.quick, dopri_span),
-              per_sample_ratio(methods, args.quick, batch)]
+    if args.problems:
+        if args.write_readme:
+            print("--problems runs part of the table: it is printed, not written to the README", file=sys.stderr)
+        print("\n".join(comparison(methods, args.quick, args.problems, args.krylov_plain)))
+        print(f"({time.perf_counter() - start:.0f} s)")
+        return 0
+    blocks = [comparison(methods, args.quick, krylov_plain=args.krylov_plain),
+              dopri_ratio(methods, args.quick, dopri_span), per_sample_ratio(methods, args.quick, batch)]
     text = "\n\n".join("\n".join(block) for block in blocks)
     text += (f"\n\n(rtol {RTOL:g}, float64, one thread; reference scipy Radau at rtol {REF_RTOL:g}; "
              f"{'--quick, ' if args.quick else ''}{time.perf_counter() - start:.0f} s in all)")

@@ -34,6 +34,21 @@ the state is one sample with its own ``(d, d)`` block of ``J``, its own LU,
 iterating, and only the samples whose flag asks for it have their block
 formed. :attr:`Step.rows` reports the rows of ``f`` really evaluated.
 
+Band preconditioner (``linear_solver="krylov"`` with ``lband``/``uband``): the
+carried state holds the band of ``J`` (``(B, d, lband + uband + 1)``, one per
+sample) and the same flag, under the same policy — formed again after a
+slow or failed Newton solve with an old band — plus one a Jacobian-free
+iteration needs: Newton's rate there measures GMRES's tolerance, not the
+band's age, which shows instead in GMRES iterations. A band is formed again
+after a step whose GMRES iterations beyond one per solve (what a lagged
+band cost) exceed the ``lband + uband + 2`` evaluations a new band costs
+(SUNDIALS refreshes CVBANDPRE's band on a fixed age of 51 steps; this
+balances the two costs instead: on the N = 100 Brusselator, never refreshing
+took 5674 evaluations with kvaerno4, refreshing every step 4719, this rule 4030). And
+``I - hγ J_band`` is factored once per step (``banded.py``: a few batched
+``m × m`` operations per reduction level, cheaper than carrying the factors
+through the loop's state) and serves every GMRES product of every stage.
+
 Dense output: a continuous extension where the tableau has one
 (``ESDIRKTableau.dense``: ``y(t0 + θh) = y0 + h Σ_j b_j(θ) k_j`` with
 polynomial weights ``b_j(θ)`` that satisfy the order conditions with
@@ -56,10 +71,11 @@ from dataclasses import dataclass
 
 import torch
 
+from neurode.framework.banded import BandFactors, check_bandwidths
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import hermite
 from neurode.framework.implicit_gradient import implicit_root
-from neurode.framework.jacobian import block_jacobian, record, unwatched, user_jacobian
+from neurode.framework.jacobian import banded_jacobian, block_jacobian, record, unwatched, user_jacobian
 from neurode.framework.newton import DenseLU, NewtonKrylov, RowField, StageSolution, solve_stage
 from neurode.framework.partitioned_jacobian import PartitionedFactors, PartitionedJacobian
 from neurode.framework.solver import NEWTON_DIVERGED, NEWTON_SINGULAR, NEWTON_SLOW, AbstractSolver, Step, StepFailure
@@ -154,6 +170,10 @@ class ESDIRK(AbstractSolver):
         refresh_rate: form ``J`` again after a step whose Newton rate exceeded this (default 0.2).
         krylov_rtol, krylov_restart, krylov_max_iters: GMRES's relative tolerance (default 1e-3), restart
             length (30) and budget of products per solve (default 10 d).
+        lband, uband: the half-bandwidths of ``∂f/∂y`` (scipy's and LSODA's names; one given, the other
+            defaults to 0): GMRES is then preconditioned by the band (SUNDIALS' CVBANDPRE; see the module
+            docstring), formed by ``lband + uband + 1`` grouped evaluations of ``f``. Only with
+            ``linear_solver="krylov"``; each below ``d`` (a sample's components in a per-sample solve).
         rtol, atol: the solve's tolerances, which scale the Newton norm (passed in by ``solve``).
         fixed_step: whether the solve takes fixed steps (passed in by ``solve`` when it has ``step_size`` or
             ``grid_constructor``). A fixed step has no local error tolerance for the Newton error to be a
@@ -173,7 +193,8 @@ class ESDIRK(AbstractSolver):
     def __init__(self, tableau: ESDIRKTableau, *, linear_solver: str = "lu", jac: Callable | None = None,
                  newton_tol: float | None = None, max_iters: int = 10, max_rate: float = 0.9, refresh_rate: float = 0.2,
                  krylov_rtol: float = 1e-3, krylov_restart: int = 30, krylov_max_iters: int | None = None,
-                 rtol=1e-7, atol=1e-9, fixed_step: bool = False) -> None:
+                 lband: int | None = None, uband: int | None = None, rtol=1e-7, atol=1e-9,
+                 fixed_step: bool = False) -> None:
         if not isinstance(tableau, ESDIRKTableau):
             raise TypeError(f"tableau must be an ESDIRKTableau, got {type(tableau).__name__}")
         if linear_solver not in _LINEAR_SOLVERS:
@@ -183,6 +204,14 @@ class ESDIRK(AbstractSolver):
         if jac is not None and linear_solver == "krylov":
             raise InvalidInputError("jac is not used by linear_solver='krylov' (it forms no Jacobian); pass one "
                                     "or the other")
+        self.band = None
+        if lband is not None or uband is not None:
+            if linear_solver != "krylov":
+                raise InvalidInputError(f"lband={lband!r}, uband={uband!r} set the band preconditioner of "
+                                        f"linear_solver='krylov', got linear_solver={linear_solver!r} (the dense LU "
+                                        "forms the whole Jacobian; pass linear_solver='krylov' or drop the bands)")
+            self.band = (0 if lband is None else lband, 0 if uband is None else uband)
+            check_bandwidths(*self.band)
         if newton_tol is None:
             newton_tol = _radau5_newton_tol(rtol)
         for name, value, low, high in (("newton_tol", newton_tol, 0, 1), ("max_rate", max_rate, 0, 1),
@@ -227,7 +256,11 @@ class ESDIRK(AbstractSolver):
         f0 = func(t0, y0)
         eta = torch.ones(batch, dtype=torch.float64, device=y0.device)
         if self.linear_solver == "krylov":
-            return (f0, eta)
+            if self.band is None:
+                return (f0, eta)
+            check_bandwidths(*self.band, d)
+            band = torch.zeros(batch, d, sum(self.band) + 1, dtype=y0.dtype, device=y0.device)
+            return (f0, eta, band, torch.full((batch,), _JAC_REFRESH, dtype=torch.float64, device=y0.device))
         nan = torch.full((batch,), math.nan, dtype=torch.float64, device=y0.device)
         if self.jac is not None and not per_sample:
             # the user's Jacobian decides the layout (dense, or a PartitionedJacobian's parts): formed here at y0,
@@ -275,6 +308,9 @@ class ESDIRK(AbstractSolver):
                 scale = torch.where(linear.in_parts, scale, torch.full_like(scale, math.inf))
         else:
             linear, carried = NewtonKrylov(field, **self.krylov), ()
+            if self.band is not None:
+                jac, flag, linear.preconditioner = self._band_preconditioner(func, field, t64, y0r, hg, state)
+                linear.extra = torch.zeros(batch, dtype=torch.float64, device=device)
         rate = torch.zeros(batch, dtype=torch.float64, device=device)
         graph = torch.is_grad_enabled()
         ks, values = [k_first], [y0r]
@@ -323,9 +359,12 @@ class ESDIRK(AbstractSolver):
             failure = StepFailure(failed, code, residual)
         state1 = (k_last.view_as(y0), eta)
         retry = (state[0], eta)
-        if self.linear_solver == "lu":
+        if self.linear_solver == "lu" or self.band is not None:
             refresh = torch.full_like(flag, _JAC_REFRESH)
-            flag1 = torch.where(rate > self.refresh_rate, refresh, torch.full_like(flag, _JAC_OLD))
+            slow = rate > self.refresh_rate
+            if isinstance(linear, NewtonKrylov):  # the band's lag cost more evaluations than a new band would
+                slow = slow | (linear.extra > sum(self.band) + 2)
+            flag1 = torch.where(slow, refresh, torch.full_like(flag, _JAC_OLD))
             # after a Newton failure with an old J: form one at y0 for the retry; with a fresh one: only shrink
             flag_retry = torch.where(failed & (flag != _JAC_AT_Y), refresh, flag)
             state1 = (*state1, jac, *carried, flag1)
@@ -482,6 +521,25 @@ class ESDIRK(AbstractSolver):
                 hg_lu = torch.full_like(hg_lu, math.nan)
         linear = _PartitionedLU(PartitionedFactors(parts, lu, pivots.to(torch.int32), False))
         return jac, flag, linear, (lu, pivots, hg_lu, starts)
+
+    def _band_preconditioner(self, func, field: RowField, t64, y0r: torch.Tensor, hg: torch.Tensor, state):
+        """The carried band of ``J`` (formed again by grouped differences where the flag asks) and the factors of
+        ``I - hγ J_band`` for this step: ``(band, flag, BandFactors)``."""
+        band, flag = (s.detach() for s in state[2:4])
+        stale = flag == _JAC_REFRESH
+        if bool(stale.any()):
+            rows = None if bool(stale.all()) else torch.nonzero(stale).flatten()
+            y_rows = y0r.detach() if rows is None else y0r.detach()[rows]
+            record(func, jacobians=1)
+            with unwatched(func), torch.no_grad():
+                # f at y0 itself, not the carried k_1 (the previous step's last stage to the Newton tolerance,
+                # an error far above the differences' √eps)
+                new = banded_jacobian(lambda z: field(t64, z, rows), y_rows, field(t64, y_rows, rows), *self.band)
+            band = new if rows is None else band.index_copy(0, rows, new)
+            flag = torch.where(stale, torch.full_like(flag, _JAC_AT_Y), flag)
+        factors = BandFactors.factor(band, *self.band, hg.detach())
+        record(func, factorisations=1)
+        return band, flag, factors
 
     def _jacobian(self, func, field: RowField, t64, y0r: torch.Tensor, rows):
         """``∂f/∂y`` at ``(t0, y0)`` for the rows ``rows`` (all for ``None``): ``(m, d, d)``."""

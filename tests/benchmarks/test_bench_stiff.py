@@ -1,0 +1,45 @@
+"""benchmarks/bench_stiff.py: the Brusselator is BRUSS's interleaved ordering, banded as declared, and its Krylov
+rows carry the band preconditioner."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+bench_stiff = pytest.importorskip("bench_stiff")
+pytest.importorskip("scipy")
+
+
+def test_the_interleaved_brusselator_is_the_reaction_diffusion_system_with_a_band_of_two():
+    n = 6
+    f, y0 = bench_stiff.brusselator(n)
+    y = y0 + 0.1 * torch.randn(2 * n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u, v = y[0::2], y[1::2]
+    c = (n + 1) ** 2 / 50
+    lap = lambda w, end: torch.cat([w[1:], end.view(1)]) - 2 * w + torch.cat([end.view(1), w[:-1]])  # noqa: E731
+    du = 1 + u * u * v - 4 * u + c * lap(u, torch.tensor(1.0, dtype=torch.float64))
+    dv = 3 * u - u * u * v + c * lap(v, torch.tensor(3.0, dtype=torch.float64))
+    torch.testing.assert_close(f(None, y), torch.stack([du, dv], -1).reshape(-1))  # (u1, v1, u2, v2, ...)
+    x = torch.arange(1, n + 1, dtype=torch.float64) / (n + 1)
+    torch.testing.assert_close(y0[0::2], 1 + torch.sin(2 * math.pi * x))
+    jac = torch.autograd.functional.jacobian(lambda z: f(None, z), y)
+    pattern = torch.from_numpy(bench_stiff.brusselator_sparsity(n).toarray()) != 0
+    assert torch.equal(jac != 0, pattern)
+    band = bench_stiff.BRUSSELATOR_BAND
+    assert torch.equal(pattern, pattern & torch.ones_like(pattern).triu(-band).tril(band))
+    assert pattern.diagonal(band).any() and pattern.diagonal(-band).any()  # and no narrower
+
+
+def test_krylov_rows_are_band_preconditioned_unless_asked_not_to_be():
+    problem = next(p for p in bench_stiff.problems(quick=True) if p["name"].startswith("Brusselator"))
+    options, note = bench_stiff._options("kvaerno4", problem)
+    assert options["linear_solver"] == "krylov" and (options["lband"], options["uband"]) == (2, 2)
+    assert "band preconditioner" in note
+    options, note = bench_stiff._options("kvaerno4", problem, precondition=False)
+    assert "lband" not in options and note == "Krylov, no preconditioner"
+    assert bench_stiff._options("rodas4", problem)[1] == "dense LU"
