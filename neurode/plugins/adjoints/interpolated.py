@@ -106,7 +106,13 @@ def interpolated_adjoint(*, inner: VectorField, solver, config, backward_solver,
         return (-jac.mT).contiguous()
 
     backward_options = dict(options)
-    backward_options["jac"] = adjoint_jacobian
+    if options.get("linear_solver") == "krylov":
+        # Jacobian-free: GMRES takes products of the adjoint field, linear in a (forward differences of it are
+        # -Jᵀ v to round-off); a band preconditioner's bandwidths swap under the transpose
+        backward_options["lband"], backward_options["uband"] = options.get("uband"), options.get("lband")
+        backward_options = {k: v for k, v in backward_options.items() if v is not None}
+    else:
+        backward_options["jac"] = adjoint_jacobian
     a = grad_ys[-1].clone()
     backward_problem, _ = build_problem(
         adjoint_field, a, t[-2:].flip(0) if len(t) >= 2 else t, solver=backward_solver, rtol=rtol, atol=atol,

@@ -411,3 +411,19 @@ def test_stiff_backsolve_on_cuda_matches_the_closed_form():
     exact = sum(torch.linalg.matrix_exp(t * a) @ y0 for t in TIMES.to(device)[1:])
     for got, want in zip(grads, torch.autograd.grad(exact.sum(), (y0, a))):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("band", [{}, {"lband": 1}], ids=["plain", "band"])
+def test_stiff_backsolve_with_the_krylov_linear_solver_matches_the_closed_form(band):
+    # the adjoint's backward solve used to be handed jac= (the exact -J^T) whatever the forward linear solver,
+    # and ESDIRK refuses jac with linear_solver="krylov": backsolve + Krylov raised an error blaming an option the
+    # user never passed. Now the backward solve is Jacobian-free too, with the band's bandwidths swapped (-J^T)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    a = STIFF.clone().requires_grad_(True)
+    weights = torch.tensor([0.7, -1.1], dtype=F64)
+    sol = neurode.solve(lambda t, y: a @ y, y0, TIMES, solver="kvaerno4", adjoint="backsolve", rtol=1e-8,
+                        atol=1e-10, linear_solver="krylov", **band)
+    grads = torch.autograd.grad((sol.ys[1:] @ weights).sum(), (y0, a))
+    exact = sum(torch.linalg.matrix_exp(t * a) @ y0 for t in TIMES[1:])
+    for got, want in zip(grads, torch.autograd.grad(exact @ weights, (y0, a))):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
