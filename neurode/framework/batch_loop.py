@@ -336,6 +336,10 @@ def integrate_batch(
     code = torch.where(torch.isfinite(y0.reshape(batch, -1)).all(dim=1), code, NON_FINITE)  # even with one output
     n_drop = int((code != RUNNING).sum())
     records: list[IterationRecord] | None = [] if record else None
+    # several outputs of a sample per step as one block (explicit RK's dense output); the recorded path (the
+    # per-sample checkpoint's replay) keeps (row, output) pairs
+    padded_emission = records is None and hasattr(solver, "interpolate_per_sample_padded")
+    discard = batch * n_times
     clamp = min_step > 0 or math.isfinite(max_step)
     stiffness = StiffnessDetector.for_solver(solver, config.nstiff)
     history = _controller_state(controller, batch, device)  # per-sample controller memory
@@ -426,13 +430,28 @@ def integrate_batch(
         if stiffness is not None and stiffness.due(iteration):
             stiff = stiffness.check_batch(step, accept, (tau_end - tau) / h_next, config.max_num_steps - iteration)
             stuck = stuck | stiff
-        n_emit, n_drop = torch.stack([count.max(), (finished | stuck).sum()]).tolist()  # the one sync per step
+        # the one sync per step
+        n_emit, n_drop, n_emitting = torch.stack([count.max(), (finished | stuck).sum(), (count > 0).sum()]).tolist()
         if n_drop:  # classify only when someone leaves (rare): success, or why it failed
             code = _classify(finished, stuck, ratio, stiff, iteration >= config.max_num_steps, newton_failed)
             if newton_failed is not None:
                 newton_residual = torch.where(newton_failed, step.failure.residual, math.nan)
 
-        if n_emit:
+        if n_emit and padded_emission:
+            # every output passed in this step at once, as a (rows, n_emit) block: row r's k-th output is slot
+            # (r, k), the slots past its count write to the discarded last row of the result (see
+            # ``interpolate_per_sample_padded``: no gathers per output, dense sums in the backward pass)
+            sel = None if n_emitting == count.numel() else torch.nonzero(count).flatten()
+            take = (lambda x: x) if sel is None else (lambda x: x.index_select(0, sel))  # noqa: E731
+            slots = torch.arange(n_emit, device=device)
+            at = take(ptr)[:, None] + slots
+            valid = slots < take(count)[:, None]
+            end = take(row_tau_out).gather(1, torch.minimum(at, take(row_n_out)[:, None] - 1))
+            start = take(tau_prev)[:, None]
+            theta = torch.where(valid, ((end - start) / (take(tau)[:, None] - start)).clamp_(0.0, 1.0), 0.0)
+            out_value.append(solver.interpolate_per_sample_padded(step, sel, theta).flatten(0, 1))
+            out_index.append(torch.where(valid, take(act)[:, None] * n_times + at, discard).flatten())
+        elif n_emit:
             # every output passed in this step at once, as (row, output) pairs: a sample that passed several
             # outputs in one step appears once per output (one round of tensor operations, not n_emit rounds)
             # (index_select: these gathers run every step that emits, and the advanced-indexing kernel costs more)
@@ -458,8 +477,9 @@ def integrate_batch(
         h = h_next
 
     feature_shape = y0.shape[1:]
-    flat = torch.full((batch * n_times, *feature_shape), math.nan, dtype=y0.dtype, device=device)
-    ys = flat.index_put((torch.cat(out_index),), torch.cat(out_value)).view(batch, n_times, *feature_shape)
+    # one row more than the outputs: the padded emission's unused slots write there (``discard``)
+    flat = torch.full((batch * n_times + 1, *feature_shape), math.nan, dtype=y0.dtype, device=device)
+    ys = flat.index_put((torch.cat(out_index),), torch.cat(out_value))[:-1].view(batch, n_times, *feature_shape)
     func.args = full_args
     func.tally(stats, nfe_start)
     stats.nfe_rows += rows

@@ -230,11 +230,41 @@ class ExplicitRungeKutta(AbstractSolver):
         many outputs, often all rows several), instead of a small matrix product
         per output.
         """
-        shape = (-1, *([1] * (step.y0.ndim - 1)))
         th = theta.to(step.y0.dtype)
         if self._interpolant is None:
             # linear between the step's ends (fixed-step methods have no dense interpolant)
-            return torch.lerp(step.y0[rows], step.y1[rows], th.view(shape))
+            return torch.lerp(step.y0[rows], step.y1[rows], th.view(-1, *([1] * (step.y0.ndim - 1))))
+        # index_select, not c[rows]: the advanced-indexing kernel and its backward (index_put with accumulation)
+        # cost about twice as much for these one-dimensional gathers
+        coefficients = [c.index_select(0, rows) for c in self._power_form(step)]
+        return self._horner(coefficients, th[:, None]).view(-1, *step.y0.shape[1:])
+
+    def interpolate_per_sample_padded(self, step: Step, rows: torch.Tensor | None,
+                                      theta: torch.Tensor) -> torch.Tensor:
+        """The state at ``t0_b + theta_bk h_b`` for up to ``K`` outputs of each of the samples ``rows``
+        (``None``: every sample of the step), ``theta`` of shape ``(R, K)``: ``(R, K, *state)``.
+
+        The batch loop's emission when a step passes several outputs of a sample (a shared grid denser than
+        the steps): the ``P + 1`` power-form coefficients of each row are broadcast over its ``K`` outputs
+        instead of gathered once per (row, output) pair, so the backward pass sums over ``K`` (a dense
+        reduction) instead of scattering ``P + 1`` gradients back into the rows one pair at a time; with every
+        sample emitting (``rows=None``) nothing is gathered at all. Unused slots of ``theta`` must be finite
+        (0, say): their values are discarded, but a NaN there would reach the gradients through the products.
+        """
+        th = theta.to(step.y0.dtype)
+        if self._interpolant is None:
+            y0, y1 = (step.y0, step.y1) if rows is None else (step.y0[rows], step.y1[rows])
+            flat0, flat1 = y0.reshape(y0.shape[0], 1, -1), y1.reshape(y1.shape[0], 1, -1)
+            return torch.lerp(flat0, flat1, th[:, :, None]).view(*th.shape, *step.y0.shape[1:])
+        coefficients = self._power_form(step)
+        if rows is not None:
+            coefficients = [c.index_select(0, rows) for c in coefficients]
+        return self._horner([c[:, None, :] for c in coefficients], th[:, :, None]).view(*th.shape,
+                                                                                         *step.y0.shape[1:])
+
+    def _power_form(self, step: Step) -> tuple[torch.Tensor, ...]:
+        """``(y0, y1 - y0, c_0, ..., c_{P-2})`` of a per-sample step, ``(batch, features)`` each, made once per
+        step and kept in its cache."""
         if step.cache is None:
             step.cache = {}
         coefficients = step.cache.get("power_form")
@@ -246,18 +276,20 @@ class ExplicitRungeKutta(AbstractSolver):
             # one contiguous (batch, features) block per power: each gathers into a contiguous (M, features)
             y0 = step.y0.reshape(step.y0.shape[0], -1)
             coefficients = step.cache["power_form"] = (y0, step.y1.reshape(y0.shape) - y0, *scaled.unbind(0))
-        th = th[:, None]
-        u = th - 0.5
-        # index_select, not c[rows]: the advanced-indexing kernel and its backward (index_put with accumulation)
-        # cost about twice as much for these one-dimensional gathers
-        y0, dy, *q = (c.index_select(0, rows) for c in coefficients)
+        return coefficients
+
+    @staticmethod
+    def _horner(coefficients, th: torch.Tensor) -> torch.Tensor:
+        """``y0 + θ dy + θ (1 - θ) Q(θ - 1/2)`` from the power form, ``θ`` broadcasting over the coefficients."""
+        y0, dy, *q = coefficients
         value = torch.addcmul(y0, dy, th)
         if q:
+            u = th - 0.5
             bubble = q[-1]
             for c in q[-2::-1]:
                 bubble = torch.addcmul(c, bubble, u)
             value = torch.addcmul(value, bubble, th * (1 - th))
-        return value.view(-1, *step.y0.shape[1:])
+        return value
 
     def _interpolant_matrix(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The dense interpolant's ``(P - 1, s)`` matrix ``D`` of :func:`_end_exact_form`, cached per dtype and

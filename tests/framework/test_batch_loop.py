@@ -186,6 +186,35 @@ def test_direct_gradients_when_steps_pass_several_outputs():
     assert torch.autograd.gradcheck(lambda *a: solution(*a).ys, (y0, w), atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("solver", ["dopri5", "tsit5", "dopri8"])
+def test_padded_emission_equals_one_gather_per_output(solver, monkeypatch):
+    """A step passing several outputs of a sample emits them as one (rows, outputs) block (broadcast power-form
+    coefficients; unused slots written to a discarded row): the values are those of the per-(row, output) gathers
+    bit for bit, the gradients to round-off, on ragged grids where some rows emit and others do not."""
+    from neurode.framework.explicit_rk import ExplicitRungeKutta
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    t = torch.sort(torch.rand(6, 17, dtype=F64) * 3, dim=1).values
+    t[:, 0] = 0.0
+    t[1, 9:] = math.nan  # a shorter grid
+    t[4] = torch.linspace(0.0, 0.2, 17, dtype=F64)  # dense: many outputs in one step
+    y0 = torch.randn(6, 3, dtype=F64, requires_grad=True)
+    weights = torch.randn(17, 6, 3, dtype=F64)  # ys is (time, sample, state)
+
+    def run():
+        ys = neurode.solve(lambda s, y: net(y), y0, t, per_sample=True, solver=solver, rtol=1e-7, atol=1e-9).ys
+        return ys, torch.autograd.grad((ys.nan_to_num() * weights).sum(), (y0, *net.parameters()))
+
+    padded_ys, padded_grads = run()
+    monkeypatch.delattr(ExplicitRungeKutta, "interpolate_per_sample_padded")
+    pair_ys, pair_grads = run()
+    assert torch.equal(padded_ys.nan_to_num(7.0), pair_ys.nan_to_num(7.0))
+    assert torch.isnan(padded_ys[9:, 1]).all()  # nothing written past a row's own grid
+    for got, want in zip(padded_grads, pair_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_float32_state_keeps_float64_time():
     y0 = torch.ones(3, 1)
     t = torch.tensor([[0.0, 1.0]] * 3, dtype=F64)
