@@ -351,22 +351,29 @@ def integrate_batch(
         keep = None
         if n_drop:
             leaving = code != RUNNING
-            idx = act[leaving]
-            status[idx] = code[leaving]
-            fail_t[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * tau[leaving])
-            fail_dt[idx] = torch.where(code[leaving] == SUCCESS, math.nan, direction * h[leaving])
-            if newton_residual is not None:
-                fail_residual[idx] = torch.where(code[leaving] == NEWTON, newton_residual[leaving], math.nan)
-            n_acc_all[idx], h_last_all[idx] = n_acc[leaving], direction * h_last[leaving]
-            n_rej_all[idx] = iteration - n_acc[leaving]
             keep = ~leaving
+            # index_select with the positions found once, not a boolean mask per tensor (each mask indexing
+            # finds the positions again, and its backward is an accumulating index_put)
+            gone, kept = torch.nonzero(leaving).flatten(), torch.nonzero(keep).flatten()
+            idx = act.index_select(0, gone)
+            code_gone = code.index_select(0, gone)
+            status[idx] = code_gone
+            fail_t[idx] = torch.where(code_gone == SUCCESS, math.nan, direction * tau.index_select(0, gone))
+            fail_dt[idx] = torch.where(code_gone == SUCCESS, math.nan, direction * h.index_select(0, gone))
+            if newton_residual is not None:
+                fail_residual[idx] = torch.where(code_gone == NEWTON, newton_residual.index_select(0, gone),
+                                                 math.nan)
+            n_acc_gone = n_acc.index_select(0, gone)
+            n_acc_all[idx], h_last_all[idx] = n_acc_gone, direction * h_last.index_select(0, gone)
+            n_rej_all[idx] = iteration - n_acc_gone
             act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out = (
-                x[keep] for x in (act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out, row_n_out))
-            history, newton_before = history[:, keep], newton_before[keep]
-            state = tuple(v[keep] for v in state)
-            stepper.compact(keep)
+                x.index_select(0, kept) for x in (act, tau, tau_end, h, ptr, n_acc, h_last, y, row_tau_out,
+                                                  row_n_out))
+            history, newton_before = history.index_select(1, kept), newton_before.index_select(0, kept)
+            state = tuple(v.index_select(0, kept) for v in state)
+            stepper.compact(kept)
             if stiffness is not None:
-                stiffness.compact(keep)
+                stiffness.compact(kept)
             func.args = slice_args(full_args, act)
             if act.numel() == 0:
                 break

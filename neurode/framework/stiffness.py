@@ -164,9 +164,10 @@ class StiffnessDetector:
         self.suspect = bool((stiff > 0).any())  # the test's one host sync
         return (stiff >= STIFF_TESTS) & (steps_needed > steps_left)
 
-    def compact(self, keep: torch.Tensor) -> None:
+    def compact(self, kept: torch.Tensor) -> None:
+        """Keep the samples at positions ``kept`` (int64) of the active set."""
         if self.counts is not None:
-            self.counts = self.counts[:, keep]
+            self.counts = self.counts.index_select(1, kept)
 
 
 def stiff_advice() -> str:

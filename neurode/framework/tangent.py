@@ -275,11 +275,12 @@ class TangentStepper:
         factor = torch.where(torch.isfinite(rms) & (rms > 0), rms.reciprocal(), 1.0)  # v's (real) dtype
         return _rows(factor, v.ndim) if self.per_sample else factor.reshape(())
 
-    def compact(self, keep: torch.Tensor) -> None:
-        """Drop the samples that left the active set (the batch-parallel loop's compaction)."""
+    def compact(self, kept: torch.Tensor) -> None:
+        """Keep the samples at positions ``kept`` (int64) of the active set (the batch-parallel loop's
+        compaction)."""
         if self.enabled:
-            self.v = self.v[keep]
-            self.state_tangents = tuple(s[keep] for s in self.state_tangents)
+            self.v = self.v.index_select(0, kept)
+            self.state_tangents = tuple(s.index_select(0, kept) for s in self.state_tangents)
 
 
 class PlainStepper:
@@ -305,7 +306,7 @@ class PlainStepper:
     def accept(self, accept=True) -> None:
         return None
 
-    def compact(self, keep) -> None:
+    def compact(self, kept) -> None:
         return None
 
 
