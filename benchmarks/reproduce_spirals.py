@@ -131,10 +131,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -383,16 +385,86 @@ def table(results: dict, seeds: list[int], settings: Settings, n_spirals: int) -
     return "\n".join(lines)
 
 
+def plan(seeds: list[int], counts: list[int]) -> list[tuple[int, str, int]]:
+    """The runs ``(seed, model, n_obs)`` of a table, the costliest first: the Latent ODE before the RNN, more
+    observations before fewer, then by seed.
+
+    With several workers, a long run started last would leave the others idle at the end; started first, the
+    short ones fill in around it (the longest-processing-time-first rule of list scheduling).
+    """
+    return sorted(((seed, name, n_obs) for seed in seeds for n_obs in counts for name in PAPER),
+                  key=lambda run: (run[1] != "Latent ODE", -run[2], run[0]))
+
+
+class RunFailed(RuntimeError):
+    """A run of the table raised: names the run and the error."""
+
+
+def execute(runs, settings: Settings, n_spirals: int, *, jobs: int = 1, threads: int = 1):
+    """Yield ``(run, result)`` for each ``(seed, model, n_obs)`` of ``runs``, as each finishes.
+
+    ``jobs=1`` runs them here, in order; more spread them over that many worker processes ("spawn": a
+    fresh interpreter, no forked torch state), each with ``threads`` torch threads. Runs are seeded and
+    independent, so a run's result does not depend on the process it ran in.
+    """
+    if jobs == 1:
+        for run in runs:
+            yield run, _attempt(run, settings, n_spirals)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_attempt, run, settings, n_spirals): run for run in runs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            # a failed run or an interrupt: start nothing more (the runs under way finish with the pool)
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _attempt(run: tuple[int, str, int], settings: Settings, n_spirals: int) -> dict:
+    seed, name, n_obs = run
+    try:
+        return run_one(name, n_obs, seed, settings, n_spirals)
+    except Exception as error:  # the worker's traceback would not name the run
+        raise RunFailed(f"seed {seed} {name} {n_obs} obs failed: {type(error).__name__}: {error}") from None
+
+
+def timing(wall: float, jobs: int, threads: int, results: dict) -> str:
+    """The line under the table: its wall time, the processes it ran as, and what each model's runs took."""
+    per_model = {name: sum(row["seconds"] for cell in by_count.values() for row in cell)
+                 for name, by_count in results.items()}
+    longest = max(row["seconds"] for cell in results["Latent ODE"].values() for row in cell)
+    return (f"Wall time {wall / 60:.1f} minutes as {jobs} worker process{'es' if jobs > 1 else ''} of "
+            f"{threads} thread{'s' if threads > 1 else ''} each; training time of the runs summed: Latent ODE "
+            f"{per_model['Latent ODE'] / 60:.1f} min (longest run {longest:.0f} s), "
+            f"RNN {per_model['RNN'] / 60:.1f} min.")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run under 3 minutes (fewer spirals and steps)")
     parser.add_argument("--iters", type=int, default=None,
                         help=f"Latent ODE optimiser steps per run (default {Settings.iters}; quick {QUICK.iters})")
+    parser.add_argument("--rnn-iters", type=int, default=None,
+                        help=f"RNN optimiser steps per run (default {Settings.rnn_iters}; quick {QUICK.rnn_iters})")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
     parser.add_argument("--spirals", type=int, default=None, help="number of spirals (default 1000; quick 250)")
     parser.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), choices=COUNTS,
                         help="observation counts to run (default all; with --rows, for --merge)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--jobs", type=_positive, default=1,
+                        help="worker processes the runs spread over, the costliest first (default 1: in this process)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="also append each run's result to this JSON-lines file (for --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -413,30 +485,40 @@ def main(argv=None) -> int:
     settings = QUICK if args.quick else Settings()
     if args.iters:
         settings = replace(settings, iters=args.iters)
+    if args.rnn_iters:
+        settings = replace(settings, rnn_iters=args.rnn_iters)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     n_spirals = args.spirals or (250 if args.quick else 1000)
     if args.write_readme and sorted(set(args.counts)) != list(COUNTS):
         print("reproduce_spirals: --write-readme needs every count; run the others and --merge", file=sys.stderr)
         return 1
+    runs = plan(seeds, args.counts)
     results: dict = {name: {n: [] for n in COUNTS} for name in PAPER}
-    for seed in seeds:
-        for n_obs in args.counts:
-            for name in PAPER:
-                row = run_one(name, n_obs, seed, settings, n_spirals)
-                results[name][n_obs].append(row)
-                print(f"seed {seed} {name:10s} {n_obs:3d} obs: RMSE noisy {row['noisy']:.4f} clean {row['clean']:.4f}"
-                      f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
-                if args.rows:
-                    record = {"seed": seed, "model": name, "n_obs": n_obs, "n_spirals": n_spirals,
-                              "quick": args.quick, "settings": asdict(settings), "result": row}
-                    # one write of one whole line per run, flushed: a killed process loses at most the run it was in
-                    with args.rows.open("a") as stream:
-                        stream.write(json.dumps(record) + "\n")
-                        stream.flush()
-                        os.fsync(stream.fileno())
+    started = time.perf_counter()
+    try:
+        for (seed, name, n_obs), row in execute(runs, settings, n_spirals, jobs=args.jobs, threads=args.threads):
+            results[name][n_obs].append((seed, row))
+            print(f"seed {seed} {name:10s} {n_obs:3d} obs: RMSE noisy {row['noisy']:.4f} clean {row['clean']:.4f}"
+                  f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
+            if args.rows:
+                record = {"seed": seed, "model": name, "n_obs": n_obs, "n_spirals": n_spirals,
+                          "quick": args.quick, "settings": asdict(settings), "result": row}
+                # one write of one whole line per run, flushed: a killed process loses at most the runs it was in
+                with args.rows.open("a") as stream:
+                    stream.write(json.dumps(record) + "\n")
+                    stream.flush()
+                    os.fsync(stream.fileno())
+    except RunFailed as error:
+        print(f"reproduce_spirals: {error}", file=sys.stderr)
+        return 1
+    wall = time.perf_counter() - started
+    # runs finish in any order; the table lists each cell's runs by seed, as a serial run appends them
+    results = {name: {n: [row for _, row in sorted(cell, key=lambda pair: pair[0])] for n, cell in by_count.items()}
+               for name, by_count in results.items()}
+    print(f"wall time {wall:.0f} s ({wall / 60:.1f} min) for {len(runs)} runs as {args.jobs} process(es)", flush=True)
     if sorted(set(args.counts)) != list(COUNTS):
         return 0  # part of a table: --merge makes it
-    text = table(results, seeds, settings, n_spirals)
+    text = table(results, seeds, settings, n_spirals) + "\n\n" + timing(wall, args.jobs, args.threads, results)
     print()
     publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0
