@@ -54,8 +54,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   0.70 after 750 steps); a *linear* decoder (``decoder_depth=0``; the example
   has one ReLU layer of 20: 0.58 against 0.59 after 2000 steps, 0.82 against
   0.97 after 500), which leaves every nonlinearity to the latent flow; fixed observation noise; one
-  posterior sample; no KL annealing; 10,000 steps; predictions decoded from the
-  posterior mean of z0. Tried after 3000 steps (seed 0, 30 observations,
+  posterior sample; no KL annealing; the Jacobian regulariser at weight
+  0.001 (below); 15,000 steps; predictions decoded from the posterior mean
+  of z0. Tried after 3000 steps (seed 0, 30 observations,
   clean RMSE 0.260 with these settings; the cost per step measured back to
   back, since the machine was shared): dynamics of depth 3, 0.232 (quarters
   0.18, 0.20, 0.24, 0.29) at twice the cost per step, so it buys less than
@@ -93,7 +94,11 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   0.184, 0.272, 0.398; training loss -57.5 against -60.6 for seed 0), the
   same first quarter, a flow that drifts. 6000 steps took 23 minutes for the
   table on two idle cores (a seed's three counts about 11 minutes on one
-  thread); 10,000 scale that to about 37. Tried and left:
+  thread); 10,000 scale that to about 37. Without the regulariser, 15,000
+  steps gave seed 0 0.155 and 0.116 at 30 and 50 observations, seed 1
+  0.1405, 0.132 and 0.102 at 30, 50 and 100, but the field's growing cost
+  put the table over the 45 minutes; with it, 15,000 steps are the
+  setting. Tried and left:
   latent dimension 8 (0.54 after 2000 steps: slower to fit), a GRU of 50
   units (0.33 after 2000 steps and 0.33 after 3000, within run-to-run spread).
 - Solver: dopri5, rtol 1e-3, atol 1e-4 (normalised units), ``direct``
@@ -102,6 +107,35 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   steps grow without bound); here z0 is a posterior sample, every latent
   moves, and the controller's steps stay small (about 20 evaluations per
   window), so it would double the forward solve for nothing.
+- Cost, and the Jacobian regulariser: a step's time is the latent solve's,
+  forward and backward. The per-sample dopri5 loop runs until the
+  minibatch's hardest trajectory is done, each iteration a few small
+  operations, so the time follows the evaluations of the batch (``nfe``;
+  the mean per trajectory is lower): on one thread, about 7 ms plus 0.4 ms
+  per evaluation. Without a regulariser (seed 0, 30 observations) the
+  learned field grows costlier as it fits: 27 evaluations per step at step
+  500, 79 at 5000, 145 at 10,000, 162 at 11,000 (CPU 18, 41, 60, 70 ms a
+  step), so the last third of a 15,000-step run costs about as much as the
+  first two. From that run's 10,000-step weights, 100 or 200 further steps
+  each: rtol 1e-2, atol 1e-3 took 118 evaluations a step against 150 (CPU
+  60 against 67 ms; the weights' predictions as good, 0.1632 against
+  0.1628), rtol 3e-3, atol 3e-4 took 140, the kinetic energy of Finlay et
+  al. (2020) at weight 0.01 143 (unchanged after 200 steps), and their
+  Jacobian Frobenius norm (``jacobian_weight``, Hutchinson's estimate on the
+  solve times) at 0.01 67 (56 after 100 steps; 0.001: 92 after 200), the
+  field reshaped to one about a third as costly within a hundred steps.
+  Trained with it from the start (seed 0, 30 observations, 15,000 steps;
+  CPU seconds on a shared machine): none, 0.155 clean (an earlier run) in
+  about 800 s (extrapolated: 482 s to step 11,000, where this run was
+  stopped, then 70 ms a step and rising); weight 0.01 0.1657
+  (0.137, 0.153, 0.170, 0.197) in 497 s, about 40 evaluations a step
+  throughout, a fit held back (the 10,000-step run's error); weight 0.001
+  0.1487 (0.125, 0.138, 0.153, 0.175) in 565 s, 64 to 66 evaluations a
+  step from step 2000 to the end, training loss -61.4. So ``jacobian_weight
+  = 0.001``: a better extrapolation and about 0.7 of the time, the field's
+  cost held where the unregularised one's starts to climb. The regulariser
+  itself (a field evaluation and a second backward pass at the 30 to 100
+  solve times of each trajectory) costs about 7 ms a step.
 - RNN baseline: ``rnn_delta_t`` (a GRU of 25 units fed values, mask and time
   gap, decoder of width 20), same data, normalisation, optimiser and
   schedule, 600 steps, trained on the one-step-ahead squared error of the
@@ -119,9 +153,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
 
 Usage::
 
-    python benchmarks/reproduce_spirals.py --quick          # under 3 minutes, a smoke run, writes nothing
-    python benchmarks/reproduce_spirals.py --write-readme   # the full table (one thread)
-    # or one process per seed (and count), then the one table of them all:
+    python benchmarks/reproduce_spirals.py --quick                    # under 3 minutes, a smoke run, writes nothing
+    python benchmarks/reproduce_spirals.py --jobs 2 --write-readme    # the benchmark: the table, two processes
+    # or by hand, one process per seed (and count), then the one table of them all:
     python benchmarks/reproduce_spirals.py --seeds 0 --rows runs0.jsonl   # (and 1, 2; --counts 30 50 ...)
     python benchmarks/reproduce_spirals.py --merge runs0.jsonl runs1.jsonl runs2.jsonl --write-readme
 """
@@ -205,7 +239,7 @@ def observed_batch(rel_times, noisy, rng, n_obs: int, window=100):
 class Settings:
     """What the paper leaves open (the module docstring says why each is what it is)."""
 
-    iters: int = 10000
+    iters: int = 15000
     batch_size: int = 100
     lr: float = 0.01
     lr_end: float = 0.001
@@ -223,6 +257,8 @@ class Settings:
     tangent_control: bool = False
     encode_fraction: float | tuple[float, float] = (0.25, 1.0)
     train_start_max: int = 899
+    kinetic_weight: float = 0.0
+    jacobian_weight: float = 0.001
 
 
 #: the smoke run of ``--quick``: far from converged, its numbers are not a result
@@ -239,7 +275,9 @@ def build(name: str, settings: Settings, noise_std: float):
                                     "encoder_hidden": settings.encoder_hidden,
                                     "decoder_width": settings.decoder_width,
                                     "decoder_depth": settings.decoder_depth, "noise_std": noise_std,
-                                    "encode_fraction": settings.encode_fraction})
+                                    "encode_fraction": settings.encode_fraction,
+                                    "kinetic_weight": settings.kinetic_weight,
+                                    "jacobian_weight": settings.jacobian_weight})
     return build_model("rnn_delta_t", n_features=2, options={"hidden_size": settings.encoder_hidden,
                                                              "decoder_width": settings.decoder_width})
 
