@@ -134,8 +134,13 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   step from step 2000 to the end, training loss -61.4. So ``jacobian_weight
   = 0.001``: a better extrapolation and about 0.7 of the time, the field's
   cost held where the unregularised one's starts to climb. The regulariser
-  itself (a field evaluation and a second backward pass at the 30 to 100
-  solve times of each trajectory) costs about 7 ms a step.
+  itself (a field evaluation and a second backward pass at each
+  trajectory's solve times) costs 4 ms a step at 30 observations, 7 at 50
+  and 14 at 100. Seed 0 with these settings: 100 observations 0.0991 in
+  1000 s, 50 observations 0.1249 in 585 s (30: 0.1487 in 565 s), 2150 s
+  for the three on a shared machine: a table of 41 to 55 minutes as two
+  processes at that speed (seeds 1 and 2 at the 0.54 to 0.71 of seed 0's
+  time they took without the regulariser, or at seed 0's).
 - RNN baseline: ``rnn_delta_t`` (a GRU of 25 units fed values, mask and time
   gap, decoder of width 20), same data, normalisation, optimiser and
   schedule, 600 steps, trained on the one-step-ahead squared error of the
