@@ -140,7 +140,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   1000 s, 50 observations 0.1249 in 585 s (30: 0.1487 in 565 s), 2150 s
   for the three on a shared machine: a table of 41 to 55 minutes as two
   processes at that speed (seeds 1 and 2 at the 0.54 to 0.71 of seed 0's
-  time they took without the regulariser, or at seed 0's).
+  time they took without the regulariser, or at seed 0's). Seed 1 at 30
+  observations: 0.1404 in 377 s (0.67 of seed 0's; 0.267 after 10,000
+  steps without the regulariser, its drift gone).
 - RNN baseline: ``rnn_delta_t`` (a GRU of 25 units fed values, mask and time
   gap, decoder of width 20), same data, normalisation, optimiser and
   schedule, 600 steps, trained on the one-step-ahead squared error of the
