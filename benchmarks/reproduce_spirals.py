@@ -54,8 +54,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   0.70 after 750 steps); a *linear* decoder (``decoder_depth=0``; the example
   has one ReLU layer of 20: 0.58 against 0.59 after 2000 steps, 0.82 against
   0.97 after 500), which leaves every nonlinearity to the latent flow; fixed observation noise; one
-  posterior sample; no KL annealing; 10,000 steps; predictions decoded from the
-  posterior mean of z0. Tried after 3000 steps (seed 0, 30 observations,
+  posterior sample; no KL annealing; the Jacobian regulariser at weight
+  0.001 (below); 15,000 steps; predictions decoded from the posterior mean
+  of z0. Tried after 3000 steps (seed 0, 30 observations,
   clean RMSE 0.260 with these settings; the cost per step measured back to
   back, since the machine was shared): dynamics of depth 3, 0.232 (quarters
   0.18, 0.20, 0.24, 0.29) at twice the cost per step, so it buys less than
@@ -93,7 +94,11 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   0.184, 0.272, 0.398; training loss -57.5 against -60.6 for seed 0), the
   same first quarter, a flow that drifts. 6000 steps took 23 minutes for the
   table on two idle cores (a seed's three counts about 11 minutes on one
-  thread); 10,000 scale that to about 37. Tried and left:
+  thread); 10,000 scale that to about 37. Without the regulariser, 15,000
+  steps gave seed 0 0.155 and 0.116 at 30 and 50 observations, seed 1
+  0.1405, 0.132 and 0.102 at 30, 50 and 100, but the field's growing cost
+  put the table over the 45 minutes; with it, 15,000 steps are the
+  setting. Tried and left:
   latent dimension 8 (0.54 after 2000 steps: slower to fit), a GRU of 50
   units (0.33 after 2000 steps and 0.33 after 3000, within run-to-run spread).
 - Solver: dopri5, rtol 1e-3, atol 1e-4 (normalised units), ``direct``
@@ -102,6 +107,42 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   steps grow without bound); here z0 is a posterior sample, every latent
   moves, and the controller's steps stay small (about 20 evaluations per
   window), so it would double the forward solve for nothing.
+- Cost, and the Jacobian regulariser: a step's time is the latent solve's,
+  forward and backward. The per-sample dopri5 loop runs until the
+  minibatch's hardest trajectory is done, each iteration a few small
+  operations, so the time follows the evaluations of the batch (``nfe``;
+  the mean per trajectory is lower): on one thread, about 7 ms plus 0.4 ms
+  per evaluation. Without a regulariser (seed 0, 30 observations) the
+  learned field grows costlier as it fits: 27 evaluations per step at step
+  500, 79 at 5000, 145 at 10,000, 162 at 11,000 (CPU 18, 41, 60, 70 ms a
+  step), so the last third of a 15,000-step run costs about as much as the
+  first two. From that run's 10,000-step weights, 100 or 200 further steps
+  each: rtol 1e-2, atol 1e-3 took 118 evaluations a step against 150 (CPU
+  60 against 67 ms; the weights' predictions as good, 0.1632 against
+  0.1628), rtol 3e-3, atol 3e-4 took 140, the kinetic energy of Finlay et
+  al. (2020) at weight 0.01 143 (unchanged after 200 steps), and their
+  Jacobian Frobenius norm (``jacobian_weight``, Hutchinson's estimate on the
+  solve times) at 0.01 67 (56 after 100 steps; 0.001: 92 after 200), the
+  field reshaped to one about a third as costly within a hundred steps.
+  Trained with it from the start (seed 0, 30 observations, 15,000 steps;
+  CPU seconds on a shared machine): none, 0.155 clean (an earlier run) in
+  about 800 s (extrapolated: 482 s to step 11,000, where this run was
+  stopped, then 70 ms a step and rising); weight 0.01 0.1657
+  (0.137, 0.153, 0.170, 0.197) in 497 s, about 40 evaluations a step
+  throughout, a fit held back (the 10,000-step run's error); weight 0.001
+  0.1487 (0.125, 0.138, 0.153, 0.175) in 565 s, 64 to 66 evaluations a
+  step from step 2000 to the end, training loss -61.4. So ``jacobian_weight
+  = 0.001``: a better extrapolation and about 0.7 of the time, the field's
+  cost held where the unregularised one's starts to climb. The regulariser
+  itself (a field evaluation and a second backward pass at each
+  trajectory's solve times) costs 4 ms a step at 30 observations, 7 at 50
+  and 14 at 100. Seed 0 with these settings: 100 observations 0.0991 in
+  1000 s, 50 observations 0.1249 in 585 s (30: 0.1487 in 565 s), 2150 s
+  for the three on a shared machine: a table of 41 to 55 minutes as two
+  processes at that speed (seeds 1 and 2 at the 0.54 to 0.71 of seed 0's
+  time they took without the regulariser, or at seed 0's). Seed 1 at 30
+  observations: 0.1404 in 377 s (0.67 of seed 0's; 0.267 after 10,000
+  steps without the regulariser, its drift gone).
 - RNN baseline: ``rnn_delta_t`` (a GRU of 25 units fed values, mask and time
   gap, decoder of width 20), same data, normalisation, optimiser and
   schedule, 600 steps, trained on the one-step-ahead squared error of the
@@ -119,9 +160,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
 
 Usage::
 
-    python benchmarks/reproduce_spirals.py --quick          # under 3 minutes, a smoke run, writes nothing
-    python benchmarks/reproduce_spirals.py --write-readme   # the full table (one thread)
-    # or one process per seed (and count), then the one table of them all:
+    python benchmarks/reproduce_spirals.py --quick                    # under 3 minutes, a smoke run, writes nothing
+    python benchmarks/reproduce_spirals.py --jobs 2 --write-readme    # the benchmark: the table, two processes
+    # or by hand, one process per seed (and count), then the one table of them all:
     python benchmarks/reproduce_spirals.py --seeds 0 --rows runs0.jsonl   # (and 1, 2; --counts 30 50 ...)
     python benchmarks/reproduce_spirals.py --merge runs0.jsonl runs1.jsonl runs2.jsonl --write-readme
 """
@@ -131,10 +172,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -203,7 +246,7 @@ def observed_batch(rel_times, noisy, rng, n_obs: int, window=100):
 class Settings:
     """What the paper leaves open (the module docstring says why each is what it is)."""
 
-    iters: int = 10000
+    iters: int = 15000
     batch_size: int = 100
     lr: float = 0.01
     lr_end: float = 0.001
@@ -221,6 +264,8 @@ class Settings:
     tangent_control: bool = False
     encode_fraction: float | tuple[float, float] = (0.25, 1.0)
     train_start_max: int = 899
+    kinetic_weight: float = 0.0
+    jacobian_weight: float = 0.001
 
 
 #: the smoke run of ``--quick``: far from converged, its numbers are not a result
@@ -237,7 +282,9 @@ def build(name: str, settings: Settings, noise_std: float):
                                     "encoder_hidden": settings.encoder_hidden,
                                     "decoder_width": settings.decoder_width,
                                     "decoder_depth": settings.decoder_depth, "noise_std": noise_std,
-                                    "encode_fraction": settings.encode_fraction})
+                                    "encode_fraction": settings.encode_fraction,
+                                    "kinetic_weight": settings.kinetic_weight,
+                                    "jacobian_weight": settings.jacobian_weight})
     return build_model("rnn_delta_t", n_features=2, options={"hidden_size": settings.encoder_hidden,
                                                              "decoder_width": settings.decoder_width})
 
@@ -383,16 +430,86 @@ def table(results: dict, seeds: list[int], settings: Settings, n_spirals: int) -
     return "\n".join(lines)
 
 
+def plan(seeds: list[int], counts: list[int]) -> list[tuple[int, str, int]]:
+    """The runs ``(seed, model, n_obs)`` of a table, the costliest first: the Latent ODE before the RNN, more
+    observations before fewer, then by seed.
+
+    With several workers, a long run started last would leave the others idle at the end; started first, the
+    short ones fill in around it (the longest-processing-time-first rule of list scheduling).
+    """
+    return sorted(((seed, name, n_obs) for seed in seeds for n_obs in counts for name in PAPER),
+                  key=lambda run: (run[1] != "Latent ODE", -run[2], run[0]))
+
+
+class RunFailed(RuntimeError):
+    """A run of the table raised: names the run and the error."""
+
+
+def execute(runs, settings: Settings, n_spirals: int, *, jobs: int = 1, threads: int = 1):
+    """Yield ``(run, result)`` for each ``(seed, model, n_obs)`` of ``runs``, as each finishes.
+
+    ``jobs=1`` runs them here, in order; more spread them over that many worker processes ("spawn": a
+    fresh interpreter, no forked torch state), each with ``threads`` torch threads. Runs are seeded and
+    independent, so a run's result does not depend on the process it ran in.
+    """
+    if jobs == 1:
+        for run in runs:
+            yield run, _attempt(run, settings, n_spirals)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_attempt, run, settings, n_spirals): run for run in runs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            # a failed run or an interrupt: start nothing more (the runs under way finish with the pool)
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _attempt(run: tuple[int, str, int], settings: Settings, n_spirals: int) -> dict:
+    seed, name, n_obs = run
+    try:
+        return run_one(name, n_obs, seed, settings, n_spirals)
+    except Exception as error:  # the worker's traceback would not name the run
+        raise RunFailed(f"seed {seed} {name} {n_obs} obs failed: {type(error).__name__}: {error}") from None
+
+
+def timing(wall: float, jobs: int, threads: int, results: dict) -> str:
+    """The line under the table: its wall time, the processes it ran as, and what each model's runs took."""
+    per_model = {name: sum(row["seconds"] for cell in by_count.values() for row in cell)
+                 for name, by_count in results.items()}
+    longest = max(row["seconds"] for cell in results["Latent ODE"].values() for row in cell)
+    return (f"Wall time {wall / 60:.1f} minutes as {jobs} worker process{'es' if jobs > 1 else ''} of "
+            f"{threads} thread{'s' if threads > 1 else ''} each; training time of the runs summed: Latent ODE "
+            f"{per_model['Latent ODE'] / 60:.1f} min (longest run {longest:.0f} s), "
+            f"RNN {per_model['RNN'] / 60:.1f} min.")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run under 3 minutes (fewer spirals and steps)")
     parser.add_argument("--iters", type=int, default=None,
                         help=f"Latent ODE optimiser steps per run (default {Settings.iters}; quick {QUICK.iters})")
+    parser.add_argument("--rnn-iters", type=int, default=None,
+                        help=f"RNN optimiser steps per run (default {Settings.rnn_iters}; quick {QUICK.rnn_iters})")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
     parser.add_argument("--spirals", type=int, default=None, help="number of spirals (default 1000; quick 250)")
     parser.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), choices=COUNTS,
                         help="observation counts to run (default all; with --rows, for --merge)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--jobs", type=_positive, default=1,
+                        help="worker processes the runs spread over, the costliest first (default 1: in this process)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="also append each run's result to this JSON-lines file (for --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -413,30 +530,40 @@ def main(argv=None) -> int:
     settings = QUICK if args.quick else Settings()
     if args.iters:
         settings = replace(settings, iters=args.iters)
+    if args.rnn_iters:
+        settings = replace(settings, rnn_iters=args.rnn_iters)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     n_spirals = args.spirals or (250 if args.quick else 1000)
     if args.write_readme and sorted(set(args.counts)) != list(COUNTS):
         print("reproduce_spirals: --write-readme needs every count; run the others and --merge", file=sys.stderr)
         return 1
+    runs = plan(seeds, args.counts)
     results: dict = {name: {n: [] for n in COUNTS} for name in PAPER}
-    for seed in seeds:
-        for n_obs in args.counts:
-            for name in PAPER:
-                row = run_one(name, n_obs, seed, settings, n_spirals)
-                results[name][n_obs].append(row)
-                print(f"seed {seed} {name:10s} {n_obs:3d} obs: RMSE noisy {row['noisy']:.4f} clean {row['clean']:.4f}"
-                      f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
-                if args.rows:
-                    record = {"seed": seed, "model": name, "n_obs": n_obs, "n_spirals": n_spirals,
-                              "quick": args.quick, "settings": asdict(settings), "result": row}
-                    # one write of one whole line per run, flushed: a killed process loses at most the run it was in
-                    with args.rows.open("a") as stream:
-                        stream.write(json.dumps(record) + "\n")
-                        stream.flush()
-                        os.fsync(stream.fileno())
+    started = time.perf_counter()
+    try:
+        for (seed, name, n_obs), row in execute(runs, settings, n_spirals, jobs=args.jobs, threads=args.threads):
+            results[name][n_obs].append((seed, row))
+            print(f"seed {seed} {name:10s} {n_obs:3d} obs: RMSE noisy {row['noisy']:.4f} clean {row['clean']:.4f}"
+                  f" (final loss {row['final_loss']:.3f}, {row['seconds']:.1f} s)", flush=True)
+            if args.rows:
+                record = {"seed": seed, "model": name, "n_obs": n_obs, "n_spirals": n_spirals,
+                          "quick": args.quick, "settings": asdict(settings), "result": row}
+                # one write of one whole line per run, flushed: a killed process loses at most the runs it was in
+                with args.rows.open("a") as stream:
+                    stream.write(json.dumps(record) + "\n")
+                    stream.flush()
+                    os.fsync(stream.fileno())
+    except RunFailed as error:
+        print(f"reproduce_spirals: {error}", file=sys.stderr)
+        return 1
+    wall = time.perf_counter() - started
+    # runs finish in any order; the table lists each cell's runs by seed, as a serial run appends them
+    results = {name: {n: [row for _, row in sorted(cell, key=lambda pair: pair[0])] for n, cell in by_count.items()}
+               for name, by_count in results.items()}
+    print(f"wall time {wall:.0f} s ({wall / 60:.1f} min) for {len(runs)} runs as {args.jobs} process(es)", flush=True)
     if sorted(set(args.counts)) != list(COUNTS):
         return 0  # part of a table: --merge makes it
-    text = table(results, seeds, settings, n_spirals)
+    text = table(results, seeds, settings, n_spirals) + "\n\n" + timing(wall, args.jobs, args.threads, results)
     print()
     publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0

@@ -34,6 +34,18 @@ time span (a range ``[low, high]``: a fraction drawn per trajectory at every
 step), and the likelihood scores the decoded trajectory on all of it;
 :meth:`LatentODE.predict` still reads every observation.
 
+``kinetic_weight`` and ``jacobian_weight`` add the regularisers of Finlay et
+al. (2020, "How to train your neural ODE", eq. 4-5) to the loss: the kinetic
+energy int ||f(z(t))||^2 dt and the squared Frobenius norm of the field's
+Jacobian int ||df/dz||_F^2 dt along each latent trajectory, which favour
+fields that are cheap to solve (fewer adaptive steps) among those that fit.
+Finlay et al. integrate both alongside the state; here they are estimated by
+the trapezoidal rule on each trajectory's own solve times, where z(t) is
+already known (one extra field evaluation per time, no change to the solve),
+and the Frobenius norm by Hutchinson's estimator, ||J||_F^2 = E ||e^T J||^2
+with Rademacher e (exact when J is diagonal). Each is averaged over
+trajectories, as the bound is, and reported in the metrics.
+
 Every trajectory is solved on its own times (``batch.solve_times()`` and the
 batch-parallel loop); the ``k`` posterior samples of a batch are ``k * batch``
 rows of one per-sample solve. Static per-trajectory variables feed the
@@ -48,6 +60,7 @@ or beyond it (extrapolation), not before a trajectory's first observation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -95,6 +108,8 @@ class LatentODE(AbstractModel):
         kl_anneal_steps: int = 1000,
         iwae_samples: int = 1,
         encode_fraction: float | tuple[float, float] = 1.0,
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
         solve: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -117,6 +132,9 @@ class LatentODE(AbstractModel):
             problems.append(f"kl_schedule must be one of {', '.join(elbo.SCHEDULES)}, got {kl_schedule!r}")
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not noise_std > 0:
             problems.append(f"noise_std must be a positive number, got {noise_std!r}")
+        for name, value in (("kinetic_weight", kinetic_weight), ("jacobian_weight", jacobian_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                problems.append(f"{name} must be a finite number >= 0, got {value!r}")
         bounds = _fraction_bounds(encode_fraction)
         if bounds is None:
             problems.append(f"encode_fraction must be a number in (0, 1] or a range [low, high] with "
@@ -131,6 +149,7 @@ class LatentODE(AbstractModel):
         self.noise_std, self.learn_noise = float(noise_std), bool(learn_noise)
         self.kl_schedule, self.kl_anneal_steps, self.iwae_samples = kl_schedule, kl_anneal_steps, iwae_samples
         self.encode_fraction = bounds[0] if bounds[0] == bounds[1] else list(bounds)
+        self.kinetic_weight, self.jacobian_weight = float(kinetic_weight), float(jacobian_weight)
         self.settings = SolveSettings(**(solve or {}))
 
         cell = ENCODER_CELLS[encoder_cell] if encoder == "rnn" else ENCODERS[encoder]
@@ -178,6 +197,8 @@ class LatentODE(AbstractModel):
             "iwae_samples": self.iwae_samples,
             "encode_fraction": (list(self.encode_fraction) if isinstance(self.encode_fraction, list)
                                 else self.encode_fraction),
+            "kinetic_weight": self.kinetic_weight,
+            "jacobian_weight": self.jacobian_weight,
             "solve": self.settings.as_dict(),
         }
 
@@ -186,12 +207,20 @@ class LatentODE(AbstractModel):
         mean, log_var = self.posterior_parameters(self.encoder_view(batch))
         k = self.iwae_samples
         z0 = mean + torch.exp(0.5 * log_var) * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
-        pred = self.decode(z0, batch.solve_times())
+        grid = batch.solve_times()
+        latent = self.latent_path(z0, grid)
+        pred = self.decoder(latent)
         observed = batch.mask & batch.time_mask.unsqueeze(-1)
         log_likelihood = elbo.gaussian_log_likelihood(batch.values, pred, self.log_noise_std, observed)
         beta = elbo.kl_weight(self.kl_schedule, int(self.kl_step), self.kl_anneal_steps)
         bound, kl = elbo.variational_bound(log_likelihood, z0, mean, log_var, beta)
         loss = -bound.mean()
+        regularisers = {}
+        if self.kinetic_weight or self.jacobian_weight:
+            regularisers = self.field_regularisers(latent, grid)
+            loss = loss + self.kinetic_weight * regularisers["kinetic_energy"]
+            if self.jacobian_weight:
+                loss = loss + self.jacobian_weight * regularisers["jacobian_frobenius"]
         if self.training:
             self.kl_step += 1
         with torch.no_grad():
@@ -200,6 +229,7 @@ class LatentODE(AbstractModel):
             mse = squared.sum() / (observed.sum() * k).clamp(min=1)
         metrics = {"neg_elbo": float(loss.detach()), "nll": float(-log_likelihood.detach().mean()),
                    "kl": float(kl.detach().mean()), "kl_weight": beta, "mse": float(mse),
+                   **{name: float(value.detach()) for name, value in regularisers.items()},
                    **self.solve_stats()}
         if self.learn_noise:
             metrics["noise_std"] = float(self.log_noise_std.detach().exp().mean())
@@ -288,6 +318,10 @@ class LatentODE(AbstractModel):
 
         Finite everywhere: at the grid's NaN padding it decodes a zero latent (never a prediction).
         """
+        return self.decoder(self.latent_path(z0, grid))
+
+    def latent_path(self, z0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """The latent trajectories ``[k, batch, T, L]`` on the per-sample grid ``[batch, T]``; zero at its padding."""
         k, batch, latent_dim = z0.shape
         solution = solve(self.dynamics, z0.reshape(k * batch, latent_dim), grid.repeat(k, 1), per_sample=True,
                          adjoint_params=tuple(self.dynamics.parameters()), **self.settings.solve_kwargs())
@@ -295,8 +329,31 @@ class LatentODE(AbstractModel):
         latent = solution.ys.transpose(0, 1).reshape(k, batch, grid.shape[1], latent_dim)
         # the solve leaves NaN at the grid's padding; a NaN entering the decoder would
         # reach its weight gradients (0 * NaN), however the loss masks it afterwards
-        latent = torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
-        return self.decoder(latent)
+        return torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
+
+    def field_regularisers(self, latent: torch.Tensor, grid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Kinetic energy and (with ``jacobian_weight``) Jacobian Frobenius norm of the field along ``latent``
+        ``[k, batch, T, L]``: means over trajectories of trapezoidal sums over each one's times ``grid``
+        ``[batch, T]`` (NaN padding; see the module docstring). Differentiable in the field's parameters and,
+        through ``latent``, in everything before it."""
+        k, batch, steps, latent_dim = latent.shape
+        valid = torch.isfinite(grid)
+        times = torch.where(valid, grid, torch.zeros_like(grid))
+        # trapezoidal weights: half of each neighbouring gap that lies between two of the trajectory's times
+        gaps = torch.where(valid[:, 1:] & valid[:, :-1], times[:, 1:] - times[:, :-1], torch.zeros_like(times[:, 1:]))
+        weights = 0.5 * (torch.nn.functional.pad(gaps, (1, 0)) + torch.nn.functional.pad(gaps, (0, 1)))
+        weights = weights.to(latent.dtype).repeat(k, 1)
+        z = latent.reshape(k * batch * steps, latent_dim)
+        if not z.requires_grad:  # a latent outside autograd (no_grad callers): the Jacobian still needs a graph
+            z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            field = self.dynamics(times.repeat(k, 1).reshape(-1).to(z.dtype), z)
+            terms = {"kinetic_energy": field.pow(2).sum(-1)}
+            if self.jacobian_weight:  # a second backward pass: only when it is asked for
+                probe = torch.randint(0, 2, field.shape, dtype=field.dtype, device=field.device) * 2 - 1
+                (row,) = torch.autograd.grad(field, z, probe, create_graph=True)
+                terms["jacobian_frobenius"] = row.pow(2).sum(-1)
+        return {name: (term.reshape(k * batch, steps) * weights).sum(-1).mean() for name, term in terms.items()}
 
 
 def _fraction_bounds(value) -> tuple[float, float] | None:

@@ -353,3 +353,64 @@ def test_an_encode_fraction_range_draws_every_cut_off_between_its_ends():
     torch.manual_seed(0)
     read = [model.encoder_view(batch).time_mask.sum(dim=1).tolist() for _ in range(200)]
     assert {first for first, _ in read} == set(range(6, 11)) and {second for _, second in read} == {2, 3}
+
+
+def _linear_field(a_diagonal, b):
+    torch.manual_seed(0)
+    model = build_model("latent_ode", n_features=3, n_static=1, solve=TIGHT, dynamics="linear",
+                        options={"encoder_hidden": 6, "decoder_width": 8, "kinetic_weight": 0.5,
+                                 "jacobian_weight": 0.25})
+    with torch.no_grad():
+        model.dynamics.linear.weight.copy_(torch.diag(torch.tensor(a_diagonal)))
+        model.dynamics.linear.bias.copy_(torch.tensor(b))
+    return model
+
+
+def test_field_regularisers_integrate_the_speed_and_the_jacobian_over_each_trajectory(batch):
+    """A constant field b: kinetic energy ||b||^2 (t_last - t0) per trajectory; a diagonal A: ||A||_F^2 times the
+    duration, exactly (Rademacher probes see a diagonal Jacobian whole); averaged over trajectories."""
+    duration = torch.where(batch.time_mask, batch.times, batch.times[:, :1]).amax(1) - batch.times[:, 0]
+    constant = _linear_field([0.0] * 4, [1.0, -2.0, 0.5, 0.0])
+    z0 = torch.randn(2, batch.batch_size, 4)  # k = 2 samples, each its own trajectory
+    grid = batch.solve_times()
+    terms = constant.field_regularisers(constant.latent_path(z0, grid), grid)
+    terms = {name: float(term.detach()) for name, term in terms.items()}
+    assert terms["kinetic_energy"] == pytest.approx(5.25 * float(duration.mean()), rel=1e-6)
+    assert terms["jacobian_frobenius"] == 0.0
+    decaying = _linear_field([-1.0, -0.5, 0.0, 2.0], [0.0] * 4)
+    terms = decaying.field_regularisers(decaying.latent_path(z0, grid), grid)
+    assert float(terms["jacobian_frobenius"].detach()) == pytest.approx(5.25 * float(duration.mean()), rel=1e-6)
+
+
+def test_field_regularisers_join_the_loss_with_their_weights_and_their_gradient_is_exact(batch):
+    model = _model(solve=SolveSettings(), kinetic_weight=0.1, jacobian_weight=0.01)
+    plain = _model(solve=SolveSettings())
+    torch.manual_seed(5)
+    loss, metrics = model.loss(batch)
+    torch.manual_seed(5)
+    bare, bare_metrics = plain.loss(batch)
+    assert "kinetic_energy" not in bare_metrics and metrics["kinetic_energy"] > 0 < metrics["jacobian_frobenius"]
+    assert float(loss.detach()) == pytest.approx(float(bare.detach()) + 0.1 * metrics["kinetic_energy"]
+                                        + 0.01 * metrics["jacobian_frobenius"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.dynamics.parameters())
+    # the gradient of both terms (the Jacobian's through a second backward pass) against finite differences
+    model.double()
+    grid = batch.solve_times().double()
+    latent = torch.randn(1, batch.batch_size, grid.shape[1], 4, dtype=torch.float64, requires_grad=True)
+
+    def total(latent):
+        torch.manual_seed(0)  # the same probes at every evaluation
+        terms = model.field_regularisers(latent, grid)
+        return terms["kinetic_energy"] + terms["jacobian_frobenius"]
+
+    assert torch.autograd.gradcheck(total, (latent,))
+
+
+def test_field_regulariser_weights_must_be_finite_and_not_negative():
+    for name in ("kinetic_weight", "jacobian_weight"):
+        for bad in (-0.1, float("inf"), "1", True):
+            expected = f"{name} must be a finite number >= 0, got {re.escape(repr(bad))}"
+            with pytest.raises(InvalidInputError, match=expected):
+                _model(**{name: bad})
+    assert _model(kinetic_weight=0.5).config()["kinetic_weight"] == 0.5
