@@ -164,3 +164,12 @@ def test_a_failed_run_is_named_and_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(reproduce_spirals, "run_one", broken)
     assert reproduce_spirals.main(["--quick", "--counts", "50"]) == 1
     assert "seed 0 Latent ODE 50 obs failed: FloatingPointError: step size underflow" in capsys.readouterr().err
+
+
+def test_the_latent_training_length_may_differ_at_100_observations():
+    settings = reproduce_spirals.Settings()
+    assert reproduce_spirals.latent_iters(settings, 30) == reproduce_spirals.latent_iters(settings, 50) == 15000
+    assert reproduce_spirals.latent_iters(settings, 100) == 10000
+    assert reproduce_spirals._lengths(settings) == "15000 (at 100 observations 10000)"  # in the table's caption
+    same = reproduce_spirals.Settings(iters=200, iters_100=None)
+    assert reproduce_spirals.latent_iters(same, 100) == 200
