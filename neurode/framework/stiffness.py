@@ -24,7 +24,6 @@ any registered tableau with two stages at one node gets the test.
 from __future__ import annotations
 
 import functools
-from functools import partial
 
 import torch
 
@@ -182,10 +181,10 @@ def stiff_methods() -> str:
     adaptive, fixed = [], []
     for name in registry.names("solver"):
         obj = registry.get("solver", name).obj
-        cls = obj.func if isinstance(obj, partial) else obj
+        cls = obj.func if isinstance(obj, functools.partial) else obj
         if not getattr(cls, "stiff", False):
             continue
-        tableau = obj.args[0] if isinstance(obj, partial) and obj.args else None
+        tableau = obj.args[0] if isinstance(obj, functools.partial) and obj.args else None
         steps_adaptively = getattr(cls, "adaptive", False) and getattr(tableau, "adaptive", True)
         (adaptive if steps_adaptively else fixed).append(repr(name))
     names = []
