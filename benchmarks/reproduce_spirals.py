@@ -180,11 +180,12 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,8 @@ class Settings:
     """What the paper leaves open (the module docstring says why each is what it is)."""
 
     iters: int = 15000
+    #: Latent ODE steps at 50 observations (``None``: ``iters``)
+    iters_50: int | None = 12000
     #: Latent ODE steps at 100 observations (``None``: ``iters``): the widest margin and the costliest step
     iters_100: int | None = 10000
     batch_size: int = 100
@@ -274,10 +277,12 @@ class Settings:
     train_start_max: int = 899
     kinetic_weight: float = 0.0
     jacobian_weight: float = 0.001
+    #: the Jacobian regulariser's weight at 100 observations (``None``: ``jacobian_weight``)
+    jacobian_weight_100: float | None = 0.0
 
 
 #: the smoke run of ``--quick``: far from converged, its numbers are not a result
-QUICK = Settings(iters=150, iters_100=None, rnn_iters=100)
+QUICK = Settings(iters=150, iters_50=None, iters_100=None, jacobian_weight_100=None, rnn_iters=100)
 
 
 def build(name: str, settings: Settings, noise_std: float):
@@ -311,8 +316,9 @@ def run_one(name: str, n_obs: int, seed: int, settings: Settings, n_spirals: int
     train = _rows(batch, torch.arange(n_train))
     test = _rows(batch, torch.arange(n_train, n_spirals))
     torch.manual_seed(seed)
+    settings = for_count(settings, n_obs)
     model = build(name, settings, NOISE_STD / scale)
-    iters = latent_iters(settings, n_obs) if name == "Latent ODE" else settings.rnn_iters
+    iters = settings.iters if name == "Latent ODE" else settings.rnn_iters
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(settings.schedule, step, iters, settings.lr_end / settings.lr))
@@ -352,9 +358,19 @@ def run_one(name: str, n_obs: int, seed: int, settings: Settings, n_spirals: int
 SCHEDULES = ("exponential", "cosine")
 
 
+def for_count(settings: Settings, n_obs: int) -> Settings:
+    """The settings of a run at ``n_obs`` observations per window: the per-count fields resolved into
+    ``iters`` and ``jacobian_weight`` (and cleared)."""
+    iters = {50: settings.iters_50, 100: settings.iters_100}.get(n_obs)
+    weight = settings.jacobian_weight_100 if n_obs == 100 else None
+    return replace(settings, iters=settings.iters if iters is None else iters,
+                   jacobian_weight=settings.jacobian_weight if weight is None else weight,
+                   iters_50=None, iters_100=None, jacobian_weight_100=None)
+
+
 def latent_iters(settings: Settings, n_obs: int) -> int:
     """The Latent ODE's optimiser steps at ``n_obs`` observations per window."""
-    return settings.iters_100 if n_obs == 100 and settings.iters_100 else settings.iters
+    return for_count(settings, n_obs).iters
 
 
 def lr_factor(schedule: str, step: int, iters: int, end: float) -> float:
@@ -416,9 +432,16 @@ def _cell(values: list[float]) -> str:
 
 
 def _lengths(settings: Settings) -> str:
-    if latent_iters(settings, 100) == settings.iters:
-        return str(settings.iters)
-    return f"{settings.iters} (at 100 observations {settings.iters_100})"
+    """The Latent ODE's training, for the table's caption: steps per count and the regulariser where it differs."""
+    per_count = [for_count(settings, n) for n in COUNTS]
+    steps = {s.iters for s in per_count}
+    text = (str(settings.iters) if len(steps) == 1 else
+            " / ".join(str(s.iters) for s in per_count) + " at " + " / ".join(map(str, COUNTS)) + " observations")
+    weights = {s.jacobian_weight for s in per_count}
+    if len(weights) > 1:
+        text += " (Jacobian regulariser " + ", ".join(f"{s.jacobian_weight:g} at {n}"
+                                                     for s, n in zip(per_count, COUNTS, strict=True)) + ")"
+    return text
 
 
 def table(results: dict, seeds: list[int], settings: Settings, n_spirals: int) -> str:
@@ -468,25 +491,25 @@ def execute(runs, settings: Settings, n_spirals: int, *, jobs: int = 1, threads:
     """Yield ``(run, result)`` for each ``(seed, model, n_obs)`` of ``runs``, as each finishes.
 
     ``jobs=1`` runs them here, in order; more spread them over that many worker processes ("spawn": a
-    fresh interpreter, no forked torch state), each with ``threads`` torch threads. Runs are seeded and
-    independent, so a run's result does not depend on the process it ran in.
+    fresh interpreter, no forked torch state), each with ``threads`` torch threads, handed out one at a
+    time in the order of ``runs``. Runs are seeded and independent, so a run's result does not depend on
+    the process it ran in. Whatever ends the loop early (a failed run, Ctrl-C, SIGTERM: :func:`main`
+    turns it into ``SystemExit``, or the caller closing the generator) terminates the workers and the
+    runs they are in: none is left running on its own.
     """
     if jobs == 1:
         for run in runs:
             yield run, _attempt(run, settings, n_spirals)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(_attempt, run, settings, n_spirals): run for run in runs}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            # a failed run or an interrupt: start nothing more (the runs under way finish with the pool)
-            for future in futures:
-                future.cancel()
-            raise
+    # Pool.__exit__ terminates its workers (a ProcessPoolExecutor would wait for their runs to finish)
+    with context.Pool(jobs, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        yield from pool.imap_unordered(partial(_attempt_pair, settings=settings, n_spirals=n_spirals), runs,
+                                       chunksize=1)
+
+
+def _attempt_pair(run: tuple[int, str, int], settings: Settings, n_spirals: int) -> tuple[tuple[int, str, int], dict]:
+    return run, _attempt(run, settings, n_spirals)
 
 
 def _attempt(run: tuple[int, str, int], settings: Settings, n_spirals: int) -> dict:
@@ -519,8 +542,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run under 3 minutes (fewer spirals and steps)")
     parser.add_argument("--iters", type=int, default=None,
-                        help=f"Latent ODE optimiser steps per run, every count (default {Settings.iters}, at 100 "
-                             f"observations {Settings.iters_100}; quick {QUICK.iters})")
+                        help=f"Latent ODE optimiser steps per run, every count (default {Settings.iters}, at 50 "
+                             f"observations {Settings.iters_50}, at 100 {Settings.iters_100}; quick {QUICK.iters})")
     parser.add_argument("--rnn-iters", type=int, default=None,
                         help=f"RNN optimiser steps per run (default {Settings.rnn_iters}; quick {QUICK.rnn_iters})")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2; quick 0)")
@@ -549,7 +572,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else Settings()
     if args.iters:
-        settings = replace(settings, iters=args.iters, iters_100=None)
+        settings = replace(settings, iters=args.iters, iters_50=None, iters_100=None)
     if args.rnn_iters:
         settings = replace(settings, rnn_iters=args.rnn_iters)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -558,6 +581,8 @@ def main(argv=None) -> int:
         print("reproduce_spirals: --write-readme needs every count; run the others and --merge", file=sys.stderr)
         return 1
     runs = plan(seeds, args.counts)
+    # a plain SIGTERM would end this process and leave the workers running their runs to the end
+    previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm) if args.jobs > 1 else None
     results: dict = {name: {n: [] for n in COUNTS} for name in PAPER}
     started = time.perf_counter()
     try:
@@ -576,6 +601,9 @@ def main(argv=None) -> int:
     except RunFailed as error:
         print(f"reproduce_spirals: {error}", file=sys.stderr)
         return 1
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     wall = time.perf_counter() - started
     # runs finish in any order; the table lists each cell's runs by seed, as a serial run appends them
     results = {name: {n: [row for _, row in sorted(cell, key=lambda pair: pair[0])] for n, cell in by_count.items()}
@@ -587,6 +615,10 @@ def main(argv=None) -> int:
     print()
     publish(text, quick=args.quick, write=args.write_readme, start=README_START, end=README_END)
     return 0
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def merge(paths: list[Path]) -> tuple[dict, list[int], Settings, int, bool]:

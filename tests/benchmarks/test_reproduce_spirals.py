@@ -166,10 +166,67 @@ def test_a_failed_run_is_named_and_exits_1(monkeypatch, capsys):
     assert "seed 0 Latent ODE 50 obs failed: FloatingPointError: step size underflow" in capsys.readouterr().err
 
 
-def test_the_latent_training_length_may_differ_at_100_observations():
+def test_the_latent_training_length_and_regulariser_may_differ_by_count():
     settings = reproduce_spirals.Settings()
-    assert reproduce_spirals.latent_iters(settings, 30) == reproduce_spirals.latent_iters(settings, 50) == 15000
+    at = {n: reproduce_spirals.for_count(settings, n) for n in reproduce_spirals.COUNTS}
+    assert [at[n].iters for n in (30, 50, 100)] == [15000, 12000, 10000]
+    assert [at[n].jacobian_weight for n in (30, 50, 100)] == [0.001, 0.001, 0.0]
+    assert at[50].iters_50 is None and at[100].jacobian_weight_100 is None  # resolved, not applied twice
     assert reproduce_spirals.latent_iters(settings, 100) == 10000
-    assert reproduce_spirals._lengths(settings) == "15000 (at 100 observations 10000)"  # in the table's caption
-    same = reproduce_spirals.Settings(iters=200, iters_100=None)
-    assert reproduce_spirals.latent_iters(same, 100) == 200
+    # in the table's caption
+    assert reproduce_spirals._lengths(settings) == ("15000 / 12000 / 10000 at 30 / 50 / 100 observations "
+                                                    "(Jacobian regulariser 0.001 at 30, 0.001 at 50, 0 at 100)")
+    same = reproduce_spirals.Settings(iters=200, iters_50=None, iters_100=None, jacobian_weight_100=None)
+    assert reproduce_spirals.latent_iters(same, 100) == 200 and reproduce_spirals._lengths(same) == "200"
+    # the model a run builds carries its count's weight
+    model = reproduce_spirals.build("Latent ODE", at[100], 0.1)
+    assert model.jacobian_weight == 0.0
+    assert reproduce_spirals.build("Latent ODE", at[30], 0.1).jacobian_weight == 0.001
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(c) for c in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux's /proc")
+def test_sigterm_to_the_parent_ends_the_workers_runs_too(tmp_path):
+    """Killing ``--jobs``'s parent with SIGTERM must not leave its workers running their runs to the end."""
+    import signal
+    import subprocess
+    import time
+
+    script = Path(reproduce_spirals.__file__)
+    rows = tmp_path / "rows.jsonl"
+    # runs that would take hours: only a terminated worker ends them within the test
+    forever = ["--iters", "10000000", "--rnn-iters", "10000000"]
+    proc = subprocess.Popen([sys.executable, str(script), "--quick", *forever, "--spirals", "20",
+                             "--seeds", "0", "--counts", "30", "--jobs", "2", "--rows", str(rows)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = {c for c in _children(proc.pid) if "multiprocessing.spawn" in
+                       Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")}
+            time.sleep(0.2)
+        assert len(workers) == 2, f"the workers never started: {proc.stderr.read() if proc.poll() is not None else ''}"
+        time.sleep(3)  # into their runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+        assert not rows.exists()  # no run finished, none recorded
+    finally:
+        if proc.poll() is None:
+            proc.kill()
