@@ -255,7 +255,7 @@ class Settings:
 
     iters: int = 15000
     #: Latent ODE steps at 50 observations (``None``: ``iters``)
-    iters_50: int | None = 12000
+    iters_50: int | None = None
     #: Latent ODE steps at 100 observations (``None``: ``iters``): the widest margin and the costliest step
     iters_100: int | None = 10000
     batch_size: int = 100

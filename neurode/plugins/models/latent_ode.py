@@ -329,7 +329,10 @@ class LatentODE(AbstractModel):
         latent = solution.ys.transpose(0, 1).reshape(k, batch, grid.shape[1], latent_dim)
         # the solve leaves NaN at the grid's padding; a NaN entering the decoder would
         # reach its weight gradients (0 * NaN), however the loss masks it afterwards
-        return torch.where(torch.isfinite(grid)[None, :, :, None], latent, torch.zeros_like(latent))
+        finite = torch.isfinite(grid)
+        if bool(finite.all()):  # no padding (one host read): nothing to replace, and no where in the backward pass
+            return latent
+        return torch.where(finite[None, :, :, None], latent, torch.zeros_like(latent))
 
     def field_regularisers(self, latent: torch.Tensor, grid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Kinetic energy and (with ``jacobian_weight``) Jacobian Frobenius norm of the field along ``latent``
