@@ -36,6 +36,7 @@ from neurode.plugins.models.recurrent_sequence import (
     grad_h0,
     inject_grad,
     read_ends,
+    scratch,
     select_final,
     sequence_backward,
 )
@@ -73,7 +74,9 @@ def _backward_through_time(ctx, grad):
     states, ends = ctx.states, ctx.ends
     steps, batch, hidden = states.shape
     inputs = x.shape[-1]
-    d = torch.empty_like(states)  # d_j = dL/d(pre-activation of step j), kept for the products after the loop
+    # d_j = dL/d(pre-activation of step j), kept for the products after the loop; every d_j is written before it
+    # is read, and none of the gradients returned is a view of d
+    d = scratch(states.shape, states)
     c = torch.zeros_like(h0)  # dL/dh after the step, carried backwards in time
     for j in range(steps - 1, -1, -1):
         c = inject_grad(c, grad, last, j, ends)

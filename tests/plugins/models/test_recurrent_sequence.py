@@ -250,3 +250,28 @@ def test_the_backward_pass_runs_flushed_and_leaves_the_mode_as_it_was(kind_of_ce
     read, cell, x, h0 = _cell_and_inputs(kind_of_cell)
     read(cell, x, h0).sum().backward()
     assert seen == [True] and not _flushed()
+
+
+def test_the_tanh_backward_work_buffer_is_reused_and_never_leaks_into_gradients():
+    """``elman_sequence``'s backward pass writes into one kept buffer (``scratch``): passes of different sizes one
+    after another, and a second backward of a retained graph, still give the stepped cell's gradients exactly,
+    and no gradient aliases the buffer."""
+    from neurode.plugins.models import recurrent_sequence
+
+    first = recurrent_sequence.scratch((2, 3), torch.zeros(1, dtype=torch.float64))
+    again = recurrent_sequence.scratch((3, 2), torch.zeros(1, dtype=torch.float64))
+    assert again.data_ptr() == first.data_ptr()  # the same memory, not a new allocation
+    assert recurrent_sequence.scratch((2,), torch.zeros(1)).dtype == torch.float32  # one buffer per dtype
+    for batch, steps in ((4, 6), (7, 9), (3, 2)):  # growing, then shrinking: a view of the grown buffer
+        read, cell, x, h0 = _cell_and_inputs("tanh", batch=batch, steps=steps)
+        fast, reference = read(cell, x, h0), _stepped(cell, x, h0)
+        weights = torch.randn_like(reference)
+        inputs = (x, h0, *cell.parameters())
+        want = _grads(reference, weights, inputs)
+        once = torch.autograd.grad((fast * weights).sum(), inputs, retain_graph=True)
+        twice = torch.autograd.grad((fast * weights).sum(), inputs)  # the buffer was written again in between
+        buffer = recurrent_sequence.scratch((1,), x)
+        for got_once, got_twice, expected in zip(once, twice, want):
+            torch.testing.assert_close(got_once, expected, **EXACT)
+            torch.testing.assert_close(got_twice, expected, **EXACT)
+            assert got_once.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr()
