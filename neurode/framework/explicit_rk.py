@@ -245,11 +245,16 @@ class ExplicitRungeKutta(AbstractSolver):
         (``None``: every sample of the step), ``theta`` of shape ``(R, K)``: ``(R, K, *state)``.
 
         The batch loop's emission when a step passes several outputs of a sample (a shared grid denser than
-        the steps): the ``P + 1`` power-form coefficients of each row are broadcast over its ``K`` outputs
-        instead of gathered once per (row, output) pair, so the backward pass sums over ``K`` (a dense
-        reduction) instead of scattering ``P + 1`` gradients back into the rows one pair at a time; with every
-        sample emitting (``rows=None``) nothing is gathered at all. Unused slots of ``theta`` must be finite
-        (0, say): their values are discarded, but a NaN there would reach the gradients through the products.
+        the steps): the polynomial of :meth:`_horner` as one batched matrix product, each row's ``(K, P + 1)``
+        basis ``[1, θ, w, w u, w u², ...]`` (``w = θ (1 - θ)``, ``u = θ - 1/2``) times its ``(P + 1, features)``
+        power-form coefficients, instead of gathering the coefficients once per (row, output) pair: the
+        backward pass is one more batched product into the coefficients instead of scattering ``P + 1``
+        gradients back into the rows one pair at a time, and no ``(R, K, features)`` temporary is made per
+        power (Horner's scheme over the block made four: on the spirals' latent solve, 1000 rows and 100
+        outputs, emission forward and backward took 13.5 ms with Horner, 9 with the product). With every sample
+        emitting (``rows=None``) nothing is gathered at all. The same values as Horner's to round-off. Unused
+        slots of ``theta`` must be finite (0, say): their values are discarded, but a NaN there would reach the
+        gradients through the products.
         """
         th = theta.to(step.y0.dtype)
         if self._interpolant is None:
@@ -259,8 +264,17 @@ class ExplicitRungeKutta(AbstractSolver):
         coefficients = self._power_form(step)
         if rows is not None:
             coefficients = [c.index_select(0, rows) for c in coefficients]
-        return self._horner([c[:, None, :] for c in coefficients], th[:, :, None]).view(*th.shape,
-                                                                                         *step.y0.shape[1:])
+        # the polynomial of _horner as a batched matrix product: each row's (K, P + 1) basis
+        # [1, θ, w, w u, w u², ...] (w = θ (1 - θ), u = θ - 1/2) times its (P + 1, features) coefficients
+        basis = [torch.ones_like(th), th]
+        if len(coefficients) > 2:
+            u = th - 0.5
+            power = th * (1 - th)
+            for _ in coefficients[2:]:
+                basis.append(power)
+                power = power * u
+        return torch.bmm(torch.stack(basis, dim=-1), torch.stack(coefficients, dim=1)).view(*th.shape,
+                                                                                             *step.y0.shape[1:])
 
     def _power_form(self, step: Step) -> tuple[torch.Tensor, ...]:
         """``(y0, y1 - y0, c_0, ..., c_{P-2})`` of a per-sample step, ``(batch, features)`` each, made once per
