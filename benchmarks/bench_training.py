@@ -66,12 +66,12 @@ replaces.
     python benchmarks/bench_training.py --model latent_ode --steps 30 --seeds 0 1 2
 
 Measured (30 steps, seeds 0 1 2, one thread, the loops' steps interleaved,
-on 2 cores shared by four engineers, load average 4-5: CPU-time ratios of
-the same run): neurode with the tanh encoder took 1.40x torchdiffeq's steps
-per second with tangent control on, the training default (by seed 1.60x,
-1.29x, 1.40x), and 1.53x with it off (1.77x, 1.43x, 1.53x), at a lower loss
-after 30 steps at every seed (3282 +- 454 against 3713 +- 297). The 1.5x
-target holds, thinly, with tangent control off only. neurode's GRU encoder,
+on quiet cores: CPU-time ratios of the same run): neurode with the tanh
+encoder took 1.65x and 1.66x torchdiffeq's steps per second with tangent
+control off in two runs (by seed 2.03x, 1.57x, 1.66x), and 1.47x-1.50x with
+it on, the training default, at a lower loss after 30 steps at every seed
+(3282 +- 454 against 3713 +- 297). Earlier, on 2 cores shared by four
+engineers (load average 4-5): 1.53x off (1.77x, 1.43x, 1.53x), 1.40x on. neurode's GRU encoder,
 not like for like: 0.83x. Per part on trained weights: recognition network
 24 ms (tanh) and 101 ms (GRU) against 62 ms; solve and decoder 91 ms with
 tangent control and 79 ms without, against 118 ms. README, "Latent ODE

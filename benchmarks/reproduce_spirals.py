@@ -105,9 +105,9 @@ Settings the paper leaves open, stated here (all in :class:`Settings`):
   (the encoder, the likelihood and the regulariser's second backward pass
   over 100 times, 14 ms of it: seed 0 took 1000 s for 15,000 steps with
   it, 0.0991 clean), and there it did not pay: with it 0.1266 / 0.1865 /
-  0.0816 after 10,000 steps, without it 0.1289 / 0.1188 / 0.0763 in about
+  0.0816 after 10,000 steps, without it 0.1292 / 0.1205 / 0.0764 in about
   half the time (the flow does not drift when every window holds 100
-  points). The table takes 33 minutes as two processes; with the
+  points). The table takes 34 minutes as two processes; with the
   regulariser at 100 observations it took 46.7. 12,000 steps at 50
   observations (``iters_50``) scored 0.1434 against 15,000's 0.1216 and
   saved 1.3 minutes: not taken. Tried and left:
