@@ -31,10 +31,11 @@ own step rules they share the same bookkeeping, held here once:
   kept between calls, not allocated afresh: on the CPU a fresh buffer of
   megabytes is new memory from the operating system (glibc returns large
   freed blocks, and trims its heap, between training steps), and every 4 KiB
-  page of it faults on first write. The tanh recognition network of the
-  spirals benchmark (1000 rows, 100 steps, 25 units: a 10 MB buffer) spent
-  about 10 ms of a 28 ms backward pass in those faults inside a training
-  step, where it takes 1 ms run on its own.
+  page of it faults on first write. In the tanh recognition network of the
+  spirals benchmark (1000 rows, 100 steps, 25 units: a 10 MB buffer) each
+  step's write took 115 us into fresh memory and 17 us into a kept buffer
+  under the profiler; whole training steps, two identical loops interleaved,
+  were 1 to 1.5 ms faster of 80 to 89 ms with the buffer kept.
 """
 
 from __future__ import annotations
