@@ -374,11 +374,6 @@ def for_count(settings: Settings, n_obs: int) -> Settings:
                    iters_50=None, iters_100=None, jacobian_weight_100=None)
 
 
-def latent_iters(settings: Settings, n_obs: int) -> int:
-    """The Latent ODE's optimiser steps at ``n_obs`` observations per window."""
-    return for_count(settings, n_obs).iters
-
-
 def lr_factor(schedule: str, step: int, iters: int, end: float) -> float:
     """The learning rate at ``step`` of ``iters`` as a fraction of the first, falling to ``end`` at the last step.
 

@@ -87,6 +87,15 @@ _JAC_AT_Y, _JAC_OLD, _JAC_REFRESH = 0.0, 1.0, 2.0
 PREDICTOR_DEGREE = 2
 
 
+def _rows_where(mask: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+    """Whether any row of ``mask`` is set, and the positions of those rows (``None``: every row), from one host
+    read of the count (the positions themselves only when some rows are set and some not)."""
+    count = int(mask.sum())
+    if count == 0:
+        return False, None
+    return True, (None if count == mask.numel() else torch.nonzero(mask).flatten())
+
+
 @dataclass(frozen=True)
 class ESDIRKTableau:
     """The coefficients of a stiffly accurate ESDIRK pair.
@@ -437,8 +446,8 @@ class ESDIRK(AbstractSolver):
         exact matrix, not the Newton iteration's ``J`` at ``y0``), or applied by GMRES on vector–Jacobian
         products with ``linear_solver="krylov"``; per sample, one ``(d, d)`` system per row.
         """
-        index = None if bool(ok.all()) else torch.nonzero(ok).flatten()
-        if index is not None and index.numel() == 0:
+        some, index = _rows_where(ok)
+        if not some:
             return root
         pick = (lambda x: x) if index is None else (lambda x: x[index])  # noqa: E731
         base_rows, hg_rows = pick(base), pick(hg)[:, None]
@@ -467,8 +476,8 @@ class ESDIRK(AbstractSolver):
         changed); rows whose matrix is singular are marked failed in ``failed``/``code`` (in place)."""
         jac, lu, pivots, hg_lu, *partition, flag = (s.detach() for s in state[2:])
         stale = flag == _JAC_REFRESH
-        if bool(stale.any()):
-            rows = None if bool(stale.all()) else torch.nonzero(stale).flatten()
+        some, rows = _rows_where(stale)
+        if some:
             blocks = self._jacobian(func, field, t64, y0r, rows)
             if isinstance(blocks, PartitionedJacobian) != bool(partition) or (
                     partition and tuple(blocks.starts) != tuple(int(x) for x in partition[0].tolist())):
@@ -482,8 +491,8 @@ class ESDIRK(AbstractSolver):
         if partition:
             return self._factor_parts(func, jac, lu, pivots, hg_lu, partition[0], flag, refactor, y0r.shape[1],
                                       h64, failed, code)
-        if bool(refactor.any()):
-            rows = None if bool(refactor.all()) else torch.nonzero(refactor).flatten()
+        some, rows = _rows_where(refactor)
+        if some:
             pick = (lambda x: x) if rows is None else (lambda x: x[rows])  # noqa: E731
             eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
             factors, piv, info = torch.linalg.lu_factor_ex(eye - pick(hg).detach()[:, None, None] * pick(jac))
@@ -527,8 +536,8 @@ class ESDIRK(AbstractSolver):
         ``I - hγ J_band`` for this step: ``(band, flag, BandFactors)``."""
         band, flag = (s.detach() for s in state[2:4])
         stale = flag == _JAC_REFRESH
-        if bool(stale.any()):
-            rows = None if bool(stale.all()) else torch.nonzero(stale).flatten()
+        some, rows = _rows_where(stale)
+        if some:
             y_rows = y0r.detach() if rows is None else y0r.detach()[rows]
             record(func, jacobians=1)
             with unwatched(func), torch.no_grad():

@@ -172,14 +172,14 @@ def test_the_latent_training_length_and_regulariser_may_differ_by_count():
     assert [at[n].iters for n in (30, 50, 100)] == [15000, 15000, 10000]
     assert [at[n].jacobian_weight for n in (30, 50, 100)] == [0.001, 0.001, 0.0]
     assert at[50].iters_50 is None and at[100].jacobian_weight_100 is None  # resolved, not applied twice
-    assert reproduce_spirals.latent_iters(settings, 100) == 10000
+    assert reproduce_spirals.for_count(settings, 100).iters == 10000
     # in the table's caption
     assert reproduce_spirals._lengths(settings) == ("15000 / 15000 / 10000 at 30 / 50 / 100 observations "
                                                     "(Jacobian regulariser 0.001 at 30, 0.001 at 50, 0 at 100)")
     fifty = reproduce_spirals.Settings(iters_50=12000)
-    assert [reproduce_spirals.latent_iters(fifty, n) for n in (30, 50, 100)] == [15000, 12000, 10000]
+    assert [reproduce_spirals.for_count(fifty, n).iters for n in (30, 50, 100)] == [15000, 12000, 10000]
     same = reproduce_spirals.Settings(iters=200, iters_50=None, iters_100=None, jacobian_weight_100=None)
-    assert reproduce_spirals.latent_iters(same, 100) == 200 and reproduce_spirals._lengths(same) == "200"
+    assert reproduce_spirals.for_count(same, 100).iters == 200 and reproduce_spirals._lengths(same) == "200"
     # the model a run builds carries its count's weight
     model = reproduce_spirals.build("Latent ODE", at[100], 0.1)
     assert model.jacobian_weight == 0.0
