@@ -57,7 +57,7 @@ from neurode.framework.errors import UnknownComponentError
 from neurode.framework.solve import signature_parameters
 
 README_START, README_END = "<!-- stiff-table:start -->", "<!-- stiff-table:end -->"
-DEFAULT_METHODS = ("rodas4", "kvaerno3", "kvaerno4", "kvaerno5", "esdirk547l2sa")  # ros3p: fixed steps only
+DEFAULT_METHODS = ("rodas4", "rodas5p", "kvaerno3", "kvaerno4", "kvaerno5", "esdirk547l2sa")  # ros3p: fixed steps only
 RTOL, REF_RTOL = 1e-6, 1e-10
 F64 = torch.float64
 

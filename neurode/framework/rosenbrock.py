@@ -69,9 +69,10 @@ class RosenbrockTableau:
         coupling: strictly lower rows ``c_ij`` (Hairer's ``C``; the ``u_j/h`` terms).
         m, m_hat: solution and embedded weights.
         order, embedded_order: orders of ``y1`` and ``ŷ1``.
-        dense: ``None``, or the two rows ``(d_2j, d_3j)`` of Hairer's continuous
+        dense: ``None``, or the rows ``(d_2j, d_3j, ...)`` of Hairer's continuous
             output ``y(θ) = (1-θ) y0 + θ (y1 + (1-θ)(Σ d_2j u_j + θ Σ d_3j u_j))``
-            (RODAS); without it the dense output is the cubic Hermite interpolant.
+            (RODAS; a third row adds ``θ² Σ d_4j u_j`` inside, as Rodas5P's);
+            without it the dense output is the cubic Hermite interpolant.
         l_stable: whether the published method is L-stable (checked in the tests).
         adaptive: whether the embedded pair can control the step. ``False`` where its estimate is known to fail
             (the method is then offered on fixed grids, ``step_size``, like torchdiffeq's fixed-grid methods).
@@ -87,7 +88,7 @@ class RosenbrockTableau:
     m_hat: tuple[float, ...]
     order: int
     embedded_order: int
-    dense: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    dense: tuple[tuple[float, ...], ...] | None = None
     dense_order: int | None = None
     l_stable: bool = False
     adaptive: bool = True
@@ -111,8 +112,8 @@ class RosenbrockTableau:
                     raise ValueError(f"tableau {self.name!r}: row {i} of {name} has {len(row)} entries, expected {i}")
         if not math.isclose(self.gamma_sums[0], self.gamma, abs_tol=1e-15):
             raise ValueError(f"tableau {self.name!r}: gamma_sums[0] = {self.gamma_sums[0]!r} must equal gamma")
-        if self.dense is not None and (len(self.dense) != 2 or any(len(row) != s for row in self.dense)):
-            raise ValueError(f"tableau {self.name!r}: dense must be two rows of {s} weights")
+        if self.dense is not None and (len(self.dense) < 2 or any(len(row) != s for row in self.dense)):
+            raise ValueError(f"tableau {self.name!r}: dense must be two or more rows of {s} weights")
         reuses = tuple(i > 0 and self.alpha[i] == self.alpha[i - 1]
                        and tuple(self.a[i]) == tuple(self.a[i - 1]) + (0.0,) for i in range(s))
         object.__setattr__(self, "reuses", reuses)
@@ -374,16 +375,14 @@ class Rosenbrock(AbstractSolver):
             theta = theta.to(step.y0.dtype)
         if self.tableau.dense is None:
             return self._hermite(step, theta, None)
-        k1, k2 = step.dense["cont"]
-        return _rodas_dense(step.y0, step.y1, k1, k2, theta)
+        return _rodas_dense(step.y0, step.y1, step.dense["cont"], theta)
 
     def interpolate_per_sample(self, step: Step, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         y0 = step.y0[rows]
         th = theta.to(y0.dtype).view(-1, *([1] * (y0.ndim - 1)))
         if self.tableau.dense is None:
             return self._hermite(step, th, rows)
-        k1, k2 = step.dense["cont"]
-        return _rodas_dense(y0, step.y1[rows], k1[rows], k2[rows], th)
+        return _rodas_dense(y0, step.y1[rows], [k[rows] for k in step.dense["cont"]], th)
 
     def _hermite(self, step: Step, theta, rows):
         """The cubic Hermite interpolant from ``y0, y1, f(t0, y0)`` and ``f(t1, y1)`` (one evaluation per step
@@ -416,9 +415,14 @@ class Rosenbrock(AbstractSolver):
         return points
 
 
-def _rodas_dense(y0, y1, k1, k2, theta):
-    """Hairer's RODAS continuous output ``(1-θ) y0 + θ (y1 + (1-θ)(k1 + θ k2))`` (rodas.f, CONTRO)."""
-    return (1 - theta) * y0 + theta * (y1 + (1 - theta) * (k1 + theta * k2))
+def _rodas_dense(y0, y1, k, theta):
+    """Hairer's RODAS continuous output ``(1-θ) y0 + θ (y1 + (1-θ)(k1 + θ k2))`` (rodas.f, CONTRO), and its
+    extension by further powers of ``θ``, ``(1-θ) y0 + θ (y1 + (1-θ)(k1 + θ (k2 + θ k3)))`` (Rodas5P's order-4
+    output), the inner polynomial by Horner's scheme."""
+    inner = k[-1]
+    for k_j in reversed(k[:-1]):
+        inner = k_j + theta * inner
+    return (1 - theta) * y0 + theta * (y1 + (1 - theta) * inner)
 
 
 def _forward_mode_jvp(func, t0, y0: torch.Tensor, fallback):

@@ -17,7 +17,7 @@ TIMES = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
 
 
 @pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
-@pytest.mark.parametrize("name", ["kvaerno4", "kvaerno5", "esdirk547l2sa", "rodas4"])
+@pytest.mark.parametrize("name", ["kvaerno4", "kvaerno5", "esdirk547l2sa", "rodas4", "rodas5p"])
 def test_the_gradient_through_a_stiff_solve_does_not_carry_the_fast_mode(name, per_sample):
     # dy(t)/dy0 along the fast eigenvector is e^{-1000 t} ~ 0 at the outputs; interpolated inside two long steps
     # it came out as 2.0 (kvaerno5), 3.2 (esdirk547l2sa), 0.59 (kvaerno4) against a slow-mode gradient of 1.3

@@ -20,7 +20,7 @@ F64 = torch.float64
 METHODS = {tableau.name: tableau.order for tableau in TABLEAUS}
 ADAPTIVE = {tableau.name: tableau.order for tableau in ESDIRK_TABLEAUS}
 METHODS.update(ADAPTIVE)
-ROSENBROCK = ("rodas4", "ros3p")
+ROSENBROCK = ("rodas4", "rodas5p", "ros3p")
 STEP = 0.01
 TIMES = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
 # eigenvalues -1 and -1000: h λ = -10 at STEP, far beyond any explicit method's stability region
@@ -107,7 +107,7 @@ def test_a_failed_newton_row_gives_finite_gradients():
 
 
 @pytest.mark.parametrize("y0", [SLOW, torch.tensor([1.0, 0.5], dtype=F64)], ids=["slow-manifold", "transient"])
-@pytest.mark.parametrize("name", [*ADAPTIVE, "rodas4"])
+@pytest.mark.parametrize("name", [*ADAPTIVE, "rodas4", "rodas5p"])
 def test_adaptive_backsolve_on_a_stiff_problem_matches_the_closed_form(name, y0):
     # backwards in time the -1000 mode grows: integrating y back beside the adjoint followed it off the trajectory
     # (16,031 backward steps against 60 forward, the gradient 500x off); backsolve now runs the adjoint along the
@@ -124,7 +124,7 @@ def test_adaptive_backsolve_on_a_stiff_problem_matches_the_closed_form(name, y0)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
 
 
-@pytest.mark.parametrize("name", ["kvaerno4", "rodas4"])
+@pytest.mark.parametrize("name", ["kvaerno4", "rodas4", "rodas5p"])
 def test_stiff_backsolve_agrees_with_checkpoint_on_a_neural_field_and_the_output_times(name):
     # a nonlinear field with parameters, and gradients with respect to the output times: the continuous adjoint
     # equals the exact discrete gradient to about the tolerance
@@ -139,7 +139,7 @@ def test_stiff_backsolve_agrees_with_checkpoint_on_a_neural_field_and_the_output
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["kvaerno5", "rodas4"])
+@pytest.mark.parametrize("name", ["kvaerno5", "rodas4", "rodas5p"])
 def test_per_sample_stiff_backsolve_gives_each_samples_closed_form_gradient(name):
     # ragged per-sample grids; before, the per-sample backward integrated y back and returned dL/dA 1e8 off
     a = STIFF.clone().requires_grad_(True)

@@ -5,6 +5,17 @@
   rodas.f, subroutine ROCOE with METH=1). Order 4, embedded order 3, stiffly
   accurate (the last two stages are the embedded and the main solution),
   L-stable; continuous output of order 3 (rodas.f's ``D2j``, ``D3j``).
+* ``rodas5p``: Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P
+  and numerical benchmarks within the Julia Differential Equations package",
+  BIT Numer. Math. 63 (2023) 27. Order 5, embedded order 4, stiffly accurate
+  (the last three stages sit at ``t1``: the embedded solution is the point
+  where the eighth stage evaluates ``f``, the solution that point plus the
+  eighth stage, so the error estimate is the last stage), L-stable; its coefficients were
+  chosen to keep order 4 for index-1 DAEs and for Prothero–Robinson, and its
+  continuous output is of order 4 (three rows of ``h_ij``, one more power of
+  ``θ`` than RODAS's). Coefficients as printed in the paper and transcribed
+  in OrdinaryDiffEq.jl (``Rodas5PTableau``); the tests below hold them to the
+  order conditions to 1e-12, which a wrong or truncated digit would break.
 * ``ros3p``: Lang & Verwer, "ROS3P — an accurate third-order Rosenbrock
   solver designed for parabolic problems", BIT 41 (2001) 731–738, Table 1.
   Order 3 (also for parabolic problems, no order reduction), embedded order
@@ -65,6 +76,53 @@ RODAS4 = RosenbrockTableau(
     citation="RODAS (Hairer & Wanner II, §VI.4; rodas.f)",
 )
 
+_A6 = (-7.502846399306121, 2.561846144803919, -11.627539656261098, -0.18268767659942256, 0.030198172008377946)
+
+RODAS5P = RosenbrockTableau(
+    name="rodas5p",
+    gamma=0.21193756319429014,
+    alpha=(0.0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1.0, 1.0, 1.0),
+    gamma_sums=(0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
+                2.325825639765069, 0.0, 0.0, 0.0),
+    a=(
+        (),
+        (3.0,),
+        (2.849394379747939, 0.45842242204463923),
+        (-6.954028509809101, 2.489845061869568, -10.358996098473584),
+        (2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641),
+        _A6,
+        (*_A6, 1.0),
+        (*_A6, 1.0, 1.0),
+    ),
+    coupling=(
+        (),
+        (-14.155112264123755,),
+        (-17.97296035885952, -2.859693295451294),
+        (147.12150275711716, -1.41221402718213, 71.68940251302358),
+        (165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306),
+        (24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125, -0.6610691825249471),
+        (30.91273214028599, -3.1208243349937974, 77.79954646070892, 34.28646028294783, -19.097331116725623,
+         -28.087943162872662),
+        (37.80277123390563, -3.2571969029072276, 112.26918849496327, 66.9347231244047, -40.06618937091002,
+         -54.66780262877968, -9.48861652309627),
+    ),
+    m=(*_A6, 1.0, 1.0, 1.0),
+    m_hat=(*_A6, 1.0, 1.0, 0.0),
+    order=5,
+    embedded_order=4,
+    dense=(
+        (25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204, 0.524948541321073,
+         1.1241088310450404, 0.4272876194431874, -0.17202221070155493),
+        (-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796, 20.176138334709044,
+         15.98066361424651, -6.789040303419874, -6.710236069923372),
+        (11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643, -52.072871366152654,
+         -59.78993625266729, -0.15582684282751913, 4.883087185713722),
+    ),
+    dense_order=4,
+    l_stable=True,
+    citation="Rodas5P (Steinebach, BIT Numer. Math. 63 (2023) 27)",
+)
+
 ROS3P = RosenbrockTableau(
     name="ros3p",
     gamma=0.7886751345948129,
@@ -92,4 +150,4 @@ ROS3P = RosenbrockTableau(
     dense_order=2,
 )
 
-METHODS = (RODAS4, ROS3P)
+METHODS = (RODAS4, RODAS5P, ROS3P)
