@@ -18,7 +18,8 @@ time, the global error in units of the local tolerance (a modest multiple is usu
 Beside neurode's methods, scipy's BDF and Radau at the same tolerances on the same problem (with the
 Brusselator's Jacobian sparsity given to them, their best setting). Columns: accepted + rejected steps,
 function evaluations, Jacobian evaluations (neurode ``stats.n_jac``, scipy ``njev``), LU factorisations
-(``stats.n_lu``, scipy ``nlu``), wall time (one thread, float64, CPU).
+(``stats.n_lu``, scipy ``nlu``), wall time (one thread, float64, CPU). A second table sorts, per problem,
+neurode's solves into those within the tolerance (``err/tol <= 1``) and those over it.
 
 Two ratio rows follow:
 
@@ -211,6 +212,7 @@ def comparison(methods: list[str], quick: bool, names: list[str] | None = None,
                krylov_plain: bool = False) -> list[str]:
     lines = ["| problem | solver | err/tol | steps | NFE | Jacobians | LU | wall (s) | note |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    errors: dict[str, list[tuple[str, float]]] = {}
     for problem in problems(quick):
         if names and not any(problem["name"].startswith(name) for name in names):
             continue
@@ -224,9 +226,26 @@ def comparison(methods: list[str], quick: bool, names: list[str] | None = None,
         for label, run in rows:
             y, r = run()
             err = _scaled_error(y, ref, problem["atol"])
+            if label.startswith("neurode"):
+                linear = ("Krylov + band" if r["note"].startswith("Krylov, band") else
+                          "Krylov" if r["note"].startswith("Krylov") else "dense LU")
+                errors.setdefault(problem["name"], []).append(
+                    (f"{label[8:]} ({linear})" if problem.get("krylov") else label[8:], err))
             lines.append(f"| {problem['name']} (atol {problem['atol']:g}) | {label} | {err:.2g} | {r['steps']} | "
                          f"{r['nfe']} | {r['n_jac']} | {r['n_lu']} | {r['seconds']:.2f} | {r.get('note', '')} |")
             print(lines[-1], file=sys.stderr, flush=True)
+    return lines + [""] + verdicts(errors)
+
+
+def verdicts(errors: dict[str, list[tuple[str, float]]]) -> list[str]:
+    """Per problem, neurode's solves within the tolerance (``err/tol <= 1``: the final state agrees with the
+    reference to the tolerance asked) and those over it, most accurate first."""
+    lines = ["| problem | within the tolerance (err/tol <= 1) | over it |", "| --- | --- | --- |"]
+    for name, rows in errors.items():
+        rows = sorted(rows, key=lambda row: row[1])
+        within = ", ".join(f"{label} {err:.2g}" for label, err in rows if err <= 1.0) or "none"
+        over = ", ".join(f"{label} {err:.2g}" for label, err in rows if err > 1.0) or "none"
+        lines.append(f"| {name} | {within} | {over} |")
     return lines
 
 

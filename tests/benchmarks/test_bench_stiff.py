@@ -54,3 +54,10 @@ def test_rodas5p_is_within_the_tolerance_of_the_scipy_reference(name):
     y, record = bench_stiff._neurode(problem, "rodas5p")
     assert bench_stiff._scaled_error(y, reference, problem["atol"]) <= 1.0
     assert record["n_jac"] == record["n_lu"] == record["steps"]  # one Jacobian and one LU a step, no Newton
+
+
+def test_the_verdicts_sort_each_problems_solves_by_the_tolerance():
+    lines = bench_stiff.verdicts({"HIRES": [("kvaerno3", 14.0), ("rodas5p", 0.69), ("rodas4", 0.13)],
+                                  "Robertson": [("rodas4", 1.0)], "van der Pol": [("kvaerno5", 7.4)]})
+    assert lines[2:] == ["| HIRES | rodas4 0.13, rodas5p 0.69 | kvaerno3 14 |", "| Robertson | rodas4 1 | none |",
+                         "| van der Pol | none | kvaerno5 7.4 |"]
