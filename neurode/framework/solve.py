@@ -86,6 +86,24 @@ def check_times(t: Any, name: str = "t", *, min_len: int = 1) -> torch.Tensor:
     return t
 
 
+def _check_per_sample_args(args, batch: int, where: str = "args") -> None:
+    """Per sample, every tensor in ``args`` is indexed by sample along its first dimension (``slice_args``): one
+    whose first dimension is not the batch is a shared parameter passed where per-sample ones go."""
+    if isinstance(args, torch.Tensor):
+        if args.ndim == 0 or args.shape[0] != batch:
+            raise InvalidInputError(
+                f"in per-sample mode the tensors in args are indexed by sample along their first dimension (so "
+                f"that they stay aligned with the samples still running); {where} has shape {tuple(args.shape)}, "
+                f"expected a first dimension of {batch} (the batch). For a parameter shared by every sample, pass "
+                f"it expanded (x.expand({batch}, *x.shape)) or read it from a closure or an nn.Module")
+    elif isinstance(args, (tuple, list)):
+        for i, value in enumerate(args):
+            _check_per_sample_args(value, batch, f"{where}[{i}]")
+    elif isinstance(args, dict):
+        for key, value in args.items():
+            _check_per_sample_args(value, batch, f"{where}[{key!r}]")
+
+
 def _tuple_tol(name: str, tol, shapes):
     # torchdiffeq: a tolerance per tuple element, expanded over that element.
     if isinstance(tol, (tuple, list)):
@@ -425,6 +443,7 @@ def build_problem(
             t = t.expand(y0_flat.shape[0], -1)
         if t.requires_grad:
             raise InvalidInputError("gradients with respect to per-sample times are not supported")
+        _check_per_sample_args(args, y0_flat.shape[0])
     else:
         check_times(t, min_len=1)
     if t.device != y0_flat.device:

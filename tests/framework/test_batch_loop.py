@@ -1,12 +1,14 @@
 """The batch-parallel loop: per-sample time grids, step sizes, compaction and status."""
 
 import math
+import re
 
 import pytest
 import torch
 
 import neurode
 from neurode.framework.batch_loop import MAX_STEPS, NON_FINITE, SUCCESS, UNDERFLOW
+from neurode.framework.errors import InvalidInputError
 
 F64 = torch.float64
 
@@ -378,3 +380,19 @@ def test_every_adaptive_tableau_runs_per_sample(solver):
     expected = y0[:, 0] * torch.exp(-(t - t[:, :1])).T
     finite = torch.isfinite(t.T)
     assert torch.allclose(sol.ys[..., 0][finite], expected[finite], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("args, where", [(torch.ones(4, dtype=F64), "args has shape (4,)"),
+                                         (torch.tensor(2.0, dtype=F64), "args has shape ()"),
+                                         ((torch.ones(3, 2, dtype=F64), torch.ones(5, dtype=F64)),
+                                          "args[1] has shape (5,)"),
+                                         ({"rate": torch.ones(2, 3, dtype=F64)}, "args['rate'] has shape (2, 3)")])
+def test_per_sample_args_not_indexed_by_sample_are_refused_saying_which_and_why(args, where):
+    # per sample, tensors in args are sliced by sample as samples finish: a shared parameter there was either a
+    # raw broadcasting error or, worse, silently sliced
+    y0 = torch.ones(3, 2, dtype=F64)
+    with pytest.raises(InvalidInputError, match=re.escape(where) + r".*expected a first dimension of 3.*expand"):
+        neurode.solve(lambda t, y, a: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), per_sample=True, args=args)
+    # per-sample ones pass, non-tensors are left alone
+    neurode.solve(lambda t, y, a: -a[0][:, None] * y, y0, torch.tensor([0.0, 1.0], dtype=F64), per_sample=True,
+                  args=(torch.ones(3, dtype=F64), "label", 2))
