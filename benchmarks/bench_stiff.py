@@ -9,8 +9,9 @@ Problems (Hairer & Wanner, "Solving Ordinary Differential Equations II", 2nd ed.
   (2N unknowns), t in [0, 10], its state interleaved (u_1, v_1, u_2, v_2, ...) as BRUSS orders it, which makes
   its Jacobian banded with lband = uband = 2: solved with ``linear_solver="krylov", lband=2, uband=2`` (GMRES
   preconditioned by the band, SUNDIALS' CVBANDPRE) by the methods that take that option (the ESDIRK
-  methods), with their default dense LU by the others (say which in the table); ``--krylov-plain`` adds
-  rows of the unpreconditioned Krylov solver.
+  methods), and with ``lband=2, uband=2`` by the Rosenbrock methods (the exact band of J factored by block
+  cyclic reduction; the table says which); ``--krylov-plain`` adds rows of the unpreconditioned Krylov
+  solver.
 
 Every solve runs at rtol 1e-6 (the atol of each problem is in the table) and is compared with a scipy
 Radau reference at rtol 1e-10: ``err/tol`` is ``max_i |y_i - ref_i| / (rtol |ref_i| + atol)`` at the final
@@ -179,6 +180,9 @@ def _options(method: str, problem: dict, precondition: bool = True) -> tuple[dic
             if precondition and "lband" in accepted:
                 options["lband"], options["uband"] = problem["krylov"]
                 note = f"Krylov, band preconditioner (lband = uband = {problem['krylov'][0]})"
+        elif "lband" in accepted:  # a Rosenbrock method: the exact band of J, factored by cyclic reduction
+            options["lband"], options["uband"] = problem["krylov"]
+            note = f"banded LU (lband = uband = {problem['krylov'][0]})"
         else:
             note = "dense LU"
     return options, note
@@ -221,14 +225,16 @@ def comparison(methods: list[str], quick: bool, names: list[str] | None = None,
         rows = [(f"neurode {m}", lambda m=m: _neurode(problem, m)) for m in methods]
         if krylov_plain and problem.get("krylov"):
             rows += [(f"neurode {m}", lambda m=m: _neurode(problem, m, precondition=False)) for m in methods
-                     if "lband" in {p.name for p in signature_parameters(neurode.get_registry().get("solver", m).obj)}]
+                     if {"lband", "linear_solver"} <= {p.name for p in signature_parameters(
+                         neurode.get_registry().get("solver", m).obj)}]
         rows += [(f"scipy {m}", lambda m=m: _scipy(problem, m, RTOL, problem["atol"])) for m in ("BDF", "Radau")]
         for label, run in rows:
             y, r = run()
             err = _scaled_error(y, ref, problem["atol"])
             if label.startswith("neurode"):
                 linear = ("Krylov + band" if r["note"].startswith("Krylov, band") else
-                          "Krylov" if r["note"].startswith("Krylov") else "dense LU")
+                          "Krylov" if r["note"].startswith("Krylov") else
+                          "banded LU" if r["note"].startswith("banded") else "dense LU")
                 errors.setdefault(problem["name"], []).append(
                     (f"{label[8:]} ({linear})" if problem.get("krylov") else label[8:], err))
             lines.append(f"| {problem['name']} (atol {problem['atol']:g}) | {label} | {err:.2g} | {r['steps']} | "

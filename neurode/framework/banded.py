@@ -63,6 +63,14 @@ def _shift(odd: torch.Tensor, evens: int, *, left: bool) -> torch.Tensor:
     return (torch.cat([zero, odd], 1) if left else torch.cat([odd, zero], 1))[:, :evens]
 
 
+def band_matvec(band: torch.Tensor, lband: int, uband: int, x: torch.Tensor) -> torch.Tensor:
+    """``A_b x_b`` for every row of ``x`` (``(B, d)``), ``A_b`` stored as ``band`` (``(B, d, lband + uband + 1)``,
+    zero outside the matrix): ``(A x)_i = Σ_k band[i, k] x[i - lband + k]``."""
+    width = lband + uband + 1
+    windows = torch.nn.functional.pad(x, (lband, uband)).unfold(1, width, 1)  # [b, i, k] = x[b, i - lband + k]
+    return (band * windows).sum(-1)
+
+
 @dataclass
 class BandFactors:
     """The block cyclic reduction of ``I - c_b A_b`` for banded ``A_b``: :meth:`factor` it, then :meth:`solve`.

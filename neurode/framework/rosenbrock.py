@@ -15,7 +15,10 @@ matrix factored is ``W = I - hγJ`` (no ``1/h`` on the diagonal):
 * in the shared loop ``J`` is dense over the flattened state, ``(n, n)``;
 * in the batch-parallel loop (per-sample ``h``, a ``(B,)`` float64 tensor)
   ``J`` is block-diagonal, ``(B, d, d)`` blocks (``jacobian.block_jacobian``),
-  and the ``B`` blocks are factored in one batched LU.
+  and the ``B`` blocks are factored in one batched LU;
+* with ``lband``/``uband`` (either loop) only ``J``'s band is formed, exactly,
+  from grouped vector–Jacobian products (``jacobian.exact_banded_jacobian``),
+  and ``W`` is factored by block cyclic reduction (``banded.BandFactors``).
 
 A singular ``W`` (``hγ`` meets the reciprocal of an eigenvalue of ``J``) is
 not a crash: the step returns an infinite error estimate, which the loops
@@ -50,9 +53,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.autograd.forward_ad as fwAD
 
+from neurode.framework.banded import BandFactors, band_matvec, check_bandwidths
 from neurode.framework.errors import InvalidInputError
 from neurode.framework.explicit_rk import hermite
-from neurode.framework.jacobian import jacobian, record, unwatched
+from neurode.framework.jacobian import banded_jacobian, exact_banded_jacobian, jacobian, record, unwatched
 from neurode.framework.partitioned_jacobian import PartitionedJacobian
 from neurode.framework.solver import AbstractSolver, Step
 
@@ -169,6 +173,13 @@ class Rosenbrock(AbstractSolver):
             in the shared loop, ``(B, d, d)`` blocks in the batch-parallel loop (checked).
         autonomous: ``True`` when ``f`` does not depend on ``t`` (saves one evaluation of ``f`` per step);
             by default ``∂f/∂t`` is formed every step (autograd; zero when ``f``'s graph does not read ``t``).
+        lband, uband: the Jacobian is banded with these half-bandwidths (scipy's and LSODA's names; RODAS's
+            MLJAC, MUJAC), per sample in the batch-parallel loop: ``J``'s band is formed exactly by
+            ``lband + uband + 1`` vector–Jacobian products (forward differences where ``f`` has no graph)
+            and ``I - hγJ`` factored by block cyclic reduction (``banded.py``), so no ``d × d`` matrix is
+            formed — a reaction–diffusion system on a fine 1-d grid. The method keeps its order: the band *is*
+            ``J``, and a Jacobian with entries outside the declared band is refused (``InvalidInputError``
+            naming the entry; checked at every Jacobian from the same products).
     """
 
     adaptive = True
@@ -177,13 +188,22 @@ class Rosenbrock(AbstractSolver):
     supports_tangent = False  # see the module docstring
     steps_onto_outputs = True  # see AbstractSolver: outputs are step ends, not interpolated
 
-    def __init__(self, tableau: RosenbrockTableau, *, jac=None, autonomous: bool | None = None) -> None:
+    def __init__(self, tableau: RosenbrockTableau, *, jac=None, autonomous: bool | None = None,
+                 lband: int | None = None, uband: int | None = None) -> None:
         if not isinstance(tableau, RosenbrockTableau):
             raise TypeError(f"tableau must be a RosenbrockTableau, got {type(tableau).__name__}")
         if jac is not None and not callable(jac):
             raise InvalidInputError(f"jac must be a callable jac(t, y) -> dF/dy, got {type(jac).__name__}")
         if autonomous not in (None, True, False):
             raise InvalidInputError(f"autonomous must be True, False or None, got {autonomous!r}")
+        self.band = None
+        if lband is not None or uband is not None:
+            if jac is not None:
+                raise InvalidInputError(f"jac and lband={lband!r}, uband={uband!r} both describe the Jacobian: pass "
+                                        "jac for a dense (or per-sample block) Jacobian of your own, or the "
+                                        "bandwidths for a band formed by autograd")
+            self.band = (0 if lband is None else lband, 0 if uband is None else uband)
+            check_bandwidths(*self.band)
         self.tableau = tableau
         self.adaptive = self.supports_per_sample = tableau.adaptive  # the batch-parallel loop steps adaptively
         self.order = tableau.order
@@ -223,28 +243,39 @@ class Rosenbrock(AbstractSolver):
         f0 = func(t0, y0)
         graph = torch.is_grad_enabled() and f0.requires_grad
         with unwatched(func):
-            jac = jacobian(lambda y: func(t0, y), y0.detach(), f0.detach(), per_sample=per_sample,
-                           jac=None if self.jac is None else self._exact_jacobian,
-                           t=self._time_tensor(func, t0, y0))
+            if self.band is None:
+                jac = jacobian(lambda y: func(t0, y), y0.detach(), f0.detach(), per_sample=per_sample,
+                               jac=None if self.jac is None else self._exact_jacobian,
+                               t=self._time_tensor(func, t0, y0))
+            else:
+                band = self._band(func, t0, y0, f0, rows, d)
             f_t = None if self.autonomous else self._time_derivative(func, t0, y0, f0, graph)
             jvp = self._graph_jvp(func, t0, y0, f0) if graph else None
-        blocks = jac.reshape(rows, d, d)
-        eye = torch.eye(d, dtype=blocks.dtype, device=blocks.device)
-        scale = hg.reshape(rows, 1, 1) if per_sample else hg
-        lu, pivots, info = torch.linalg.lu_factor_ex(eye - scale * blocks)
         record(func, jacobians=1, factorisations=1)
-        singular = info != 0
-        if per_sample:
-            # a singular block must not poison the batch (nor the backward pass): factor I there, reject it below
-            lu = torch.where(singular[:, None, None], eye, lu)
-            pivots = torch.where(singular[:, None], torch.arange(1, d + 1, dtype=pivots.dtype,
-                                                                  device=pivots.device), pivots)
-        elif bool(singular.any()):
+        if self.band is not None:
+            c = hg.reshape(rows) if per_sample else torch.full((1,), float(hg), dtype=band.dtype, device=band.device)
+            factors = BandFactors.factor(band, *self.band, c)
+            singular = ~factors.usable | ~self._band_solves_accurately(factors, band, c)
+
+            def solve(rhs: torch.Tensor) -> torch.Tensor:
+                return factors.solve(rhs.reshape(rows, d)).reshape(shape)
+        else:
+            blocks = jac.reshape(rows, d, d)
+            eye = torch.eye(d, dtype=blocks.dtype, device=blocks.device)
+            scale = hg.reshape(rows, 1, 1) if per_sample else hg
+            lu, pivots, info = torch.linalg.lu_factor_ex(eye - scale * blocks)
+            singular = info != 0
+            if per_sample:
+                # a singular block must not poison the batch (nor the backward pass): factor I there, reject below
+                lu = torch.where(singular[:, None, None], eye, lu)
+                pivots = torch.where(singular[:, None], torch.arange(1, d + 1, dtype=pivots.dtype,
+                                                                      device=pivots.device), pivots)
+
+            def solve(rhs: torch.Tensor) -> torch.Tensor:
+                return torch.linalg.lu_solve(lu, pivots, rhs.reshape(rows, d, 1)).reshape(shape)
+        if not per_sample and bool(singular.any()):
             error = torch.full_like(y0, math.inf)
             return Step(t0, h, y0, y0, state, (), error, dense=None, func=func)
-
-        def solve(rhs: torch.Tensor) -> torch.Tensor:
-            return torch.linalg.lu_solve(lu, pivots, rhs.reshape(rows, d, 1)).reshape(shape)
 
         u: list[torch.Tensor] = []
         f_i = f0
@@ -277,6 +308,46 @@ class Rosenbrock(AbstractSolver):
         if tab.dense is not None:
             dense["cont"] = tuple(_combine(list(zip(row, u))) for row in tab.dense)
         return Step(t0, h, y0, y1, state, (), error, dense=dense, func=func)
+
+    def _band_solves_accurately(self, factors: BandFactors, band: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``(rows,)``: whether the factors solve ``W x = W p`` back to ``p`` for a fixed probe ``p``, to 1e-6
+        relative (float64; 1e-3 in lower precision). Cyclic reduction pivots within blocks only: stable where ``W``
+        is block diagonally dominant (``banded.py``), which ``I - hγJ`` of a diffusion–reaction system is; where
+        it is not, a step whose solves would be inaccurate is rejected (like a singular ``W``) and retried smaller,
+        where ``W`` is nearer the identity — never taken with wrong stages. One band product and solve a step."""
+        rows, d, _ = band.shape
+        probe = 1.0 + (torch.arange(d, dtype=band.dtype, device=band.device) % 7) / 7.0
+        probe = probe.expand(rows, d)
+        image = probe - c.to(band.dtype)[:, None] * band_matvec(band, *self.band, probe)
+        back = factors.solve(image)
+        tolerance = 1e-6 if band.dtype == torch.float64 else 1e-3
+        return ((back - probe).abs().amax(dim=1) <= tolerance * 2.0) & torch.isfinite(back).all(dim=1)
+
+    def _band(self, func, t0, y0: torch.Tensor, f0: torch.Tensor, rows: int, d: int) -> torch.Tensor:
+        """``J``'s band per row, ``(rows, d, lband + uband + 1)``: exact by autograd (refusing a Jacobian with
+        entries outside it), by grouped forward differences where ``f`` has no graph."""
+        lband, uband = self.band
+        check_bandwidths(lband, uband, d)
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return func(t0, z.reshape(y0.shape)).reshape(rows, d)
+
+        y, value = y0.detach().reshape(rows, d), f0.detach().reshape(rows, d)
+        exact = exact_banded_jacobian(f, y, lband, uband)
+        if exact is None:
+            return banded_jacobian(f, y, value, lband, uband)
+        band, (stray, sample, group, column) = exact
+        scale = float(band.abs().max()) if band.numel() else 0.0
+        if stray > 1e-10 * max(scale, 1.0):
+            width = lband + uband + 1
+            raise InvalidInputError(
+                f"{self.name} was given lband={lband}, uband={uband}, but the Jacobian has entries outside that band"
+                f" (|J| up to {stray:.3g} in column {column}, in a row i with i mod {width} = {group}"
+                f"{f', sample {sample}' if rows > 1 else ''}, where the band's largest is {scale:.3g}): a "
+                "Rosenbrock method needs the exact Jacobian for its order. Give the true bandwidths (a state "
+                "ordered so that each component couples to its neighbours: interleave the species of a grid "
+                "point), or leave them out for the dense Jacobian")
+        return band
 
     def _exact_jacobian(self, t, y):
         """The user's ``jac(t, y)``, refused where it is only an iteration matrix (a :class:`PartitionedJacobian`)."""

@@ -42,7 +42,12 @@ def test_krylov_rows_are_band_preconditioned_unless_asked_not_to_be():
     assert "band preconditioner" in note
     options, note = bench_stiff._options("kvaerno4", problem, precondition=False)
     assert "lband" not in options and note == "Krylov, no preconditioner"
-    assert bench_stiff._options("rodas4", problem)[1] == "dense LU"
+    # a Rosenbrock method has no Krylov option: the exact band of J, factored by cyclic reduction
+    options, note = bench_stiff._options("rodas5p", problem)
+    assert (options["lband"], options["uband"]) == (2, 2) and "linear_solver" not in options
+    assert note == "banded LU (lband = uband = 2)"
+    assert bench_stiff._options("rodas5p", next(p for p in bench_stiff.problems(quick=True)
+                                                if p["name"] == "HIRES"))[0] == {"autonomous": True}
 
 
 @pytest.mark.parametrize("name", ["Robertson", "van der Pol", "HIRES"])

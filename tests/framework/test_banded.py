@@ -4,7 +4,7 @@ a sample whose reduction breaks down is left unpreconditioned; bandwidths are ch
 import pytest
 import torch
 
-from neurode.framework.banded import BandFactors, check_bandwidths
+from neurode.framework.banded import BandFactors, band_matvec, check_bandwidths
 from neurode.framework.errors import InvalidInputError
 
 F64 = torch.float64
@@ -62,3 +62,19 @@ def test_band_storage_and_blocks_are_checked():
         BandFactors.factor(torch.zeros(1, 8, 3, dtype=F64), 2, 2, torch.ones(1, dtype=F64))
     with pytest.raises(InvalidInputError, match="cannot hold"):
         BandFactors.factor(torch.zeros(1, 8, 5, dtype=F64), 2, 2, torch.ones(1, dtype=F64), block=1)
+
+
+def test_band_matvec_is_the_dense_product():
+    generator = torch.Generator().manual_seed(3)
+    batch, d, lband, uband = 2, 9, 2, 1
+    band = torch.randn(batch, d, lband + uband + 1, generator=generator, dtype=torch.float64)
+    i = torch.arange(d)[:, None]
+    j = i - lband + torch.arange(lband + uband + 1)[None, :]
+    band = torch.where((j >= 0) & (j < d), band, torch.zeros(()))  # storage: zero outside the matrix
+    dense = torch.zeros(batch, d, d, dtype=torch.float64)
+    for row in range(d):
+        for k in range(lband + uband + 1):
+            if 0 <= row - lband + k < d:
+                dense[:, row, row - lband + k] = band[:, row, k]
+    x = torch.randn(batch, d, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(band_matvec(band, lband, uband, x), (dense @ x[..., None])[..., 0], rtol=0, atol=1e-14)

@@ -106,9 +106,10 @@ def interpolated_adjoint(*, inner: VectorField, solver, config, backward_solver,
         return (-jac.mT).contiguous()
 
     backward_options = dict(options)
-    if options.get("linear_solver") == "krylov":
+    if options.get("linear_solver") == "krylov" or options.get("lband") is not None or options.get("uband") is not None:
         # Jacobian-free: GMRES takes products of the adjoint field, linear in a (forward differences of it are
-        # -Jᵀ v to round-off); a band preconditioner's bandwidths swap under the transpose
+        # -Jᵀ v to round-off); a band (a preconditioner's, or a Rosenbrock method's banded Jacobian, formed by
+        # grouped differences of that linear field) has its bandwidths swapped under the transpose
         backward_options["lband"], backward_options["uband"] = options.get("uband"), options.get("lband")
         backward_options = {k: v for k, v in backward_options.items() if v is not None}
     else:

@@ -10,7 +10,7 @@ import neurode
 from neurode.framework.errors import InvalidInputError, NonFiniteStateError
 from neurode.framework.rosenbrock import Rosenbrock
 from neurode.framework.vector_field import VectorField
-from neurode.plugins.solvers.tableaus.rosenbrock import METHODS, RODAS4, ROS3P
+from neurode.plugins.solvers.tableaus.rosenbrock import METHODS, RODAS4, RODAS5P, ROS3P
 from neurode.testing.tableaus import rooted_trees, tree_density, tree_order
 
 F64 = torch.float64
@@ -371,3 +371,109 @@ def test_ros3p_is_fixed_step_because_its_embedded_estimate_vanishes_on_linear_pr
     errors = [float((neurode.solve(lambda s, y: a @ y, y0, t, solver="ros3p", step_size=h).ys - exact).abs().max())
               for h in (1e-3, 5e-4)]
     assert errors[0] < 1e-4 and 6 < errors[0] / errors[1] < 10  # third order on a fixed grid
+
+
+# --------------------------------------------------------------------------- banded Jacobians (lband, uband)
+
+
+def reaction_diffusion(t, y, rate=None):
+    """``y' = D Δy + y(1 - y) - y³`` on a 1-d grid (Dirichlet ends): tridiagonal Jacobian, stiff (D = 400)."""
+    padded = torch.nn.functional.pad(y, (1, 1))
+    laplacian = padded[..., 2:] - 2 * y + padded[..., :-2]
+    rate = 1.0 if rate is None else rate[..., None]
+    return 400.0 * laplacian + rate * y * (1 - y) - y**3
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
+def test_a_banded_jacobian_gives_the_dense_solution(name, per_sample):
+    y0 = torch.sin(torch.linspace(0.3, 2.8, 16, dtype=F64)).expand(3, 16) * torch.tensor([[1.0], [0.5], [2.0]],
+                                                                                            dtype=F64)
+    rate = torch.tensor([1.0, 10.0, 0.1], dtype=F64)
+    t = torch.tensor([0.0, 0.01, 0.2], dtype=F64)
+    kwargs = dict(solver=name, rtol=1e-7, atol=1e-10, per_sample=per_sample, args=rate if per_sample else None)
+    field = reaction_diffusion if per_sample else (lambda t, y: reaction_diffusion(t, y, rate))
+    dense = neurode.solve(field, y0, t, **kwargs)
+    band = neurode.solve(field, y0, t, lband=1, uband=1, **kwargs)
+    # the band is the whole Jacobian: the same steps and the same solution to round-off
+    torch.testing.assert_close(band.ys, dense.ys, rtol=1e-12, atol=1e-13)
+    assert (band.stats.n_steps, band.stats.nfe, band.stats.n_lu) == (dense.stats.n_steps, dense.stats.nfe,
+                                                                      dense.stats.n_lu)
+
+
+@pytest.mark.parametrize("adjoint", ["direct", "checkpoint"])
+def test_banded_gradients_pass_gradcheck(adjoint, name="rodas5p"):  # (the band's code is the same for rodas4)
+    # on a fixed grid (a smooth discrete map): the band's factors carry the gradient like the dense LU's. The
+    # matrix's three diagonals are the inputs (perturbing an entry outside the band would make J not banded)
+    inputs = tuple(x.requires_grad_(True) for x in (torch.linspace(0.1, 1.0, 5, dtype=F64),
+                                                     torch.full((4,), 140.0, dtype=F64),
+                                                     torch.full((5,), -400.0, dtype=F64),
+                                                     torch.full((4,), 260.0, dtype=F64)))
+
+    def outputs(y0, lower, diagonal, upper):
+        a_ = torch.diag(diagonal) + torch.diag(upper, 1) + torch.diag(lower, -1)
+        return neurode.solve(lambda t, y: a_ @ y + 0.1 * y**2, y0, torch.tensor([0.0, 0.02, 0.04], dtype=F64),
+                             solver=name, step_size=0.01, adjoint=adjoint, lband=1, uband=1).ys
+
+    assert torch.autograd.gradcheck(outputs, inputs)
+
+
+def test_banded_backsolve_agrees_with_checkpoint(name="rodas5p"):
+    # the adjoint's Jacobian -Jᵀ is banded with the bandwidths swapped (lband 2, uband 1 here)
+    d = 10
+    a = (torch.diag(torch.full((d,), -2.0, dtype=F64)) + torch.diag(torch.full((d - 1,), 1.3, dtype=F64), 1)
+         + torch.diag(torch.full((d - 1,), 0.7, dtype=F64), -1) + torch.diag(torch.full((d - 2,), 0.2, dtype=F64), -2))
+    a = (200.0 * a).requires_grad_(True)
+    y0 = torch.linspace(0.1, 1.0, d, dtype=F64).requires_grad_(True)
+    weights = torch.randn(3, d, dtype=F64, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for adjoint in ("checkpoint", "backsolve"):
+        ys = neurode.solve(lambda t, y: a @ y + 0.1 * y**2, y0, torch.tensor([0.0, 0.05, 0.1], dtype=F64),
+                           solver=name, rtol=1e-9, atol=1e-11, adjoint=adjoint, lband=2, uband=1).ys
+        grads[adjoint] = torch.autograd.grad((ys * weights).sum(), (y0, a))
+    for got, want in zip(grads["backsolve"], grads["checkpoint"]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8 * float(want.abs().max()))
+
+
+def test_a_field_without_a_graph_gets_its_band_by_differences():
+    def numpy_field(t, y):  # no autograd graph: the band by grouped forward differences instead
+        return torch.from_numpy(reaction_diffusion(t, torch.from_numpy(y.detach().numpy())).numpy())
+
+    y0 = torch.sin(torch.linspace(0.3, 2.8, 12, dtype=F64))
+    t = torch.tensor([0.0, 0.1], dtype=F64)
+    exact = neurode.solve(reaction_diffusion, y0, t, solver="rodas5p", rtol=1e-8, atol=1e-11).ys
+    differences = neurode.solve(numpy_field, y0, t, solver="rodas5p", rtol=1e-8, atol=1e-11, lband=1, uband=1).ys
+    torch.testing.assert_close(differences, exact, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"lband": 0, "uband": 1}, r"lband=0, uband=1, but the Jacobian has entries outside that band .*column \d+, in a "
+                               r"row i with i mod 2 = \d.*true bandwidths"),
+    ({"lband": 1, "uband": 1, "jac": lambda t, y: torch.eye(16, dtype=F64)}, "jac and lband=1, uband=1 both"),
+    ({"lband": -1}, "lband .* must be an integer >= 0, got -1"),
+    ({"uband": 16}, "uband=16 must be less than the 16 components"),
+])
+def test_bad_bandwidths_are_refused_saying_what_is_wrong(options, match):
+    y0 = torch.sin(torch.linspace(0.3, 2.8, 16, dtype=F64))
+    with pytest.raises(InvalidInputError, match=match):
+        neurode.solve(reaction_diffusion, y0, torch.tensor([0.0, 0.1], dtype=F64), solver="rodas5p", **options)
+
+
+def test_a_band_factorisation_that_solves_inaccurately_rejects_the_step():
+    # cyclic reduction pivots within blocks only: a tiny odd diagonal entry of a well-conditioned W (cond 24)
+    # loses 4e-4 of accuracy without a singular block; the probe solve catches it (the step is then rejected
+    # and retried smaller, as for a singular W), and passes a diagonally dominant W
+    from neurode.framework.banded import BandFactors
+
+    d = 8
+    w = torch.eye(d, dtype=F64) + torch.diag(torch.ones(d - 1, dtype=F64), 1) + torch.diag(torch.ones(d - 1,
+                                                                                                    dtype=F64), -1)
+    w[1, 1] = 1e-13
+    solver = Rosenbrock(RODAS5P, lband=1, uband=1)
+    for matrix, accurate in ((w, False), (torch.eye(d, dtype=F64) + 0.1 * (w - torch.diag(w.diagonal())), True)):
+        jac = torch.eye(d, dtype=F64) - matrix  # W = I - c J with c = 1
+        band = torch.stack([torch.cat([jac.diagonal(-1).new_zeros(1), jac.diagonal(-1)]), jac.diagonal(),
+                            torch.cat([jac.diagonal(1), jac.diagonal(1).new_zeros(1)])], -1)[None]
+        c = torch.ones(1, dtype=F64)
+        factors = BandFactors.factor(band, 1, 1, c)
+        assert bool(factors.usable) and bool(solver._band_solves_accurately(factors, band, c)) is accurate
