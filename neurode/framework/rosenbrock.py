@@ -258,7 +258,10 @@ class Rosenbrock(AbstractSolver):
             singular = ~factors.usable | ~self._band_solves_accurately(factors, band, c)
 
             def solve(rhs: torch.Tensor) -> torch.Tensor:
-                return factors.solve(rhs.reshape(rows, d)).reshape(shape)
+                flat = rhs.reshape(rows, d)
+                # as for a singular dense block: a rejected sample's stages stay finite (identity), so that its
+                # values poison neither the batch nor the backward pass
+                return torch.where(singular[:, None], flat, factors.solve(flat)).reshape(shape)
         else:
             blocks = jac.reshape(rows, d, d)
             eye = torch.eye(d, dtype=blocks.dtype, device=blocks.device)
