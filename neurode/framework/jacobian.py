@@ -159,21 +159,23 @@ def banded_jacobian(f: StateFunction, y: torch.Tensor, f0: torch.Tensor, lband: 
 
 
 def exact_banded_jacobian(f: StateFunction, y: torch.Tensor, lband: int, uband: int,
-                          ) -> tuple[torch.Tensor, tuple[float, int, int, int]] | None:
+                          ) -> tuple[torch.Tensor, tuple[float, int, int]] | None:
     """The band of ``∂f_b/∂y_b`` for every row of ``y`` (``(B, d)``), exact, by ``lband + uband + 1``
-    vector–Jacobian products (one batched backward pass), and the largest entry it leaves out; ``None`` where
+    vector–Jacobian products (one batched backward pass), and how far ``J`` is from that band; ``None`` where
     ``f`` has no graph (then :func:`banded_jacobian`'s differences are the way).
 
     Curtis, Powell & Reid's grouping (see :func:`banded_jacobian`) on the rows: rows ``lband + uband + 1``
     apart share no column of a band (column ``j`` reaches rows ``j - uband .. j + lband``), so the gradient
-    of the sum of one group of rows holds each of their band entries alone. Every entry of those gradients that
-    lands in no band position must then be zero: the largest of them is returned as ``(|value|, sample, row
-    group, column)``, for the caller to refuse a Jacobian that is not banded as declared — at no cost in
-    evaluations of ``f``.
+    of the sum of one group of rows holds each of their band entries alone — if ``J`` is banded. An entry
+    outside the band would land, unseen, on another row's band entry of the same group; so one more product
+    in the same backward pass, with a fixed dense weight vector ``w``, gives ``wᵀJ`` to compare with ``wᵀ``
+    times the band: the largest difference is returned as ``(|value|, sample, column)`` for the caller to
+    refuse a Jacobian that is not banded as declared (zero to round-off when it is).
     """
     batch, d = y.shape
     width = lband + uband + 1
     groups = min(width, d)
+    index = torch.arange(d, device=y.device)
     with torch.enable_grad():
         point = y.detach().clone().requires_grad_(True)
         try:
@@ -182,27 +184,26 @@ def exact_banded_jacobian(f: StateFunction, y: torch.Tensor, lband: int, uband: 
             return None
         if not out.requires_grad:
             return None
-        member = torch.arange(d, device=y.device) % width
-        seeds = (member[None, :] == torch.arange(groups, device=y.device)[:, None]).to(out.dtype)
-        seeds = seeds[:, None, :].expand(groups, batch, d)
+        seeds = (index[None, :] % width == torch.arange(groups, device=y.device)[:, None]).to(out.dtype)
+        weights = 1.5 + torch.cos(1.3 * index.to(out.dtype))  # in [0.5, 2.5], no pattern of a grid's
+        seeds = torch.cat([seeds, weights[None]])[:, None, :].expand(groups + 1, batch, d)
         try:
             (sums,) = torch.autograd.grad(out, point, seeds, retain_graph=True, is_grads_batched=True)
         except RuntimeError:
-            sums = torch.stack([torch.autograd.grad(out, point, seeds[g], retain_graph=g < groups - 1)[0]
-                                for g in range(groups)])
-    sums = sums.detach().permute(1, 0, 2)  # (B, groups, d): sums[b, g, j] = Σ_{i ≡ g} J_b[i, j]
-    i = torch.arange(d, device=y.device)[:, None]
+            sums = torch.stack([torch.autograd.grad(out, point, seeds[g], retain_graph=g < groups)[0]
+                                for g in range(groups + 1)])
+    sums = sums.detach()
+    weighted, sums = sums[-1], sums[:-1].permute(1, 0, 2)  # (B, d): wᵀJ; (B, groups, d): Σ_{i ≡ g} J[i, :]
+    i = index[:, None]
     j = i - lband + torch.arange(width, device=y.device)[None, :]
     inside = (j >= 0) & (j < d)
     j = j.clamp(0, d - 1)
-    rows = (i % width).expand_as(j)
-    band = torch.where(inside, sums[:, rows, j], torch.zeros((), dtype=sums.dtype, device=sums.device))
-    placed = torch.zeros(groups, d, dtype=torch.bool, device=y.device)
-    placed[rows[inside], j[inside]] = True
-    stray = sums.abs().masked_fill(placed, 0.0)
+    band = torch.where(inside, sums[:, (i % width).expand_as(j), j], torch.zeros((), dtype=sums.dtype,
+                                                                                  device=sums.device))
+    from_band = torch.zeros_like(weighted).index_add_(1, j[inside], (weights[:, None] * band)[:, inside])
+    stray = (weighted - from_band).abs()
     flat = int(stray.argmax())
-    where = (flat // (groups * d), (flat // d) % groups, flat % d)
-    return band, (float(stray.flatten()[flat]), *where)
+    return band, (float(stray.flatten()[flat]), flat // d, flat % d)
 
 
 def user_jacobian(jac: Callable, t, y: torch.Tensor, *, per_sample: bool) -> torch.Tensor:

@@ -179,7 +179,7 @@ class Rosenbrock(AbstractSolver):
             and ``I - hγJ`` factored by block cyclic reduction (``banded.py``), so no ``d × d`` matrix is
             formed — a reaction–diffusion system on a fine 1-d grid. The method keeps its order: the band *is*
             ``J``, and a Jacobian with entries outside the declared band is refused (``InvalidInputError``
-            naming the entry; checked at every Jacobian from the same products).
+            naming the column; checked at every Jacobian by one more product in the same backward pass).
     """
 
     adaptive = True
@@ -328,7 +328,8 @@ class Rosenbrock(AbstractSolver):
 
     def _band(self, func, t0, y0: torch.Tensor, f0: torch.Tensor, rows: int, d: int) -> torch.Tensor:
         """``J``'s band per row, ``(rows, d, lband + uband + 1)``: exact by autograd (refusing a Jacobian with
-        entries outside it), by grouped forward differences where ``f`` has no graph."""
+        entries outside it, found by one more product in the same pass), by grouped forward differences where
+        ``f`` has no graph (unchecked there)."""
         lband, uband = self.band
         check_bandwidths(lband, uband, d)
 
@@ -339,14 +340,13 @@ class Rosenbrock(AbstractSolver):
         exact = exact_banded_jacobian(f, y, lband, uband)
         if exact is None:
             return banded_jacobian(f, y, value, lband, uband)
-        band, (stray, sample, group, column) = exact
+        band, (stray, sample, column) = exact
         scale = float(band.abs().max()) if band.numel() else 0.0
-        if stray > 1e-10 * max(scale, 1.0):
-            width = lband + uband + 1
+        if stray > 1e-10 * max(scale, 1.0) * (lband + uband + 1):
             raise InvalidInputError(
                 f"{self.name} was given lband={lband}, uband={uband}, but the Jacobian has entries outside that band"
-                f" (|J| up to {stray:.3g} in column {column}, in a row i with i mod {width} = {group}"
-                f"{f', sample {sample}' if rows > 1 else ''}, where the band's largest is {scale:.3g}): a "
+                f" (column {column}{f' of sample {sample}' if rows > 1 else ''}: a weighted sum of its entries "
+                f"differs from the band's by {stray:.3g}, where the band's largest entry is {scale:.3g}): a "
                 "Rosenbrock method needs the exact Jacobian for its order. Give the true bandwidths (a state "
                 "ordered so that each component couples to its neighbours: interleave the species of a grid "
                 "point), or leave them out for the dense Jacobian")

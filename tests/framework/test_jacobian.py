@@ -9,6 +9,7 @@ from neurode.framework.jacobian import (
     block_jacobian,
     dense_jacobian,
     difference_jvp,
+    exact_banded_jacobian,
     jacobian,
     user_jacobian,
 )
@@ -173,3 +174,40 @@ def test_banded_jacobian_is_the_autograd_band_from_lband_plus_uband_plus_one_eva
 def test_banded_jacobian_needs_matching_shapes():
     with pytest.raises(InvalidInputError, match=r"banded_jacobian needs y and f0 of one shape"):
         banded_jacobian(lambda z: z, torch.ones(4), torch.ones(4), 1, 1)
+
+
+def _band_of(dense: torch.Tensor, lband: int, uband: int) -> torch.Tensor:
+    d = dense.shape[-1]
+    i = torch.arange(d)[:, None]
+    j = i - lband + torch.arange(lband + uband + 1)[None, :]
+    inside = (j >= 0) & (j < d)
+    return torch.where(inside, dense[..., i, j.clamp(0, d - 1)], torch.zeros(()))
+
+
+@pytest.mark.parametrize("lband, uband", [(1, 1), (2, 1), (0, 2)])
+def test_the_exact_band_is_the_dense_jacobians_band_and_nothing_strays(lband, uband):
+    # a nonlinear field coupling each component to lband neighbours below and uband above, per sample
+    def f(y):
+        out = -y**3
+        for k in range(1, lband + 1):
+            out = out + k * torch.nn.functional.pad(y[:, :-k], (k, 0)) ** 2
+        for k in range(1, uband + 1):
+            out = out + torch.sin(torch.nn.functional.pad(y[:, k:], (0, k)) * (k + 1))
+        return out
+
+    y = torch.randn(3, 11, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    band, (stray, *_) = exact_banded_jacobian(f, y, lband, uband)
+    dense = block_jacobian(f, y)
+    torch.testing.assert_close(band, _band_of(dense, lband, uband), rtol=0, atol=1e-14)
+    assert stray < 1e-13
+    # declared too narrow: the entries left out land on other rows' band entries of their group; the weighted
+    # product finds them anyway, in a column that has them
+    narrow = (max(lband - 1, 0), uband - (lband == 0))
+    _, (stray, sample, column) = exact_banded_jacobian(f, y, *narrow)
+    rows, cols = torch.meshgrid(torch.arange(11), torch.arange(11), indexing="ij")
+    out_of_band = (cols - rows > narrow[1]) | (rows - cols > narrow[0])
+    assert stray > 0.1 and bool(dense[sample, :, column][out_of_band[:, column]].abs().max() > 0)
+
+
+def test_a_field_without_a_graph_has_no_exact_band():
+    assert exact_banded_jacobian(lambda y: y.detach() * 2, torch.ones(2, 4, dtype=torch.float64), 1, 1) is None
