@@ -14,9 +14,13 @@ class SolveStats:
 
     Attributes:
         nfe: evaluations of ``f`` in the forward solve (including the initial
-            step heuristic and event root finding).
+            step heuristic and event root finding); in the batch-parallel
+            mode one call on the active samples counts once (``nfe_rows``
+            counts the rows).
         n_steps: attempted steps; ``n_accepted + n_rejected``.
-        n_accepted, n_rejected: accepted and rejected steps.
+        n_accepted, n_rejected: accepted and rejected steps; in the
+            batch-parallel mode summed over the samples (each sample's own in
+            ``Solution.sample_stats``).
         h_last: size of the last accepted step (signed, in the direction of ``t``).
         h_next: the step size the controller proposed next (where a solve
             would continue).
