@@ -342,7 +342,8 @@ class Rosenbrock(AbstractSolver):
             return banded_jacobian(f, y, value, lband, uband)
         band, (stray, sample, column) = exact
         scale = float(band.abs().max()) if band.numel() else 0.0
-        if stray > 1e-10 * max(scale, 1.0) * (lband + uband + 1):
+        # round-off of wᵀJ (w <= 2.5, at most lband + uband + 1 terms a column) is ~eps of that; strays are not
+        if stray > 100 * torch.finfo(band.dtype).eps * 2.5 * (lband + uband + 1) * max(scale, 1.0):
             raise InvalidInputError(
                 f"{self.name} was given lband={lband}, uband={uband}, but the Jacobian has entries outside that band"
                 f" (column {column}{f' of sample {sample}' if rows > 1 else ''}: a weighted sum of its entries "

@@ -477,3 +477,13 @@ def test_a_band_factorisation_that_solves_inaccurately_rejects_the_step():
         c = torch.ones(1, dtype=F64)
         factors = BandFactors.factor(band, 1, 1, c)
         assert bool(factors.usable) and bool(solver._band_solves_accurately(factors, band, c)) is accurate
+
+
+def test_a_banded_jacobian_in_float32_gives_the_dense_solution():
+    # the out-of-band check's threshold scales with the dtype's round-off (a fixed 1e-10 refused float32 bands)
+    y0 = torch.sin(torch.linspace(0.3, 2.8, 16, dtype=torch.float32))
+    t = torch.tensor([0.0, 0.2], dtype=torch.float32)
+    dense = neurode.solve(reaction_diffusion, y0, t, solver="rodas5p", rtol=1e-4, atol=1e-6)
+    band = neurode.solve(reaction_diffusion, y0, t, solver="rodas5p", rtol=1e-4, atol=1e-6, lband=1, uband=1)
+    assert band.ys.dtype == torch.float32 and band.stats.n_steps == dense.stats.n_steps
+    torch.testing.assert_close(band.ys, dense.ys, rtol=1e-5, atol=1e-6)
