@@ -180,7 +180,7 @@ def simulate(
     noise: float = 0.0,
     parameters: ParameterRanges | None = None,
     seed: int = 0,
-    method: str = "dopri5",
+    method: str | None = None,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     block_size: int = 256,
@@ -203,7 +203,8 @@ def simulate(
         parameters: overrides of the default parameter ranges, ``name -> (low,
             high)`` or ``name -> value``.
         seed: fixes everything drawn; the same arguments give the same data.
-        method, rtol, atol: the solver and its tolerances (float64 throughout).
+        method, rtol, atol: the solver (by default the system's own: ``dopri5``, or a stiff method for a
+            stiff system) and its tolerances (float64 throughout).
         block_size: trajectories solved per batched call.
         progress: called as ``progress(done, total)`` after each block.
 
@@ -216,6 +217,7 @@ def simulate(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SimulationConfigError(f"seed must be a non-negative integer, got {seed!r}")
     ranges = resolve_parameter_ranges(system, parameters)
+    method = system.solver if method is None else method
     config = SimulationConfig(
         system.name, n_trajectories, n_obs, t_span, sampling, missing, noise, ranges, seed, method, rtol, atol
     )

@@ -132,6 +132,9 @@ class System:
     vector_field: VectorField = field(repr=False)
     initial_state: InitialState = field(repr=False)
     component_axis: ComponentAxis | None = None
+    #: the solver :func:`neurode.datasets.simulate` uses unless told otherwise: a stiff system names a stiff
+    #: (implicit) method, with which it takes tens of steps where an explicit one would take millions
+    solver: str = "dopri5"
 
     def parameter(self, name: str) -> Parameter:
         for parameter in self.parameters:
@@ -229,6 +232,17 @@ def _lotka_volterra_init(rng, n, p):
 def _van_der_pol(t, y, p):
     x, v = y[..., 0], y[..., 1]
     return _stack(v, p["mu"] * (1.0 - x**2) * v - x)
+
+
+def _robertson(t, y, p):
+    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
+    slow, fast, recombination = p["k1"] * y1, p["k2"] * y2 * y3, p["k3"] * y2 * y2
+    return _stack(-slow + fast, slow - fast - recombination, recombination)
+
+
+def _robertson_init(rng, n, p):
+    y1 = rng.uniform(0.5, 1.0, n)  # a mixture of A and C, no B: the total concentration is 1
+    return np.stack([y1, np.zeros(n), 1.0 - y1], axis=-1)
 
 
 def _lorenz(t, y, p):
@@ -397,6 +411,28 @@ SYSTEMS: dict[str, System] = {
             time_units=_DIMENSIONLESS,
             vector_field=_van_der_pol,
             initial_state=_uniform_box(-3.0, 3.0, 2),
+        ),
+        System(
+            name="robertson",
+            summary="Robertson's stiff chemical kinetics A -> B, B + C -> A + C, 2B -> B + C (stiff: rodas5p)",
+            reference="Robertson (1966), The solution of a set of reaction rate equations; Hairer & Wanner (1996), "
+                      "Solving Ordinary Differential Equations II, sec. IV.1, eq. (1.4)",
+            state_dim=3,
+            variables=(
+                Variable("a", (0,), _DIMENSIONLESS, "concentration of A"),
+                Variable("b", (1,), _DIMENSIONLESS, "concentration of B (about 1e-5 of the others)"),
+                Variable("c", (2,), _DIMENSIONLESS, "concentration of C"),
+            ),
+            parameters=(
+                Parameter("k1", 0.02, 0.08, _DIMENSIONLESS, "rate constant of A -> B", domain=POSITIVE),
+                Parameter("k2", 5e3, 2e4, _DIMENSIONLESS, "rate constant of B + C -> A + C", domain=POSITIVE),
+                Parameter("k3", 1.5e7, 6e7, _DIMENSIONLESS, "rate constant of 2B -> B + C", domain=POSITIVE),
+            ),
+            t_span=(0.0, 40.0),
+            time_units=_DIMENSIONLESS,
+            vector_field=_robertson,
+            initial_state=_robertson_init,
+            solver="rodas5p",
         ),
         System(
             name="lorenz",

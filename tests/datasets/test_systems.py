@@ -71,7 +71,8 @@ def _numpy_field(system, params, i):
 
 @pytest.mark.parametrize("name", FULLY_OBSERVED)
 def test_every_system_agrees_with_scipy_dop853(name):
-    """An independent solver on the same equations: trajectories agree to 1e-6."""
+    """An independent solver on the same equations (scipy's Radau for a stiff system): trajectories agree to
+    1e-6."""
     system = SYSTEMS[name]
     t_span = (system.t_span[0], min(system.t_span[1], 2.0)) if name == "lorenz" else system.t_span  # chaos
     ds = _regular(name, n=3, n_obs=21, t_span=t_span)
@@ -82,8 +83,8 @@ def test_every_system_agrees_with_scipy_dop853(name):
         state[:, :, list(variable.indices)] = value if value.ndim == 3 else value[..., None]
     for i in range(3):
         reference = scipy.integrate.solve_ivp(
-            _numpy_field(system, params, i), t_span, state[i, 0], method="DOP853", t_eval=ds.time.values[i],
-            rtol=1e-12, atol=1e-12,
+            _numpy_field(system, params, i), t_span, state[i, 0], t_eval=ds.time.values[i], rtol=1e-12, atol=1e-12,
+            method="DOP853" if system.solver == "dopri5" else "Radau",  # a stiff system: an implicit reference
         )
         np.testing.assert_allclose(state[i], reference.y.T, atol=1e-6 * max(1.0, np.abs(reference.y).max()))
 
@@ -183,3 +184,11 @@ def test_van_der_pol_reaches_its_limit_cycle_of_amplitude_two():
 def test_lorenz_stays_on_its_attractor():
     ds = _regular("lorenz")
     assert np.all(np.abs(ds.x.values) < 25) and np.all((ds.z.values > 0) & (ds.z.values < 55))
+
+
+def test_robertson_conserves_the_total_concentration_and_is_solved_as_stiff():
+    ds = _regular("robertson")
+    a, b, c = _rows(ds, "a", "b", "c")
+    np.testing.assert_allclose(a + b + c, 1.0, rtol=0, atol=1e-12)  # A + B + C is invariant: (1, 1, 1)·f = 0
+    assert ds.attrs["neurode_solver"] == "rodas5p" and 0 < np.nanmax(b) < 1e-4  # B stays tiny: the stiffness
+    assert simulate("robertson", n_trajectories=2, n_obs=5, method="rodas4").attrs["neurode_solver"] == "rodas4"
