@@ -111,6 +111,11 @@ def simulate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same options and seed, same data.")] = 0,
+    solver: Annotated[
+        str | None,
+        typer.Option("--solver", help="Registered solver (default: the system's own: dopri5, or rodas5p for a stiff "
+                                      "system such as robertson).", show_default=False),
+    ] = None,
     rtol: Annotated[float, typer.Option("--rtol", min=0.0, help="Solver relative tolerance.")] = 1e-8,
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Solver absolute tolerance.")] = 1e-10,
     zarr_format: Annotated[int, typer.Option("--zarr-format", min=2, max=3, help="Zarr format version, 2 or 3.")] = 3,
@@ -139,16 +144,22 @@ def simulate(
     spec = get_system(system)
     resolve_parameter_ranges(spec, ranges)
     check_options(count, obs, span or spec.t_span, sampling.value, missing, noise, rtol, atol)
+    if solver is not None:
+        from neurode.cli.choices import check_choice
+        from neurode.framework.registry import get_registry
+
+        check_choice("--solver", solver, get_registry().names("solver"))
     if out.exists() and not overwrite:
         raise StoreExistsError(f"{out}: already exists; pass --overwrite to replace it")
     check_writable(out, overwrite=overwrite)
     if is_netcdf_path(out):
         netcdf_write_engine(out)
-    _run(spec, out, count, obs, span, sampling.value, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite)
+    _run(spec, out, count, obs, span, sampling.value, missing, noise, ranges, seed, solver, rtol, atol, zarr_format,
+         overwrite)
 
 
 def _run(
-    spec, out, count, obs, span, sampling, missing, noise, ranges, seed, rtol, atol, zarr_format, overwrite
+    spec, out, count, obs, span, sampling, missing, noise, ranges, seed, solver, rtol, atol, zarr_format, overwrite
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -171,6 +182,7 @@ def _run(
             noise=noise,
             parameters=ranges,
             seed=seed,
+            method=solver,
             rtol=rtol,
             atol=atol,
             progress=lambda done, total: progress.update(solving, completed=done),

@@ -233,3 +233,21 @@ def test_negative_seed_is_a_user_error(runner, tmp_path):
     assert result.exit_code == 1, result.output
     assert "seed must be a non-negative integer, got -1" in result.output
     assert not out.exists()
+
+
+def test_a_stiff_system_is_simulated_with_its_stiff_solver_unless_another_is_named(runner, tmp_path):
+    result = runner.invoke(app, ["simulate", "robertson", "-o", str(tmp_path / "r.zarr"), "-n", "3", "--obs", "6"])
+    assert result.exit_code == 0, result.output
+    assert neurode.load(tmp_path / "r.zarr").attrs["neurode_solver"] == "rodas5p"
+    result = runner.invoke(app, ["simulate", "robertson", "-o", str(tmp_path / "s.zarr"), "-n", "3", "--obs", "6",
+                                 "--solver", "kvaerno5"])
+    assert result.exit_code == 0, result.output
+    ds = neurode.load(tmp_path / "s.zarr")
+    assert ds.attrs["neurode_solver"] == "kvaerno5"
+    np.testing.assert_allclose(ds.c.values, neurode.load(tmp_path / "r.zarr").c.values, rtol=1e-6)
+
+
+def test_an_unknown_solver_is_a_usage_error_before_any_work(runner, tmp_path):
+    result = runner.invoke(app, ["simulate", "robertson", "-o", str(tmp_path / "r.zarr"), "--solver", "rodas9"])
+    assert result.exit_code == 2 and "--solver" in result.output and "'rodas9'" in result.output
+    assert "rodas5p" in result.output and _files(tmp_path) == []
