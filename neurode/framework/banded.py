@@ -45,12 +45,18 @@ def check_bandwidths(lband: int, uband: int, d: int | None = None) -> None:
                                     f"state in a per-sample solve): a band that wide is the whole matrix")
 
 
-def _block_layout(d: int, lband: int, uband: int, m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where every band entry goes in the ``(nb, 3, m, m)`` block storage (flat index), and which are inside."""
+def band_columns(d: int, lband: int, uband: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The band storage's layout: ``(i, j, inside)``, rows ``i`` ``(d, 1)``, the column ``j = i - lband + k`` of
+    every entry ``(d, width)`` (clamped into the matrix, so usable as an index) and whether it is inside it."""
     i = torch.arange(d, device=device)[:, None]
     j = i - lband + torch.arange(lband + uband + 1, device=device)[None, :]
     inside = (j >= 0) & (j < d)
-    j = j.clamp(0, d - 1)
+    return i, j.clamp(0, d - 1), inside
+
+
+def _block_layout(d: int, lband: int, uband: int, m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every band entry goes in the ``(nb, 3, m, m)`` block storage (flat index), and which are inside."""
+    i, j, inside = band_columns(d, lband, uband, device)
     which = j // m - i // m + 1  # 0: the block left of the diagonal one, 1: diagonal, 2: right
     flat = (((i // m) * 3 + which) * m + i % m) * m + j % m
     return flat[inside], inside.flatten()

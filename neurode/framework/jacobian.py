@@ -44,6 +44,7 @@ from collections.abc import Callable
 
 import torch
 
+from neurode.framework.banded import band_columns
 from neurode.framework.errors import InvalidInputError
 
 #: ``f(y) -> dy/dt`` at a fixed time, as the functions here take it
@@ -149,17 +150,14 @@ def banded_jacobian(f: StateFunction, y: torch.Tensor, f0: torch.Tensor, lband: 
         step = (y + _difference_step(y)) - y
         group = torch.arange(d, device=y.device) % width
         differences = torch.stack([f(torch.where(group == g, y + step, y)) - f0 for g in range(min(width, d))], 1)
-        i = torch.arange(d, device=y.device)[:, None]
-        j = i - lband + torch.arange(width, device=y.device)[None, :]
-        inside = (j >= 0) & (j < d)
-        j = j.clamp(0, d - 1)
+        i, j, inside = band_columns(d, lband, uband, y.device)
         # row i of the group that moved column j holds ∂f_i/∂y_j (no other column of that group reaches row i)
         band = differences[:, j % width, i.expand_as(j)] / step[:, j]
         return torch.where(inside, band, torch.zeros_like(band))
 
 
 def exact_banded_jacobian(f: StateFunction, y: torch.Tensor, lband: int, uband: int,
-                          ) -> tuple[torch.Tensor, tuple[float, int, int]] | None:
+                          ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The band of ``∂f_b/∂y_b`` for every row of ``y`` (``(B, d)``), exact, by ``lband + uband + 1``
     vector–Jacobian products (one batched backward pass), and how far ``J`` is from that band; ``None`` where
     ``f`` has no graph (then :func:`banded_jacobian`'s differences are the way).
@@ -169,8 +167,9 @@ def exact_banded_jacobian(f: StateFunction, y: torch.Tensor, lband: int, uband: 
     of the sum of one group of rows holds each of their band entries alone — if ``J`` is banded. An entry
     outside the band would land, unseen, on another row's band entry of the same group; so one more product
     in the same backward pass, with a fixed dense weight vector ``w``, gives ``wᵀJ`` to compare with ``wᵀ``
-    times the band: the largest difference is returned as ``(|value|, sample, column)`` for the caller to
-    refuse a Jacobian that is not banded as declared (zero to round-off when it is).
+    times the band: ``|wᵀJ - wᵀ band|``, ``(B, d)``, is returned beside the band for the caller to refuse a
+    Jacobian that is not banded as declared (zero to round-off when it is; :func:`largest_stray` names where
+    it is not). Tensors only: no host read here.
     """
     batch, d = y.shape
     width = lband + uband + 1
@@ -194,16 +193,17 @@ def exact_banded_jacobian(f: StateFunction, y: torch.Tensor, lband: int, uband: 
                                 for g in range(groups + 1)])
     sums = sums.detach()
     weighted, sums = sums[-1], sums[:-1].permute(1, 0, 2)  # (B, d): wᵀJ; (B, groups, d): Σ_{i ≡ g} J[i, :]
-    i = index[:, None]
-    j = i - lband + torch.arange(width, device=y.device)[None, :]
-    inside = (j >= 0) & (j < d)
-    j = j.clamp(0, d - 1)
+    i, j, inside = band_columns(d, lband, uband, y.device)
     band = torch.where(inside, sums[:, (i % width).expand_as(j), j], torch.zeros((), dtype=sums.dtype,
                                                                                   device=sums.device))
     from_band = torch.zeros_like(weighted).index_add_(1, j[inside], (weights[:, None] * band)[:, inside])
-    stray = (weighted - from_band).abs()
+    return band, (weighted - from_band).abs()
+
+
+def largest_stray(stray: torch.Tensor) -> tuple[float, int, int]:
+    """``(|value|, sample, column)`` of the largest of :func:`exact_banded_jacobian`'s ``(B, d)`` differences."""
     flat = int(stray.argmax())
-    return band, (float(stray.flatten()[flat]), flat // d, flat % d)
+    return float(stray.flatten()[flat]), flat // stray.shape[1], flat % stray.shape[1]
 
 
 def user_jacobian(jac: Callable, t, y: torch.Tensor, *, per_sample: bool) -> torch.Tensor:
